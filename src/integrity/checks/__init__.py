@@ -1,0 +1,132 @@
+"""The check catalog: one module per family, registered by subclassing `Check`.
+
+A check is declared once: a config model (parsed from YAML, no database
+needed), the columns it reads, and how it measures violations. Defining a
+subclass with a `kind` is the registration; `CHECKS` maps kinds to classes.
+
+A check returns a `Measurement`: the violating rows (keys, tenant, the values
+that make them wrong), how many violations there are, and the population they
+were measured on. It does not decide pass or fail: `results` does, from the
+check's severity or thresholds, so every family is judged the same way.
+
+Check modules import pandas inside functions only: the registry is imported
+by `integrity validate`, which must not pay for pandas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from integrity.config import Audit, CheckConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from integrity.sources import Frames
+
+CHECKS: dict[str, type[Check]] = {}
+
+
+@dataclass
+class Measurement:
+    """What a check found.
+
+    `violations` holds the rows to show, one per violation unless
+    `context_column` marks some rows as context (e.g. the kept row of a
+    duplicate group, shown beside its surplus copies but not counted).
+    `keys` names the columns that identify a violation (history, tests);
+    `group_column` keeps whole groups together when rows are sampled.
+    Checks that judge a value themselves (metrics, freshness) set `level`.
+    """
+
+    violations: pd.DataFrame
+    violation_count: int
+    population: int | None
+    keys: list[str]
+    group_column: str | None = None
+    context_column: str | None = None
+    level: str | None = None
+    judged: bool = False
+    value: float | None = None
+    value_text: str | None = None
+    sql: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Check:
+    """Base class of every check family."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[CheckConfig]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind:
+            if kind in CHECKS:
+                raise TypeError(f"check kind {kind!r} is defined twice")
+            CHECKS[kind] = cls
+
+    def __init__(self, config: CheckConfig, audit: Audit):
+        self.config = config
+        self.audit = audit
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    # -- validation (no database) ------------------------------------------
+
+    @classmethod
+    def validate(cls, config: CheckConfig, audit: Audit | Any) -> list[tuple[tuple, str]]:
+        """Cross-field problems as (path inside the check, message); none by default."""
+        return []
+
+    # -- what it reads ---------------------------------------------------------
+
+    def columns(self) -> dict[str, list[str]]:
+        """Columns read per dataset (key and tenant columns included where known)."""
+        raise NotImplementedError
+
+    def identity(self, dataset: str, *extra: str | None) -> list[str]:
+        """A dataset's key and tenant columns followed by `extra`, without repeats."""
+        definition = self.audit.datasets[dataset]
+        names = [*(definition.key or []), definition.tenant_column, *extra]
+        return list(dict.fromkeys(name for name in names if name))
+
+    def key_of(self, dataset: str) -> list[str]:
+        key = self.audit.datasets[dataset].key
+        if not key:
+            raise ValueError(f"dataset {dataset!r} needs a `key:` for check {self.id!r}")
+        return list(key)
+
+    def tenant_of(self, dataset: str) -> str | None:
+        return self.audit.datasets[dataset].tenant_column
+
+    # -- measuring ---------------------------------------------------------------
+
+    def measure(self, data: Frames) -> Measurement:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One paragraph saying exactly what counts as a violation."""
+        return self.config.description or self.kind
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.columns())
+
+
+# Importing the families registers them. Keep this list in catalog order.
+from integrity.checks import (  # noqa: E402,F401
+    counters,
+    timestamps,
+    duplicates,
+    orphans,
+    tenancy,
+    reconciliation,
+    metrics,
+    freshness,
+    custom_sql,
+)

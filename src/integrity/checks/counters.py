@@ -1,0 +1,155 @@
+"""Counter vs. unique events (seed 000: "emailSentCount > number of unique email sends").
+
+A stored counter (`emailSentCount`, `smsSentCount`) must equal — or in
+`at_most` mode not exceed — the number of *unique* events of its channel for
+the entity. Unique means one per distinct idempotency key when the events
+carry one (events with a null key count one per burst), otherwise one per
+burst of events no more than `window` apart (default 5 minutes); an event
+without a time counts on its own. Problems are named: `over_count` (duplicate
+requests incremented the counter: idempotency broken), `under_count`, and
+`not_incrementing` (counter 0 while events exist; flagged in `at_most` mode
+too unless `zero_counter: false`). A null counter reads as 0.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from integrity.checks import Check, Measurement
+from integrity.config import CheckConfig, Duration, Model, Where
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+from integrity.units import format_duration
+
+
+class Events(Model):
+    """The event log a counter is compared with."""
+
+    dataset: str
+    entity: str
+    time: str
+    idempotency_key: str | None = None
+    where: Where = ()
+
+
+class CounterConfig(CheckConfig):
+    kind: Literal["counter_vs_events"]
+    dataset: str
+    counter: str
+    events: Events
+    mode: Literal["equal", "at_most"] = "equal"
+    window: Duration = timedelta(minutes=5)
+    zero_counter: bool = True
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset, self.events.dataset]
+
+
+class CounterVsEvents(Check):
+    kind = "counter_vs_events"
+    Config = CounterConfig
+    config: CounterConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        key = audit.datasets[config.dataset].key if config.dataset in audit.datasets else None
+        if config.dataset in audit.datasets and (not key or len(key) != 1):
+            return [(("dataset",), f"dataset {config.dataset!r} needs a single-column `key:` "
+                                   f"(the entity id the events refer to)")]
+        return []
+
+    def columns(self):
+        config, events = self.config, self.config.events
+        needed = {config.dataset: self.identity(config.dataset, config.counter,
+                                                *filter_columns(config.where))}
+        event_columns = [events.entity, events.time, events.idempotency_key,
+                         *filter_columns(events.where)]
+        needed.setdefault(events.dataset, [])
+        needed[events.dataset] = list(dict.fromkeys(
+            needed[events.dataset] + [c for c in event_columns if c]))
+        return needed
+
+    def unique_events(self, data) -> tuple["pd.Series", "pd.Series"]:
+        """(unique events, raw events) per entity id, from the event log."""
+        import pandas as pd
+
+        from integrity.checks.common import bursts
+
+        events = self.config.events
+        rows = data.rows(events.dataset, events.where)
+        rows = rows[rows[events.entity].notna()]
+        times = data.time_column(events.dataset, rows, events.time)
+        raw = rows.groupby(events.entity).size()
+        unique = pd.Series(0, index=raw.index, dtype="int64")
+        collapsing = rows
+        if events.idempotency_key:
+            keyed = rows[events.idempotency_key].notna()
+            unique = unique.add(rows[keyed].groupby(events.entity)[events.idempotency_key]
+                                .nunique(), fill_value=0)
+            collapsing = rows[~keyed]
+        timed = bursts(collapsing, times.loc[collapsing.index], [events.entity],
+                       self.config.window)
+        unique = unique.add(timed.groupby(events.entity)["_burst"].nunique(), fill_value=0)
+        untimed = times.loc[collapsing.index].isna()
+        unique = unique.add(collapsing[untimed].groupby(events.entity).size(), fill_value=0)
+        return unique.astype("int64"), raw.astype("int64")
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        from integrity.checks.common import align
+
+        config = self.config
+        key = self.key_of(config.dataset)[0]
+        entities = data.rows(config.dataset, config.where)
+        unique, raw = self.unique_events(data)
+        counts = pd.DataFrame({"unique_events": unique, "events": raw})
+        counts.index.name = "_entity"
+        counts = counts.reset_index()
+        entity_ids, counts["_entity"] = align(entities[key], counts["_entity"])
+        table = entities.assign(_entity=entity_ids).merge(counts, on="_entity", how="left")
+        table[["unique_events", "events"]] = table[["unique_events", "events"]].fillna(0).astype(
+            "int64")
+        counter = pd.to_numeric(table[config.counter], errors="coerce")
+        notes = []
+        if counter.isna().any():
+            notes.append(f"{int(counter.isna().sum())} rows have a null {config.counter}; "
+                         f"read as 0")
+        counter = counter.fillna(0)
+        unique_counts = table["unique_events"]
+        over = counter > unique_counts
+        zero = (counter == 0) & (unique_counts > 0)
+        under = (counter < unique_counts) & ~zero
+        problem = pd.Series(None, index=table.index, dtype="object")
+        problem[over] = "over_count"
+        problem[zero] = "not_incrementing"
+        problem[under] = "under_count"
+        flagged = over.copy()
+        if config.mode == "equal":
+            flagged |= zero | under
+        elif config.zero_counter:
+            flagged |= zero
+        columns = self.identity(config.dataset, config.counter)
+        violations = table.loc[flagged, columns + ["unique_events", "events"]].assign(
+            problem=problem[flagged])
+        violations = violations.sort_values(key, kind="stable")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=int(flagged.sum()), population=len(table),
+                           keys=[key], notes=notes)
+
+    def describe(self) -> str:
+        config, events = self.config, self.config.events
+        relation = "equal" if config.mode == "equal" else "not exceed"
+        unique = (f"one per distinct {events.idempotency_key} (events without one: one per "
+                  f"burst of events at most {format_duration(config.window)} apart)"
+                  if events.idempotency_key else
+                  f"one per burst of events at most {format_duration(config.window)} apart")
+        scope = f" where {describe_filter(events.where)}" if events.where else ""
+        text = (f"{config.dataset}.{config.counter} must {relation} the number of unique "
+                f"{events.dataset} events{scope} with {events.entity} = the entity's id; "
+                f"unique = {unique}.")
+        if config.mode == "at_most" and config.zero_counter:
+            text += " A counter of 0 while events exist is flagged too (not incrementing)."
+        return text

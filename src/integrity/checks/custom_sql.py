@@ -1,0 +1,121 @@
+"""Custom SQL: any query whose rows are violations — the escape hatch (all seeds).
+
+The one place where text from the audit file runs as SQL, so it is held to
+more: only a single SELECT (or WITH … SELECT) is accepted at validation time,
+and it runs in the audit's read-only session with its statement timeout. The
+query may differ per database: `sql: {postgresql: ..., sqlite: ..., default: ...}`.
+`key` names the columns that identify a violating row (all columns if
+omitted); `population_sql` (a query returning one number) gives the rate its
+denominator.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import field_validator
+
+from integrity.checks import Check, Measurement
+from integrity.config import CheckConfig, Columns
+
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_LITERALS = re.compile(r"'(?:[^']|'')*'")
+_DIALECTS = {"postgresql", "sqlite", "mysql", "mariadb", "default"}
+
+
+def read_only_query(sql: str) -> str:
+    """The query if it is one SELECT/WITH statement; ValueError otherwise."""
+    text = _LITERALS.sub("''", _COMMENTS.sub(" ", sql)).strip().rstrip(";").strip()
+    if not text:
+        raise ValueError("the query is empty")
+    if ";" in text:
+        raise ValueError("only one statement is allowed")
+    first = text.split(None, 1)[0].upper()
+    if first not in {"SELECT", "WITH"}:
+        raise ValueError(f"custom SQL runs read-only: it must be a SELECT (or WITH ... SELECT), "
+                         f"not {first}")
+    return sql.strip().rstrip(";").strip()
+
+
+def _per_dialect(value):
+    if isinstance(value, str):
+        return {"default": read_only_query(value)}
+    if isinstance(value, dict) and value:
+        unknown = set(value) - _DIALECTS
+        if unknown:
+            raise ValueError(f"unknown database {sorted(unknown)[0]!r} "
+                             f"(use {', '.join(sorted(_DIALECTS))})")
+        return {name: read_only_query(sql) if isinstance(sql, str) else sql
+                for name, sql in value.items()}
+    raise ValueError("sql must be a query, or a mapping of database name to query")
+
+
+class CustomSqlConfig(CheckConfig):
+    kind: Literal["custom_sql"]
+    sql: dict[str, str]
+    key: Columns | None = None
+    tenant_column: str | None = None
+    population_sql: dict[str, str] | None = None
+
+    @field_validator("sql", "population_sql", mode="before")
+    @classmethod
+    def _queries(cls, value):
+        return None if value is None else _per_dialect(value)
+
+    def query_for(self, dialect: str, queries: dict[str, str] | None = None) -> str | None:
+        queries = self.sql if queries is None else queries
+        aliases = {"mariadb": "mysql", "mysql": "mariadb"}
+        return queries.get(dialect) or queries.get(aliases.get(dialect, "")) or queries.get(
+            "default")
+
+
+class CustomSql(Check):
+    kind = "custom_sql"
+    Config = CustomSqlConfig
+    config: CustomSqlConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        if config.where:
+            return [(("where",), "write the filter into the query")]
+        return []
+
+    def columns(self):
+        return {}
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+        import sqlalchemy as sa
+
+        from integrity.errors import CheckError
+
+        config, source = self.config, data.source
+        sql = config.query_for(source.dialect)
+        if sql is None:
+            raise CheckError(f"no query for {source.dialect} (give sql.{source.dialect} or "
+                             f"sql.default)")
+        with source.connect() as connection:
+            try:
+                result = connection.execute(sa.text(sql))
+                frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
+                                                  coerce_float=False)
+                population = None
+                population_sql = (config.query_for(source.dialect, config.population_sql)
+                                  if config.population_sql else None)
+                if population_sql:
+                    population = int(connection.execute(sa.text(population_sql)).scalar_one())
+            except sa.exc.SQLAlchemyError as error:
+                raise source.error(error, "custom SQL failed") from None
+        keys = list(config.key or frame.columns)
+        missing = [column for column in keys if column not in frame.columns]
+        if missing:
+            raise CheckError(f"key column {missing[0]!r} is not returned by the query "
+                             f"(it returns {', '.join(map(str, frame.columns))})")
+        if keys:
+            frame = frame.sort_values(keys, kind="stable", na_position="first")
+        return Measurement(violations=frame.reset_index(drop=True), violation_count=len(frame),
+                           population=population, keys=keys, sql=sql)
+
+    def describe(self) -> str:
+        return self.config.description or "Every row returned by the query is a violation."

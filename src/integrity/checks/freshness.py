@@ -1,0 +1,114 @@
+"""Freshness: the newest row of a dataset is younger than a bound (seeds 002, 003).
+
+"Messages being processed", "background jobs running (every 30 seconds)".
+The age is `now` minus the newest `time` among the rows in scope; it is
+compared with `warn_after` and `critical_after` (or `max_age` at the check's
+severity). With `by: [job]` every group is judged on its own newest row, and
+`expect_groups` names groups that must exist: a job that never wrote a row is
+stale. A dataset with no rows at all is stale too: no data is not fresh data.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import model_validator
+
+from integrity.checks import Check, Measurement
+from integrity.config import CheckConfig, Duration
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+from integrity.units import format_duration
+
+
+class FreshnessConfig(CheckConfig):
+    kind: Literal["freshness"]
+    dataset: str
+    time: str
+    max_age: Duration | None = None
+    warn_after: Duration | None = None
+    critical_after: Duration | None = None
+    by: list[str] = []
+    expect_groups: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max_age is None and self.warn_after is None and self.critical_after is None:
+            raise ValueError("give max_age, or warn_after and/or critical_after")
+        if self.max_age is not None and (self.warn_after or self.critical_after):
+            raise ValueError("give max_age (with severity) or warn_after/critical_after, not both")
+        if self.expect_groups is not None and len(self.by) != 1:
+            raise ValueError("expect_groups needs exactly one `by` column")
+        if self.thresholds is not None:
+            raise ValueError("freshness is judged by max_age / warn_after / critical_after, "
+                             "not thresholds")
+        return self
+
+    def bounds(self) -> list[tuple[str, timedelta]]:
+        """(level, age) pairs, most severe first."""
+        if self.max_age is not None:
+            return [(self.severity, self.max_age)]
+        pairs = [("critical", self.critical_after), ("warning", self.warn_after)]
+        return [(level, age) for level, age in pairs if age is not None]
+
+
+class Freshness(Check):
+    kind = "freshness"
+    Config = FreshnessConfig
+    config: FreshnessConfig
+
+    def columns(self):
+        config = self.config
+        wanted = [*config.by, config.time, *filter_columns(config.where)]
+        return {config.dataset: list(dict.fromkeys(wanted))}
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        config = self.config
+        rows = data.rows(config.dataset, config.where)
+        times = data.time_column(config.dataset, rows, config.time)
+        now = pd.Timestamp(data.now)
+        if config.by:
+            newest = times.groupby([rows[c] for c in config.by], dropna=False).max()
+            table = newest.rename("newest").reset_index()
+            table.columns = [*config.by, "newest"]
+            if config.expect_groups is not None:
+                present = set(table[config.by[0]].astype(str))
+                missing = [g for g in config.expect_groups if str(g) not in present]
+                table = pd.concat([table, pd.DataFrame({config.by[0]: missing,
+                                                        "newest": [pd.NaT] * len(missing)})],
+                                  ignore_index=True)
+        else:
+            table = pd.DataFrame({"scope": ["all rows"],
+                                  "newest": [times.max() if len(times) else pd.NaT]})
+        table["newest"] = pd.to_datetime(table["newest"], utc=True)
+        age = (now - table["newest"]).dt.total_seconds()
+        levels = pd.Series(None, index=table.index, dtype="object")
+        for level, bound in reversed(config.bounds()):
+            levels[(age > bound.total_seconds()) | age.isna()] = level
+        flagged = levels.notna()
+        violations = table[flagged].assign(
+            age=[format_duration(a) if a == a else "no rows" for a in age[flagged]],
+            level=levels[flagged])
+        notes = [] if len(rows) else ["no rows at all: the dataset is stale"]
+        worst = ("critical" if (levels == "critical").any() else
+                 "warning" if (levels == "warning").any() else
+                 "info" if (levels == "info").any() else None)
+        single = None if config.by or age.isna().iloc[0] else float(age.iloc[0])
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=int(flagged.sum()), population=len(table),
+                           keys=list(config.by) or ["scope"], level=worst, judged=True,
+                           value=single,
+                           value_text=None if single is None else
+                           f"newest row {format_duration(single)} old", notes=notes)
+
+    def describe(self) -> str:
+        config = self.config
+        bounds = "; ".join(f"{level} after {format_duration(age)}" for level, age in
+                           config.bounds())
+        scope = f" where {describe_filter(config.where)}" if config.where else ""
+        per = f" per {', '.join(config.by)}" if config.by else ""
+        return (f"The newest {config.dataset}.{config.time}{scope}{per} must be recent: "
+                f"{bounds}.")

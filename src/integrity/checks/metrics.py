@@ -1,0 +1,216 @@
+"""Metric thresholds: a value or rate over a window against warn/critical bounds (seeds 000, 004).
+
+"Delivery rate < 90%", "template fallback > 50%", "opt-out > 10%", "a channel
+at 0%". A metric is one of
+
+* `value: avg(llm_cost_usd)` — an aggregate;
+* `numerator: sum(delivered_count)` / `denominator: sum(sent_count)` — a ratio;
+* `share: count` — each group's part of the total (needs `by`).
+
+computed over the rows of `dataset` whose `time` lies in the last `window`
+before the run's `now` (all rows without a window), optionally per group
+(`by: [channel]`; `expect_groups` lists groups that must exist, so a channel
+with no rows at all is measured as 0). Bounds are `thresholds: {warn: "< 95%",
+critical: "< 90%"}`; each group breaching a bound is one violation, and the
+check takes the worst level. No rows in the window is a pass with a note.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from integrity.checks import Check, Measurement
+from integrity.config import AggregateField, CheckConfig, Duration, Model
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+from integrity.units import Threshold, format_duration, parse_threshold
+
+
+class MetricThresholds(Model):
+    warn: Threshold | None = None
+    critical: Threshold | None = None
+
+    @field_validator("warn", "critical", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return None if value is None else parse_threshold(value, default_measure="value")
+
+    @model_validator(mode="after")
+    def _one_needed(self):
+        if self.warn is None and self.critical is None:
+            raise ValueError("give at least one of warn or critical")
+        return self
+
+
+class MetricConfig(CheckConfig):
+    kind: Literal["metric"]
+    dataset: str
+    value: AggregateField | None = None
+    numerator: AggregateField | None = None
+    denominator: AggregateField | None = None
+    share: AggregateField | None = None
+    by: list[str] = []
+    expect_groups: list[Any] | None = None
+    time: str | None = None
+    window: Duration | None = None
+    thresholds: MetricThresholds  # type: ignore[assignment]
+    format: Literal["percent", "number"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        shapes = [self.value is not None, self.numerator is not None or self.denominator is not None,
+                  self.share is not None]
+        if sum(shapes) != 1:
+            raise ValueError("give exactly one of value, numerator+denominator, or share")
+        if (self.numerator is None) != (self.denominator is None):
+            raise ValueError("a ratio needs both numerator and denominator")
+        if self.share is not None and not self.by:
+            raise ValueError("share needs `by` (the groups whose share is measured)")
+        if (self.window is None) != (self.time is None):
+            raise ValueError("window and time go together (time: the column the window applies to)")
+        if self.expect_groups is not None and len(self.by) != 1:
+            raise ValueError("expect_groups needs exactly one `by` column")
+        return self
+
+    @property
+    def is_rate(self) -> bool:
+        if self.format:
+            return self.format == "percent"
+        return self.value is None
+
+
+class Metric(Check):
+    kind = "metric"
+    Config = MetricConfig
+    config: MetricConfig
+
+    def aggregates(self):
+        config = self.config
+        return [a for a in (config.value, config.numerator, config.denominator, config.share) if a]
+
+    def columns(self):
+        config = self.config
+        wanted = [*config.by, config.time, *filter_columns(config.where)]
+        for aggregate in self.aggregates():
+            wanted += aggregate.columns
+        return {config.dataset: list(dict.fromkeys(c for c in wanted if c))}
+
+    def measure(self, data) -> Measurement:
+        import numpy as np
+        import pandas as pd
+
+        from integrity.checks.common import aggregate
+
+        config = self.config
+        rows = data.rows(config.dataset, config.where)
+        if config.window is not None:
+            times = data.time_column(config.dataset, rows, config.time)
+            now = pd.Timestamp(data.now)
+            rows = rows[((times >= now - pd.Timedelta(config.window)) & (times <= now)).to_numpy()]
+
+        def compute(by):
+            if config.value is not None:
+                return aggregate(data, config.dataset, rows, config.value, by)
+            if config.share is not None:
+                part = aggregate(data, config.dataset, rows, config.share, by)
+                total = aggregate(data, config.dataset, rows, config.share, [])
+                return part / total if total else part * np.nan
+            numerator = aggregate(data, config.dataset, rows, config.numerator, by)
+            denominator = aggregate(data, config.dataset, rows, config.denominator, by)
+            if not by:
+                return numerator / denominator if denominator else None
+            numerator, denominator = numerator.align(denominator, fill_value=0.0)
+            return numerator / denominator.replace(0, np.nan)
+
+        if rows.empty and not config.expect_groups:
+            return self._result(pd.DataFrame(), population=0,
+                                notes=["no rows in the window: nothing to measure"])
+        if not config.by:
+            value = compute([])
+            table = pd.DataFrame({"scope": ["all rows"], "value": [value]})
+        else:
+            values = compute(list(config.by)) if not rows.empty else pd.Series(dtype="float64")
+            table = values.rename("value").reset_index()
+            if not rows.empty:
+                table.columns = [*config.by, "value"]
+            if config.expect_groups is not None:
+                table = self._expected(table, config.expect_groups)
+        return self._result(table, population=len(rows))
+
+    def _expected(self, table, expected):
+        import pandas as pd
+
+        column = self.config.by[0]
+        present = set(table[column].astype(str)) if column in table else set()
+        missing = [group for group in expected if str(group) not in present]
+        fill = 0.0 if self.config.numerator is None else float("nan")
+        extra = pd.DataFrame({column: missing, "value": [fill] * len(missing)})
+        if column not in table:
+            return extra
+        return pd.concat([table, extra], ignore_index=True)
+
+    def _result(self, table, population, notes=()):
+        import pandas as pd
+
+        config = self.config
+        notes = list(notes)
+        if table.empty:
+            return Measurement(violations=table, violation_count=0, population=population,
+                               keys=list(config.by) or ["scope"], judged=True, notes=notes)
+        levels = pd.Series(None, index=table.index, dtype="object")
+        bounds = config.thresholds
+        for level, bound in (("warning", bounds.warn), ("critical", bounds.critical)):
+            if bound is not None:
+                breached = table["value"].map(bound.breached).astype(bool)
+                levels[breached] = level
+        no_data = table["value"].isna()
+        if no_data.any():
+            notes.append(f"{int(no_data.sum())} group(s) have no data (denominator 0)"
+                         if config.by else "no data to compute the metric (denominator 0)")
+        flagged = levels.notna()
+        violations = table[flagged].assign(
+            level=levels[flagged],
+            bound=[str(bounds.critical if level == "critical" else bounds.warn)
+                   for level in levels[flagged]])
+        violations["value"] = violations["value"].map(self.format)
+        if config.by:
+            violations = violations.sort_values(list(config.by), kind="stable")
+        level = ("critical" if (levels == "critical").any() else
+                 "warning" if (levels == "warning").any() else None)
+        single = None if config.by else table["value"].iloc[0]
+        single = None if single is None or pd.isna(single) else float(single)
+        shown = self.format(single) if single is not None else (
+            ", ".join(f"{row[config.by[0]]}: {self.format(row['value'])}"
+                      for _, row in table.iterrows()) if len(config.by) == 1 and
+            len(table) <= 12 else None)
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=int(flagged.sum()), population=population,
+                           keys=list(config.by) or ["scope"], level=level, judged=True,
+                           value=single, value_text=shown, notes=notes)
+
+    def format(self, value) -> str | None:
+        if value is None or value != value:
+            return None
+        return f"{value * 100:.2f}%" if self.config.is_rate else f"{value:.6g}"
+
+    def describe(self) -> str:
+        config = self.config
+        if config.value is not None:
+            what = str(config.value)
+        elif config.share is not None:
+            what = f"each group's share of {config.share}"
+        else:
+            what = f"{config.numerator} / {config.denominator}"
+        text = f"{what} of {config.dataset}"
+        if config.by:
+            text += f" per {', '.join(config.by)}"
+        if config.window is not None:
+            text += f" over the last {format_duration(config.window)} of {config.time}"
+        if config.where:
+            text += f" where {describe_filter(config.where)}"
+        bounds = [f"{name} if {bound}" for name, bound in
+                  (("warning", config.thresholds.warn), ("critical", config.thresholds.critical))
+                  if bound]
+        return f"{text}: {'; '.join(bounds)}."

@@ -1,0 +1,103 @@
+"""Orphans: child rows whose reference points to no parent (seeds 001, 003).
+
+"No orphaned records": a message without its conversation, a lead without its
+company, a commission without its workflow. A row whose reference is null is
+not an orphan unless `required: true` (then it is a `missing_reference`).
+`parent_where` narrows the parents that count (e.g. `{deletedAt: null}`: a
+reference to a soft-deleted parent is dangling too).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from integrity.checks import Check, Measurement
+from integrity.config import CheckConfig, Columns, Where
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+
+
+class OrphansConfig(CheckConfig):
+    kind: Literal["orphans"]
+    dataset: str
+    reference: Columns
+    parent: str
+    parent_key: Columns | None = None
+    parent_where: Where = ()
+    required: bool = False
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset, self.parent]
+
+
+def parent_key(check: Check, parent: str, explicit: list[str] | None) -> list[str]:
+    return list(explicit or check.audit.datasets[parent].key or [])
+
+
+def validate_reference(config, audit, reference: list[str], parent: str,
+                       explicit: list[str] | None) -> list[tuple[tuple, str]]:
+    if parent not in audit.datasets:
+        return [(("parent",), f"unknown dataset {parent!r} (defined: {', '.join(audit.datasets)})")]
+    key = explicit or audit.datasets[parent].key
+    if not key:
+        return [(("parent_key",), f"dataset {parent!r} has no `key:`; give `parent_key:`")]
+    if len(key) != len(reference):
+        return [(("reference",), f"{len(reference)} reference column(s) but the parent key "
+                                 f"has {len(key)} ({', '.join(key)})")]
+    return []
+
+
+class Orphans(Check):
+    kind = "orphans"
+    Config = OrphansConfig
+    config: OrphansConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        return validate_reference(config, audit, config.reference, config.parent,
+                                  config.parent_key)
+
+    def columns(self):
+        config = self.config
+        needed = {config.dataset: self.identity(config.dataset, *config.reference,
+                                                *filter_columns(config.where))}
+        parent = [*parent_key(self, config.parent, config.parent_key),
+                  *filter_columns(config.parent_where)]
+        needed[config.parent] = list(dict.fromkeys(needed.get(config.parent, []) + parent))
+        return needed
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        from integrity.checks.common import aligned_frames, has_nulls
+
+        config = self.config
+        reference, key = config.reference, parent_key(self, config.parent, config.parent_key)
+        children = data.rows(config.dataset, config.where)
+        parents = data.rows(config.parent, config.parent_where)[key].drop_duplicates()
+        missing = has_nulls(children, reference)
+        linked = children[~missing]
+        linked, parents = aligned_frames(linked, reference, parents, key)
+        found = linked.merge(parents.rename(columns=dict(zip(key, reference))),
+                             on=reference, how="left", indicator=True)
+        dangling = linked[(found["_merge"] == "left_only").to_numpy()]
+        shown = self.identity(config.dataset, *reference)
+        parts = [children.loc[dangling.index, shown].assign(problem="no_such_parent")]
+        if config.required:
+            parts.append(children.loc[missing, shown].assign(problem="missing_reference"))
+        violations = pd.concat(parts).sort_index(kind="stable")
+        order = self.audit.datasets[config.dataset].key or shown
+        violations = violations.sort_values(list(order), kind="stable")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=len(violations), population=len(children),
+                           keys=list(order))
+
+    def describe(self) -> str:
+        config = self.config
+        key = parent_key(self, config.parent, config.parent_key)
+        parents = f" where {describe_filter(config.parent_where)}" if config.parent_where else ""
+        nulls = ("a null reference is a violation" if config.required
+                 else "a null reference is allowed")
+        return (f"Every {config.dataset}.({', '.join(config.reference)}) must match "
+                f"{config.parent}.({', '.join(key)}){parents}; {nulls}.")

@@ -1,0 +1,177 @@
+"""Reconciliation: an aggregate on one side must match the other, per key (seeds 000, 003).
+
+"Lead count matches webhook events", "quota tracking accurate", "Σ counters vs
+send log". Each side aggregates its dataset (`count`, `sum(col)`,
+`count_distinct(col)`, …) grouped by its `by` columns and, with `per_day`, by
+the UTC calendar day of a time column. Sides are matched by position of their
+keys (left `by: [tenantId]` meets right `by: [companyId]`); a key present on
+one side only meets 0. A key is a violation when |left − right| exceeds the
+tolerance: `tolerance: 2` (absolute), `"1%"` (of the larger side), or both
+`{absolute: 2, relative: 1%}` (the larger allowance wins).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator
+
+from integrity.checks import Check, Measurement
+from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+from integrity.units import parse_fraction
+
+
+class Side(Model):
+    dataset: str
+    measure: AggregateField = parse_aggregate("count")
+    by: list[str] = []
+    per_day: str | None = None
+    where: Where = ()
+    name: str | None = None
+
+    @property
+    def key_count(self) -> int:
+        return len(self.by) + (1 if self.per_day else 0)
+
+    def describe(self) -> str:
+        keys = [*self.by, *([f"day({self.per_day})"] if self.per_day else [])]
+        text = f"{self.measure} of {self.dataset}"
+        if keys:
+            text += f" by {', '.join(keys)}"
+        if self.where:
+            text += f" where {describe_filter(self.where)}"
+        return text
+
+
+class Tolerance(Model):
+    absolute: float = 0.0
+    relative: float = 0.0
+
+    def allowance(self, left, right):
+        import numpy as np
+
+        return np.maximum(self.absolute, self.relative * np.maximum(abs(left), abs(right)))
+
+    def __str__(self) -> str:
+        parts = []
+        if self.absolute:
+            parts.append(f"{self.absolute:g}")
+        if self.relative:
+            parts.append(f"{self.relative * 100:g}%")
+        return " or ".join(parts) or "0"
+
+
+def parse_tolerance(value: Any) -> Any:
+    if isinstance(value, (Tolerance, dict)):
+        if isinstance(value, dict) and "relative" in value:
+            value = {**value, "relative": parse_fraction(value["relative"])}
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return {"relative": parse_fraction(value)}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"absolute": float(value)}
+    raise ValueError(f"invalid tolerance {value!r}: use a number (absolute), '1%' (relative) "
+                     f"or {{absolute: 2, relative: 1%}}")
+
+
+class ReconciliationConfig(CheckConfig):
+    kind: Literal["reconciliation"]
+    left: Side
+    right: Side
+    tolerance: Annotated[Tolerance, BeforeValidator(parse_tolerance)] = Tolerance()
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys([self.left.dataset, self.right.dataset]))
+
+
+class Reconciliation(Check):
+    kind = "reconciliation"
+    Config = ReconciliationConfig
+    config: ReconciliationConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        problems = []
+        if config.where:
+            problems.append((("where",), "a reconciliation filters each side: use left.where "
+                                         "and right.where"))
+        if config.left.key_count != config.right.key_count:
+            problems.append((("right", "by"), f"left has {config.left.key_count} key(s), right "
+                                              f"has {config.right.key_count}; they are matched "
+                                              f"by position"))
+        return problems
+
+    def names(self) -> tuple[str, str]:
+        left, right = self.config.left, self.config.right
+        left_name = left.name or left.dataset
+        right_name = right.name or right.dataset
+        if left_name == right_name:
+            return f"left {left_name}", f"right {right_name}"
+        return left_name, right_name
+
+    def key_names(self) -> list[str]:
+        left = self.config.left
+        return [*left.by, *(["day"] if left.per_day else [])]
+
+    def columns(self):
+        needed: dict[str, list[str]] = {}
+        for side in (self.config.left, self.config.right):
+            wanted = [*side.by, side.per_day, *side.measure.columns, *filter_columns(side.where)]
+            needed[side.dataset] = list(dict.fromkeys(
+                needed.get(side.dataset, []) + [c for c in wanted if c]))
+        return needed
+
+    def side_values(self, data, side: Side):
+        import pandas as pd
+
+        from integrity.checks.common import aggregate, day_of
+
+        rows = data.rows(side.dataset, side.where)
+        keys = list(side.by)
+        if side.per_day:
+            rows = rows.assign(_day=day_of(data.time_column(side.dataset, rows, side.per_day)))
+            keys.append("_day")
+        values = aggregate(data, side.dataset, rows, side.measure, keys)
+        if not keys:
+            return pd.Series([values if values is not None else 0.0], index=pd.Index(["all"]))
+        return values
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        from integrity.checks.common import align
+
+        left_name, right_name = self.names()
+        left = self.side_values(data, self.config.left)
+        right = self.side_values(data, self.config.right)
+        names = self.key_names() or ["scope"]
+        left_keys, right_keys = _keys(left.index, names), _keys(right.index, names)
+        for name in names:
+            left_keys[name], right_keys[name] = align(left_keys[name], right_keys[name])
+        table = left_keys.assign(**{left_name: left.to_numpy()}).merge(
+            right_keys.assign(**{right_name: right.to_numpy()}), on=names, how="outer")
+        table[[left_name, right_name]] = table[[left_name, right_name]].fillna(0.0)
+        difference = table[left_name] - table[right_name]
+        allowance = self.config.tolerance.allowance(table[left_name], table[right_name])
+        flagged = difference.abs() > allowance
+        violations = table[flagged].assign(difference=difference[flagged])
+        for column in (left_name, right_name, "difference"):
+            if (violations[column] % 1 == 0).all():
+                violations[column] = violations[column].astype("int64")
+        violations = violations.sort_values(names, kind="stable", na_position="first")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=int(flagged.sum()), population=len(table),
+                           keys=names)
+
+    def describe(self) -> str:
+        config = self.config
+        return (f"{config.left.describe()} must match {config.right.describe()} per key, "
+                f"within a tolerance of {config.tolerance}.")
+
+
+def _keys(index, names: list[str]):
+    """The group keys of an aggregate as a frame with the check's key names."""
+    return index.to_frame(index=False, name=names if index.nlevels > 1 else names[0])

@@ -1,0 +1,129 @@
+"""Cross-tenant: "Cross-tenant data access: any occurrence is critical" (seed 001).
+
+Two shapes. With `parent:` a child row's tenant must equal its parent's
+tenant (a message in another company's conversation, a quote assigned to
+another tenant's agent). With `other_tenant_column:` two tenant columns of the
+same row must agree (an access-log row whose actor tenant is not the
+resource's tenant). A violation needs both sides present: a child without a
+parent is an orphan (see `orphans`), not also cross-tenant, and a null tenant
+is not compared.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from integrity.checks import Check, Measurement
+from integrity.checks.orphans import parent_key, validate_reference
+from integrity.config import CheckConfig, Columns
+from integrity.filters import columns as filter_columns
+
+
+class CrossTenantConfig(CheckConfig):
+    kind: Literal["cross_tenant"]
+    dataset: str
+    tenant_column: str | None = None
+    reference: Columns | None = None
+    parent: str | None = None
+    parent_key: Columns | None = None
+    parent_tenant_column: str | None = None
+    other_tenant_column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if bool(self.parent) == bool(self.other_tenant_column):
+            raise ValueError("give either parent (with reference) or other_tenant_column")
+        if self.parent and not self.reference:
+            raise ValueError("reference is required with parent (the column pointing to it)")
+        return self
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset, *([self.parent] if self.parent else [])]
+
+
+class CrossTenant(Check):
+    kind = "cross_tenant"
+    Config = CrossTenantConfig
+    config: CrossTenantConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        problems = []
+        if config.dataset in audit.datasets and not (
+                config.tenant_column or audit.datasets[config.dataset].tenant_column):
+            problems.append((("tenant_column",), f"dataset {config.dataset!r} has no "
+                                                 f"tenant_column; set one here or on the dataset"))
+        if config.parent:
+            problems += validate_reference(config, audit, config.reference, config.parent,
+                                           config.parent_key)
+            if config.parent in audit.datasets and not (
+                    config.parent_tenant_column or audit.datasets[config.parent].tenant_column):
+                problems.append((("parent_tenant_column",),
+                                 f"dataset {config.parent!r} has no tenant_column; set "
+                                 f"parent_tenant_column"))
+        return problems
+
+    @property
+    def tenant(self) -> str:
+        return self.config.tenant_column or self.tenant_of(self.config.dataset)
+
+    @property
+    def parent_tenant(self) -> str:
+        return self.config.parent_tenant_column or self.tenant_of(self.config.parent)
+
+    def columns(self):
+        config = self.config
+        needed = {config.dataset: self.identity(config.dataset, self.tenant,
+                                                *(config.reference or []),
+                                                config.other_tenant_column,
+                                                *filter_columns(config.where))}
+        if config.parent:
+            parent = [*parent_key(self, config.parent, config.parent_key), self.parent_tenant]
+            needed[config.parent] = list(dict.fromkeys(needed.get(config.parent, []) + parent))
+        return needed
+
+    def measure(self, data) -> Measurement:
+        from integrity.checks.common import align, aligned_frames
+
+        config = self.config
+        rows = data.rows(config.dataset, config.where)
+        order = list(self.audit.datasets[config.dataset].key or [self.tenant])
+        if config.other_tenant_column:
+            pairs = rows[rows[[self.tenant, config.other_tenant_column]].notna().all(axis=1)]
+            mine, theirs = align(pairs[self.tenant], pairs[config.other_tenant_column])
+            flagged = pairs[(mine != theirs).to_numpy()]
+            shown = self.identity(config.dataset, self.tenant, config.other_tenant_column)
+            violations = flagged[shown]
+        else:
+            key = parent_key(self, config.parent, config.parent_key)
+            reference = list(config.reference)
+            parents = data.frame(config.parent)[[*key, self.parent_tenant]].drop_duplicates(key)
+            parent_tenant = f"{config.parent}.{self.parent_tenant}"
+            parents = parents.rename(columns={**dict(zip(key, reference)),
+                                              self.parent_tenant: parent_tenant})
+            linked = rows[rows[[*reference, self.tenant]].notna().all(axis=1)]
+            linked, parents = aligned_frames(linked, reference, parents, reference)
+            joined = linked.assign(_row=linked.index).merge(parents, on=reference, how="inner")
+            joined = joined[joined[parent_tenant].notna()]
+            mine, theirs = align(joined[self.tenant], joined[parent_tenant])
+            flagged = joined[(mine != theirs).to_numpy()]
+            shown = self.identity(config.dataset, self.tenant, *reference)
+            violations = rows.loc[flagged["_row"], shown].assign(
+                **{parent_tenant: flagged[parent_tenant].to_numpy()})
+            pairs = joined
+        violations = violations.sort_values(order, kind="stable")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=len(violations), population=len(pairs), keys=order)
+
+    def describe(self) -> str:
+        config = self.config
+        if config.other_tenant_column:
+            return (f"In {config.dataset}, {self.tenant} must equal "
+                    f"{config.other_tenant_column} whenever both are present.")
+        key = parent_key(self, config.parent, config.parent_key)
+        return (f"Each {config.dataset} row's {self.tenant} must equal the "
+                f"{self.parent_tenant} of the {config.parent} row it references "
+                f"({', '.join(config.reference)} -> {', '.join(key)}).")

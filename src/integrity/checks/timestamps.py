@@ -1,0 +1,177 @@
+"""Timestamps that must not move, and timestamps that must make sense (seed 000).
+
+`timestamp_preserved` — "sentAt preserved on re-send (within 5min)". The
+entity's events are cut into bursts (each event at most `window` after the
+previous one). A stored timestamp that falls inside a burst but later than
+the burst's first event (beyond `tolerance`, default 1 s, for clocks) was
+overwritten by a re-send within the window: a violation. A re-send after the
+window may move it legitimately; a timestamp outside every burst is not this
+rule's business.
+
+`timestamp_valid` — "sentAt corruption (invalid dates or null values)". For
+the rows in scope (e.g. `where: {status: SENT}`) the column must be present
+and parseable, not in the future (beyond `future_tolerance`), not before
+another column (`not_before: createdAt`) and not before `earliest`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from pydantic import field_validator
+
+from integrity.checks import Check, Measurement
+from integrity.checks.counters import Events
+from integrity.config import CheckConfig, Duration
+from integrity.filters import columns as filter_columns
+from integrity.filters import describe as describe_filter
+from integrity.units import format_duration
+
+
+class PreservedConfig(CheckConfig):
+    kind: Literal["timestamp_preserved"]
+    dataset: str
+    column: str
+    events: Events
+    window: Duration = timedelta(minutes=5)
+    tolerance: Duration = timedelta(seconds=1)
+
+    @property
+    def datasets(self) -> list[str]:
+        return [self.dataset, self.events.dataset]
+
+
+class TimestampPreserved(Check):
+    kind = "timestamp_preserved"
+    Config = PreservedConfig
+    config: PreservedConfig
+
+    @classmethod
+    def validate(cls, config, audit):
+        key = audit.datasets[config.dataset].key if config.dataset in audit.datasets else None
+        if config.dataset in audit.datasets and (not key or len(key) != 1):
+            return [(("dataset",), f"dataset {config.dataset!r} needs a single-column `key:`")]
+        return []
+
+    def columns(self):
+        config, events = self.config, self.config.events
+        needed = {config.dataset: self.identity(config.dataset, config.column,
+                                                *filter_columns(config.where))}
+        extra = [events.entity, events.time, *filter_columns(events.where)]
+        needed[events.dataset] = list(dict.fromkeys(needed.get(events.dataset, []) + extra))
+        return needed
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        from integrity.checks.common import align, bursts
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        entities = data.rows(config.dataset, config.where)
+        stored = data.time_column(config.dataset, entities, config.column)
+        log = data.rows(events.dataset, events.where)
+        log = log[log[events.entity].notna()]
+        grouped = bursts(log, data.time_column(events.dataset, log, events.time),
+                         [events.entity], config.window)
+        spans = (grouped[grouped["_burst_size"] > 1]
+                 .groupby("_burst")
+                 .agg(_entity=(events.entity, "first"), burst_first=("_burst_first", "first"),
+                      burst_last=("_burst_last", "first"), burst_events=("_burst_size", "first")))
+        table = entities.assign(_stored=stored)
+        table = table[table["_stored"].notna()]
+        left, spans["_entity"] = align(table[key], spans["_entity"])
+        joined = table.assign(_entity=left).merge(spans, on="_entity", how="inner")
+        tolerance = pd.Timedelta(config.tolerance)
+        moved = ((joined["_stored"] > joined["burst_first"] + tolerance)
+                 & (joined["_stored"] <= joined["burst_last"] + tolerance))
+        hits = joined[moved]
+        violations = hits[self.identity(config.dataset, config.column)].assign(
+            burst_first=hits["burst_first"], burst_last=hits["burst_last"],
+            burst_events=hits["burst_events"],
+            moved_by_seconds=(hits["_stored"] - hits["burst_first"]).dt.total_seconds())
+        violations = violations.drop_duplicates(subset=[key]).sort_values(key, kind="stable")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=len(violations), population=len(entities),
+                           keys=[key])
+
+    def describe(self) -> str:
+        config, events = self.config, self.config.events
+        scope = f" ({describe_filter(events.where)})" if events.where else ""
+        return (f"{config.dataset}.{config.column} must stay at the first event of a burst of "
+                f"{events.dataset} events{scope} at most {format_duration(config.window)} apart: "
+                f"a value inside a burst but later than its first event "
+                f"(+{format_duration(config.tolerance)} tolerance) was overwritten by a re-send.")
+
+
+class ValidConfig(CheckConfig):
+    kind: Literal["timestamp_valid"]
+    dataset: str
+    column: str
+    required: bool = True
+    not_in_future: bool = True
+    future_tolerance: Duration = timedelta(minutes=1)
+    not_before: str | None = None
+    earliest: datetime | None = None
+
+    @field_validator("earliest")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class TimestampValid(Check):
+    kind = "timestamp_valid"
+    Config = ValidConfig
+    config: ValidConfig
+
+    def columns(self):
+        config = self.config
+        return {config.dataset: self.identity(config.dataset, config.column, config.not_before,
+                                              *filter_columns(config.where))}
+
+    def measure(self, data) -> Measurement:
+        import pandas as pd
+
+        config = self.config
+        rows = data.rows(config.dataset, config.where)
+        raw = rows[config.column]
+        parsed = data.time_column(config.dataset, rows, config.column)
+        problem = pd.Series(None, index=rows.index, dtype="object")
+        if config.earliest is not None:
+            problem[parsed < pd.Timestamp(config.earliest)] = "before_earliest"
+        if config.not_before:
+            other = data.time_column(config.dataset, rows, config.not_before)
+            problem[parsed < other] = f"before_{config.not_before}"
+        if config.not_in_future:
+            horizon = pd.Timestamp(data.now) + pd.Timedelta(config.future_tolerance)
+            problem[parsed > horizon] = "in_future"
+        problem[raw.notna() & parsed.isna()] = "unparseable"
+        if config.required:
+            problem[raw.isna()] = "null"
+        flagged = problem.notna()
+        keep = self.identity(config.dataset, config.column, config.not_before)
+        violations = rows.loc[flagged, keep].assign(problem=problem[flagged])
+        key = self.audit.datasets[config.dataset].key or keep[:1]
+        violations = violations.sort_values(key, kind="stable")
+        return Measurement(violations=violations.reset_index(drop=True),
+                           violation_count=int(flagged.sum()), population=len(rows),
+                           keys=list(key))
+
+    def describe(self) -> str:
+        config = self.config
+        rules = []
+        if config.required:
+            rules.append("present")
+        rules.append("parseable")
+        if config.not_in_future:
+            rules.append(f"not in the future (+{format_duration(config.future_tolerance)})")
+        if config.not_before:
+            rules.append(f"not before {config.not_before}")
+        if config.earliest:
+            rules.append(f"not before {config.earliest.isoformat()}")
+        scope = f" for rows where {describe_filter(config.where)}" if config.where else ""
+        return f"{config.dataset}.{config.column} must be {', '.join(rules)}{scope}."

@@ -1,0 +1,193 @@
+"""The `integrity` command. Only wiring: every decision lives in the package.
+
+Domain errors are caught here and become one line on stderr with exit code 2;
+a traceback means a bug. Heavy imports (pandas, SQLAlchemy) happen inside the
+commands that need them, so `--help` and `validate` stay instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from integrity import __version__
+
+AUDIT_ERROR = 2  # gate.ExitCode.AUDIT_ERROR, without importing the gate for --help
+
+
+def _fail(message: str) -> None:
+    click.echo(f"integrity: error: {message}", err=True)
+    sys.exit(AUDIT_ERROR)
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--now: not an ISO 8601 time: {value!r} (e.g. 2026-01-30T12:00:00Z)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _load(path: str):
+    from integrity.config import load_audit
+    from integrity.errors import ConfigError
+
+    try:
+        return load_audit(path)
+    except ConfigError as error:
+        _fail(f"invalid audit\n{error}" if "\n" in str(error) else str(error))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="integrity")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress and crash details to stderr.")
+def main(verbose: bool) -> None:
+    """Audit the data of a multi-tenant SaaS application.
+
+    Exit codes: 0 the gate passed; 1 violations at or above the fail level;
+    2 the audit could not run or a check errored.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("audit", type=click.Path(dir_okay=False))
+def validate(audit: str) -> None:
+    """Validate an audit file without connecting to anything."""
+    loaded = _load(audit)
+    click.echo(f"{audit}: valid — {len(loaded.checks)} checks on "
+               f"{len(loaded.datasets)} datasets")
+
+
+def _options(function):
+    options = [
+        click.option("-o", "--output", type=click.Path(file_okay=False),
+                     help="Folder for the reports (default: the audit's output.dir, "
+                          "else reports/<audit name>)."),
+        click.option("--sample-limit", type=click.IntRange(min=0),
+                     help="Violating rows kept per check in the reports (0 = all)."),
+        click.option("--fail-on", type=click.Choice(["critical", "warning"]), default="critical",
+                     show_default=True, help="Lowest level that fails the gate."),
+        click.option("--now", "now", metavar="ISO_TIME",
+                     help="Evaluate windows and freshness as of this time (default: now)."),
+        click.option("--all", "all_checks", is_flag=True,
+                     help="List passing checks in the console summary too."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@click.argument("audit", type=click.Path(dir_okay=False))
+@_options
+def run(audit, output, sample_limit, fail_on, now, all_checks) -> None:
+    """Run an audit, write its reports and exit with the gate's code."""
+    loaded = _load(audit)
+    target = output or loaded.config.output.dir or str(Path("reports") / loaded.name)
+    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks))
+
+
+def _run(audit, target, sample_limit, fail_on, now, all_checks) -> int:
+    from integrity.errors import OutputError
+    from integrity.report import prepare_output, write_reports
+    from integrity.report.text import summary_lines
+    from integrity.runner import run_audit
+
+    try:
+        prepare_output(target)  # before the audit: an unwritable folder must not cost a run
+    except OutputError as error:
+        _fail(str(error))
+    result = run_audit(audit, now=now, sample_limit=sample_limit, fail_on=fail_on)
+    try:
+        written = write_reports(result, target, audit.config.output.formats)
+    except OutputError as error:
+        _fail(str(error))
+    for line in summary_lines(result, all_checks=all_checks):
+        click.echo(line)
+    for name, path in written.items():
+        click.echo(f"{name} report: {path}")
+    return result.exit_code
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="reports/demo",
+              show_default=True, help="Folder for the demo database and reports.")
+@click.option("--scale", type=click.FloatRange(min=0.0001), default=0.02, show_default=True,
+              help="Size of the generated data (1 = about 100k quotes).")
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(output: str, scale: float, seed: int) -> None:
+    """Build the reference data in SQLite, audit it, and point to the report.
+
+    The data carries known, injected violations, so the gate fails by design;
+    the demo itself exits 0 when the audit ran and found exactly those.
+    """
+    import os
+
+    from integrity.errors import OutputError
+    from integrity.reference import reference_audit_path
+    from integrity.reference.generator import generate
+    from integrity.report import prepare_output
+
+    try:
+        folder = prepare_output(output)
+    except OutputError as error:
+        _fail(str(error))
+    database = (folder / "reference.sqlite").resolve()
+    url = f"sqlite:///{database}"
+    click.echo(f"Generating the reference data (scale {scale}) in {database} ...")
+    reference = generate(url, scale=scale, seed=seed)
+    os.environ["REFERENCE_DATABASE_URL"] = url
+    audit = _load(str(reference_audit_path()))
+    code = _run(audit, str(folder), None, "critical", reference.now, False)
+    from integrity.config import load_audit  # noqa: F401 — loaded above; keeps import order clear
+
+    click.echo("")
+    click.echo(f"Open the report: {(folder / 'report.html').resolve().as_uri()}")
+    if code == AUDIT_ERROR:
+        sys.exit(code)
+    click.echo("The violations above were injected on purpose; a real audit would exit "
+               f"{code} here.")
+
+
+@main.command()
+@click.argument("url")
+@click.option("--scale", type=click.FloatRange(min=0.0001), default=0.02, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--now", "now", metavar="ISO_TIME", help="Anchor the data at this time.")
+@click.option("--clean", is_flag=True, help="Generate clean data, without injected violations.")
+def generate(url: str, scale: float, seed: int, now: str | None, clean: bool) -> None:
+    """Create the reference schema at URL (dropping its tables) and fill it."""
+    import sqlalchemy as sa
+
+    from integrity.errors import scrub
+    from integrity.reference.generator import generate as fill
+
+    try:
+        secret = sa.engine.make_url(url).password
+    except sa.exc.ArgumentError:
+        _fail("not a valid SQLAlchemy URL")
+    try:
+        reference = fill(url, scale=scale, seed=seed, now=_parse_now(now), inject=not clean)
+    except sa.exc.SQLAlchemyError as error:
+        _fail(scrub(" ".join(str(getattr(error, "orig", error)).split()), [secret or ""]))
+    rows = sum(len(frame) for frame in reference.tables.values())
+    click.echo(f"{rows:,} rows written; {sum(map(len, reference.expected.values()))} "
+               f"violations injected")
+
+
+@main.command(name="checks")
+def list_checks() -> None:
+    """List the check kinds this version knows."""
+    from integrity.checks import CHECKS
+
+    for kind, family in CHECKS.items():
+        doc = (sys.modules[family.__module__].__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{kind:<20} {doc}")

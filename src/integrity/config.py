@@ -1,0 +1,463 @@
+"""Audit definitions: read, interpolate and validate an `audits/*.yml` file.
+
+Validation is complete before anything connects. Every error names the file,
+the line and the path inside it (`checks[3].window`) and says what is wrong;
+all errors of a file are reported together. Secrets stay in the environment:
+`${NAME}` and `${NAME:-default}` are replaced from it (`$${` is a literal `${`).
+
+This module must not import pandas or SQLAlchemy: `integrity validate` has to
+answer in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from integrity.errors import ConfigError, ConfigErrors
+from integrity.filters import Condition, parse_where
+from integrity.units import Threshold, parse_duration, parse_threshold
+
+# ---------------------------------------------------------------------------
+# Field types shared by every check family.
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Where = Annotated[tuple[Condition, ...], BeforeValidator(parse_where)]
+Severity = Literal["critical", "warning", "info"]
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+Columns = Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
+"""One column name or a list of them (a compound key)."""
+
+
+_AGGREGATE = re.compile(
+    r"^\s*(count|count_distinct|sum|avg|min|max)\s*(?:\(\s*([^()]*?)\s*\))?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """`count`, `count(col)`, `count_distinct(col)`, `sum(col)`, `avg(col)`, `min`, `max`,
+    optionally narrowed by its own filter: `{measure: count, where: {status: delivered}}`."""
+
+    function: str
+    column: str | None
+    where: tuple[Condition, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        from integrity.filters import columns
+
+        return [*([self.column] if self.column else []), *columns(self.where)]
+
+    def __str__(self) -> str:
+        text = f"{self.function}({self.column or '*'})"
+        if self.where:
+            from integrity.filters import describe
+
+            text += f" where {describe(self.where)}"
+        return text
+
+
+def parse_aggregate(value: Any) -> Aggregate:
+    if isinstance(value, Aggregate):
+        return value
+    where: tuple[Condition, ...] = ()
+    if isinstance(value, dict):
+        unknown = set(value) - {"measure", "where"}
+        if unknown or "measure" not in value:
+            raise ValueError("an aggregate is a string such as 'sum(amount)' or a mapping "
+                             "{measure: 'count', where: {...}}")
+        where = parse_where(value.get("where"))
+        value = value["measure"]
+    match = _AGGREGATE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"invalid aggregate {value!r}: use count, count(col), "
+                         f"count_distinct(col), sum(col), avg(col), min(col) or max(col)")
+    function, column = match.group(1).lower(), match.group(2) or None
+    if column == "*":
+        column = None
+    if function != "count" and column is None:
+        raise ValueError(f"invalid aggregate {value!r}: {function} needs a column, "
+                         f"e.g. {function}(amount)")
+    return Aggregate(function, column, where)
+
+
+AggregateField = Annotated[Aggregate, BeforeValidator(parse_aggregate)]
+
+
+class Model(BaseModel):
+    """Strict base: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Thresholds(Model):
+    """Bounds on the violation count or rate: `warn: "> 0"`, `critical: "> 5%"`."""
+
+    warn: Threshold | None = None
+    critical: Threshold | None = None
+
+    @field_validator("warn", "critical", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return None if value is None else parse_threshold(value)
+
+    @model_validator(mode="after")
+    def _one_needed(self) -> Thresholds:
+        if self.warn is None and self.critical is None:
+            raise ValueError("give at least one of warn or critical")
+        return self
+
+
+class CheckConfig(Model):
+    """What every check has. Check families extend it with their own fields."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$")] = ""
+    kind: str
+    description: str | None = None
+    severity: Severity = "critical"
+    thresholds: Thresholds | None = None
+    where: Where = ()
+
+    @property
+    def datasets(self) -> list[str]:
+        """Names of the datasets the check reads (checked against `datasets:`)."""
+        dataset = getattr(self, "dataset", None)
+        return [dataset] if dataset else []
+
+
+# ---------------------------------------------------------------------------
+# The audit file.
+
+
+class ConnectionConfig(Model):
+    url: str = Field(min_length=1)
+    statement_timeout: Duration = timedelta(minutes=5)
+    connect_timeout: Duration = timedelta(seconds=10)
+
+
+class DatasetConfig(Model):
+    """A table (optionally schema-qualified) or a read-only SQL query."""
+
+    table: str | None = None
+    schema_: str | None = Field(default=None, alias="schema")
+    sql: str | None = None
+    key: Columns | None = None
+    tenant_column: str | None = None
+    timezone: str = "UTC"
+    description: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _table_or_sql(self) -> DatasetConfig:
+        if bool(self.table) == bool(self.sql):
+            raise ValueError("give exactly one of table or sql")
+        if self.sql and self.schema_:
+            raise ValueError("schema applies to a table, not to sql")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as "
+                             f"UTC or Europe/Paris)") from None
+        return value
+
+    @property
+    def label(self) -> str:
+        if self.table:
+            return f'table "{self.schema_}"."{self.table}"' if self.schema_ else \
+                f'table "{self.table}"'
+        return "sql query"
+
+
+class OutputConfig(Model):
+    dir: str | None = None
+    formats: list[Literal["html", "json"]] = ["html", "json"]
+    sample_limit: Annotated[int, Field(ge=0)] = 20
+
+
+class AuditConfig(Model):
+    version: Literal[1] = 1
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    description: str | None = None
+    connection: ConnectionConfig
+    datasets: dict[str, DatasetConfig] = Field(min_length=1)
+    checks: list[dict[str, Any]] = Field(min_length=1)
+    output: OutputConfig = OutputConfig()
+
+
+@dataclass
+class Audit:
+    """A validated audit: the file it came from, its settings and its checks."""
+
+    file: str
+    name: str
+    config: AuditConfig
+    checks: list[CheckConfig]
+    config_hash: str
+    positions: dict[tuple, tuple[int, int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def connection(self) -> ConnectionConfig:
+        return self.config.connection
+
+    @property
+    def datasets(self) -> dict[str, DatasetConfig]:
+        return self.config.datasets
+
+    def check_path(self, check_id: str) -> str:
+        for index, check in enumerate(self.checks):
+            if check.id == check_id:
+                return f"checks[{index}]"
+        return "checks"
+
+
+# ---------------------------------------------------------------------------
+# Loading.
+
+
+def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None) -> Audit:
+    """Read and validate an audit file; raise ConfigError(s) naming every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such audit file", file=file) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read audit file: {error}", file=file) from None
+    return parse_audit(text, file=file, environ=os.environ if environ is None else environ)
+
+
+def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | None = None
+                ) -> Audit:
+    data, positions = _load_yaml(text, file)
+    if not isinstance(data, dict):
+        raise ConfigError("an audit file must be a mapping (connection:, datasets:, checks:)",
+                          file=file, line=1)
+    errors: list[ConfigError] = []
+
+    def error(path: tuple, message: str) -> None:
+        line, column = _position(positions, path)
+        errors.append(ConfigError(message, file=file, path=_format_path(path) or None,
+                                  line=line, column=column))
+
+    data = _interpolate(data, (), environ or {}, error)
+    if errors:
+        raise ConfigErrors(errors)
+
+    try:
+        audit = AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        for problem in exc.errors():
+            error(tuple(problem["loc"]), _message(problem))
+        raise ConfigErrors(errors) from None
+
+    checks = _validate_checks(audit, data.get("checks", []), error)
+    if errors:
+        raise ConfigErrors(errors)
+    name = audit.name or Path(file).stem
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return Audit(file=file, name=name, config=audit, checks=checks, config_hash=digest,
+                 positions=positions)
+
+
+def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error) -> list[CheckConfig]:
+    from integrity.checks import CHECKS  # the registry; importing it registers every family
+
+    checks: list[CheckConfig] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_checks):
+        where = ("checks", index)
+        if not isinstance(raw, dict):
+            error(where, "a check must be a mapping with at least `kind:`")
+            continue
+        kind = raw.get("kind")
+        if not isinstance(kind, str) or not kind:
+            error(where, f"missing `kind` (one of: {', '.join(sorted(CHECKS))})")
+            continue
+        family = CHECKS.get(kind)
+        if family is None:
+            hint = difflib.get_close_matches(kind, list(CHECKS), n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            error(where + ("kind",), f"unknown check kind {kind!r}{suggestion} "
+                                     f"(known: {', '.join(sorted(CHECKS))})")
+            continue
+        try:
+            check = family.Config.model_validate(raw)
+        except ValidationError as exc:
+            for problem in exc.errors():
+                error(where + tuple(problem["loc"]), _message(problem))
+            continue
+        if not check.id:
+            base = check.datasets[0] if check.datasets else "audit"
+            check = check.model_copy(update={"id": f"{base}.{kind}"})
+        if check.id in seen:
+            error(where + ("id",), f"duplicate check id {check.id!r} (also checks[{seen[check.id]}]);"
+                                   f" give each check a distinct `id`")
+        seen[check.id] = index
+        for dataset_path, dataset in _dataset_references(check):
+            if dataset not in audit.datasets:
+                hint = difflib.get_close_matches(dataset, list(audit.datasets), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                error(where + dataset_path, f"unknown dataset {dataset!r}{suggestion} "
+                                            f"(defined: {', '.join(audit.datasets)})")
+        for problem_path, message in family.validate(check, audit):
+            error(where + problem_path, message)
+        checks.append(check)
+    return checks
+
+
+def _dataset_references(check: CheckConfig) -> list[tuple[tuple, str]]:
+    """(path, dataset name) of every dataset a check names, for one uniform error."""
+    found: list[tuple[tuple, str]] = []
+
+    def walk(model: BaseModel, path: tuple) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if name == "dataset" and isinstance(value, str):
+                found.append((path + ("dataset",), value))
+            elif isinstance(value, BaseModel):
+                walk(value, path + (name,))
+
+    walk(check, ())
+    return found
+
+
+# ---------------------------------------------------------------------------
+# YAML with positions.
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _load_yaml(text: str, file: str) -> tuple[Any, dict[tuple, tuple[int, int]]]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError("the audit file is empty", file=file, line=1)
+        positions: dict[tuple, tuple[int, int]] = {}
+        _index_positions(node, (), positions, file)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {problem}", file=file,
+                          line=mark.line + 1 if mark else None,
+                          column=mark.column + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+    return data, positions
+
+
+def _index_positions(node: yaml.Node, path: tuple, positions: dict, file: str) -> None:
+    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} (first at line {seen[key]})", file=file,
+                                  path=_format_path(path) or None,
+                                  line=key_node.start_mark.line + 1,
+                                  column=key_node.start_mark.column + 1)
+            seen[key] = key_node.start_mark.line + 1
+            positions[path + (key,)] = (key_node.start_mark.line + 1,
+                                        key_node.start_mark.column + 1)
+            _index_positions(value_node, path + (key,), positions, file)
+            positions[path + (key,)] = (key_node.start_mark.line + 1,
+                                        key_node.start_mark.column + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_positions(item, path + (index,), positions, file)
+
+
+def _position(positions: dict, path: tuple) -> tuple[int | None, int | None]:
+    path = tuple(path)
+    while path:
+        if path in positions:
+            return positions[path]
+        path = path[:-1]
+    return positions.get((), (None, None))
+
+
+def _format_path(path: tuple) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _message(problem: dict) -> str:
+    """Pydantic's messages, reworded where they would confuse a YAML author."""
+    kind, message = problem["type"], problem["msg"]
+    if kind == "extra_forbidden":
+        return "unknown setting (check the spelling; see README for the allowed keys)"
+    if kind == "missing":
+        return "required setting is missing"
+    if kind == "literal_error":
+        return message.replace("Input should be", "must be")
+    if message.startswith("Value error, "):
+        return message[len("Value error, "):]
+    if message.startswith("Assertion failed, "):
+        return message[len("Assertion failed, "):]
+    return message[0].lower() + message[1:]
+
+
+# ---------------------------------------------------------------------------
+# ${ENV} interpolation.
+
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, path: tuple, environ: dict[str, str], error) -> Any:
+    if isinstance(value, dict):
+        return {key: _interpolate(item, path + (key,), environ, error)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(item, path + (index,), environ, error)
+                for index, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        if name in environ and environ[name] != "":
+            return environ[name]
+        if default is not None:
+            return default
+        error(path, f"environment variable {name} is not set "
+                    f"(export it, or write ${{{name}:-default}})")
+        return ""
+
+    return _VARIABLE.sub(replace, value)

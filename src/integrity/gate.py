@@ -1,0 +1,40 @@
+"""The gate: the exit code a scheduler or a CI pipeline acts on.
+
+Stable and documented (README, "Exit codes"); the order below is the
+priority when several apply:
+
+    2  AUDIT_ERROR  the audit could not run, or a check errored — the verdict
+                    is incomplete, so it can never pass
+    1  VIOLATIONS   a check reached the fail level (default: critical, i.e.
+                    status `fail`; `--fail-on warning` also counts `warn`)
+    0  OK           the gate passed
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from integrity.results import AuditResult
+
+FAIL_ON = ("critical", "warning")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    VIOLATIONS = 1
+    AUDIT_ERROR = 2
+
+
+def failing_statuses(fail_on: str) -> set[str]:
+    return {"fail", "warn"} if fail_on == "warning" else {"fail"}
+
+
+def decide(result: AuditResult) -> ExitCode:
+    if result.errors or not result.checks or any(c.status == "error" for c in result.checks):
+        return ExitCode.AUDIT_ERROR
+    failing = failing_statuses(result.fail_on)
+    if any(check.status in failing for check in result.checks):
+        return ExitCode.VIOLATIONS
+    return ExitCode.OK

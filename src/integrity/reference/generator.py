@@ -1,0 +1,505 @@
+"""Fill the reference schema with realistic data and known, injected violations.
+
+`build()` makes clean data first — every check of `audits/reference.yml`
+passes on it — then, unless `inject=False`, breaks it in documented ways and
+records, per check id, the exact violation keys the audit must report. The
+expectations come from the injections, not from running any check, so tests
+that compare the two really test the checks.
+
+Deterministic for a (scale, seed, now) triple. Scale 1 is about 100k quotes,
+~200k send events, 100k leads, 50k conversations, 500k messages and 100k
+access-log rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from integrity.reference import schema
+
+CHANNELS = ["EMAIL", "WHATSAPP", "LINK"]
+JOBS = ["sms-scheduler", "quote-reminders", "webhook-retry", "invoice-sync"]
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass
+class Reference:
+    """Generated tables (naive UTC times) and what the reference audit must find."""
+
+    now: datetime
+    tables: dict[str, pd.DataFrame]
+    expected: dict[str, set[tuple]] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+    unparseable_quote: str | None = None
+
+    def expect(self, check: str, *keys: tuple) -> None:
+        self.expected.setdefault(check, set()).update(keys)
+
+
+def default_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def build(scale: float = 0.02, seed: int = 7, now: datetime | None = None, inject: bool = True,
+          unparseable_dates: bool = False) -> Reference:
+    """Generate the reference data. `unparseable_dates` stores garbage text in a
+    timestamp column (only SQLite can hold it)."""
+    now = (now or default_now()).astimezone(timezone.utc)
+    return _Builder(scale, seed, now).run(inject, unparseable_dates)
+
+
+class _Builder:
+    def __init__(self, scale: float, seed: int, now: datetime):
+        self.rng = np.random.default_rng(seed)
+        self.now = now.replace(tzinfo=None)  # tables hold naive UTC
+        self.aware_now = now
+        self.n_tenants = max(5, int(200 * scale))
+        self.n_quotes = max(500, int(100_000 * scale))
+        self.n_leads = max(500, int(100_000 * scale))
+        self.n_access = max(300, int(100_000 * scale))
+        self.used: set[str] = set()
+
+    # -- helpers -------------------------------------------------------------
+
+    def days_ago(self, low: float, high: float, size: int) -> np.ndarray:
+        seconds = self.rng.uniform(low * 86400, high * 86400, size)
+        return (np.datetime64(self.now, "us") - (seconds * 1e6).astype("timedelta64[us]"))
+
+    def pick(self, candidates: list, count: int, space: str = "quote") -> list:
+        """`count` candidates not picked before (per table), in a seeded order."""
+        free = [c for c in candidates if (space, c) not in self.used]
+        if len(free) < count:
+            raise RuntimeError("the reference data is too small for its injections")
+        chosen = [free[i] for i in sorted(self.rng.choice(len(free), count, replace=False))]
+        self.used.update((space, c) for c in chosen)
+        return chosen
+
+    # -- clean data -------------------------------------------------------------
+
+    def run(self, inject: bool, unparseable: bool) -> Reference:
+        self.tenants()
+        self.quotes_and_sends()
+        self.leads()
+        self.conversations_and_messages()
+        self.access_log()
+        self.sms_metrics()
+        self.heartbeats()
+        reference = Reference(now=self.aware_now, tables={})
+        if inject:
+            self.inject(reference, unparseable)
+        self.webhooks(reference, inject)
+        self.quota(reference, inject)
+        reference.tables = self.frames()
+        return reference
+
+    def tenants(self):
+        n = self.n_tenants
+        self.tenant_ids = [f"tn_{i:05d}" for i in range(n)]
+        self.tenant = pd.DataFrame({
+            "id": self.tenant_ids, "name": [f"Tenant {i}" for i in range(n)],
+            "whatsappQuotaUsed": 0, "createdAt": self.days_ago(200, 400, n)})
+        users = [(f"us_{i:05d}_{j}", tid, f"agent{j}@tenant{i}.example.com",
+                  "ADMIN" if j == 0 else "AGENT") for i, tid in enumerate(self.tenant_ids)
+                 for j in range(4)]
+        self.user = pd.DataFrame(users, columns=["id", "tenantId", "email", "role"])
+        self.user["createdAt"] = self.days_ago(100, 200, len(self.user))
+
+    def quotes_and_sends(self):
+        rng, n = self.rng, self.n_quotes
+        tenant_index = rng.integers(0, self.n_tenants, n)
+        ids = [f"qt_{i:08d}" for i in range(n)]
+        phones = [f"+4477{i:08d}" for i in range(n)]
+        created = self.days_ago(3, 30, n)
+        sent = rng.random(n) < 0.7
+        channel_draw = rng.choice(3, size=(n, 3), p=[0.6, 0.3, 0.1])
+        burst_count = rng.integers(1, 4, n)
+        first_delay = rng.uniform(600, 7200, n)
+        gaps = rng.uniform(3600, 86400, (n, 3))
+        hit_draw = rng.random((n, 3)) < 0.1
+        hit_delay = rng.uniform(5, 120, (n, 3))
+        sends, self.bursts = [], {}
+        email_counts, sms_counts, sent_at, urls = [], [], [], []
+        for i in range(n):
+            quote = ids[i]
+            tenant = self.tenant_ids[tenant_index[i]]
+            if not sent[i]:
+                email_counts.append(0), sms_counts.append(0), sent_at.append(None)
+                urls.append(None)
+                continue
+            moment = pd.Timestamp(created[i]) + pd.Timedelta(seconds=first_delay[i])
+            counts = {"EMAIL": 0, "WHATSAPP": 0, "LINK": 0}
+            bursts = []
+            for b in range(burst_count[i]):
+                channel = CHANNELS[channel_draw[i, b]]
+                counts[channel] += 1
+                key = None if channel == "WHATSAPP" else f"{quote}-{b}"
+                recipient = {"EMAIL": f"customer{i}@example.com", "WHATSAPP": phones[i],
+                             "LINK": f"https://quotes.example.com/q/{quote}"}[channel]
+                rows = [len(sends)]
+                sends.append([tenant, quote, channel, recipient, key, "SENT", moment])
+                if hit_draw[i, b]:
+                    rows.append(len(sends))
+                    sends.append([tenant, quote, channel, recipient, key, "DEDUPED",
+                                  moment + pd.Timedelta(seconds=hit_delay[i, b])])
+                bursts.append({"channel": channel, "first": moment, "key": key,
+                               "recipient": recipient, "rows": rows})
+                moment += pd.Timedelta(seconds=gaps[i, b])
+            self.bursts[quote] = bursts
+            email_counts.append(counts["EMAIL"]), sms_counts.append(counts["WHATSAPP"])
+            sent_at.append(bursts[-1]["first"])
+            urls.append(f"https://wa.me/{phones[i][1:]}" if counts["WHATSAPP"] else None)
+        self.send = pd.DataFrame(sends, columns=["tenantId", "quoteId", "channel", "recipient",
+                                                 "idempotencyKey", "status", "sentAt"])
+        agents = [f"us_{t:05d}_{j}" for t, j in zip(tenant_index, rng.integers(1, 4, n))]
+        self.quote = pd.DataFrame({
+            "id": ids, "tenantId": [self.tenant_ids[t] for t in tenant_index],
+            "agentId": agents, "customerEmail": [f"customer{i}@example.com" for i in range(n)],
+            "customerPhone": phones, "whatsappUrl": urls,
+            "status": np.where(sent, "SENT", "DRAFT"), "emailSentCount": email_counts,
+            "smsSentCount": sms_counts, "sentAt": pd.Series(sent_at, dtype="object"),
+            "createdAt": created})
+        self.quote["updatedAt"] = [
+            (s if s is not None else pd.Timestamp(c)) + pd.Timedelta(minutes=10)
+            for s, c in zip(self.quote["sentAt"], self.quote["createdAt"])]
+        self.quote_index = {quote: i for i, quote in enumerate(ids)}
+
+    def leads(self):
+        n = self.n_leads
+        tenant_index = self.rng.integers(0, self.n_tenants, n)
+        self.lead = pd.DataFrame({
+            "id": [f"ld_{i:08d}" for i in range(n)],
+            "tenantId": [self.tenant_ids[t] for t in tenant_index],
+            "email": [f"lead{i}@mail.example.com" for i in range(n)],
+            "phone": [f"+447{100_000_000 + i:09d}" for i in range(n)],
+            "source": self.rng.choice(["chatwoot", "web", "import"], n),
+            "createdAt": self.days_ago(1, 30, n)})
+
+    def conversations_and_messages(self):
+        rng = self.rng
+        n = max(1, len(self.lead) // 2)
+        lead_rows = self.lead.iloc[sorted(rng.choice(len(self.lead), n, replace=False))]
+        without_lead = rng.random(n) < 0.2
+        self.conversation = pd.DataFrame({
+            "id": [f"cv_{i:08d}" for i in range(n)],
+            "tenantId": lead_rows["tenantId"].to_numpy(),
+            "leadId": np.where(without_lead, None, lead_rows["id"].to_numpy()),
+            "createdAt": self.days_ago(1, 30, n)})
+        per = 10
+        conv = np.repeat(np.arange(n), per)
+        start = self.conversation["createdAt"].to_numpy().astype("datetime64[us]")[conv]
+        end = np.datetime64(self.now - MINUTE, "us")
+        span = (end - start).astype("int64")
+        offsets = (rng.random(len(conv)) * span).astype("int64").astype("timedelta64[us]")
+        times = start + offsets
+        times[-1] = end  # the newest message is a minute old: "messages still arriving"
+        self.message = pd.DataFrame({
+            "id": np.arange(1, len(conv) + 1),
+            "tenantId": self.conversation["tenantId"].to_numpy()[conv],
+            "conversationId": self.conversation["id"].to_numpy()[conv],
+            "direction": np.where(np.arange(len(conv)) % 2 == 0, "INBOUND", "OUTBOUND"),
+            "body": [f"message {i}" for i in range(len(conv))],
+            "sentAt": times})
+
+    def access_log(self):
+        rng, n = self.rng, self.n_access
+        quotes = self.quote.iloc[rng.integers(0, len(self.quote), n)]
+        actors = [f"us_{int(t[3:]):05d}_{j}" for t, j in
+                  zip(quotes["tenantId"], rng.integers(0, 4, n))]
+        self.access = pd.DataFrame({
+            "id": np.arange(1, n + 1), "actorUserId": actors,
+            "actorTenantId": quotes["tenantId"].to_numpy().copy(), "resourceType": "AgentQuote",
+            "resourceId": quotes["id"].to_numpy(),
+            "resourceTenantId": quotes["tenantId"].to_numpy().copy(),
+            "action": rng.choice(["read", "update"], n), "at": self.days_ago(0.01, 30, n)})
+
+    def sms_metrics(self):
+        rng = self.rng
+        top = pd.Timestamp(self.now).floor("h")
+        hours = [top - pd.Timedelta(hours=k) for k in range(30 * 24)]
+        n = len(hours)
+        sent = np.full(n, 100)
+        delivered = rng.integers(96, 100, n)
+        generated = np.full(n, 100)
+        fallback = rng.integers(10, 30, n)
+        self.metrics = pd.DataFrame({
+            "metric_hour": hours, "scheduled_count": 105, "sent_count": sent,
+            "delivered_count": delivered, "failed_count": sent - delivered,
+            "generated_count": generated, "llm_success_count": generated - fallback,
+            "template_fallback_count": fallback, "opt_out_count": rng.integers(0, 3, n),
+            "daily_limit_hit_count": rng.integers(0, 5, n),
+            "llm_cost_usd": rng.uniform(0.001, 0.0015, n).round(6)})
+
+    def heartbeats(self):
+        beats = [(job, pd.Timestamp(self.now) - pd.Timedelta(minutes=5 * k))
+                 for job in JOBS for k in range(12 * 12)]
+        self.beats = pd.DataFrame(beats, columns=["job", "beatAt"])
+
+    def webhooks(self, reference: Reference, inject: bool):
+        leads = pd.DataFrame({"tenantId": self.lead["tenantId"], "eventType": "lead.created",
+                              "receivedAt": self.lead["createdAt"]})
+        conversations = pd.DataFrame({"tenantId": self.conversation["tenantId"],
+                                      "eventType": "conversation.created",
+                                      "receivedAt": self.conversation["createdAt"]})
+        events = pd.concat([leads, conversations], ignore_index=True)
+        if inject:
+            # A lead whose webhook never arrived, and a webhook whose lead was never created.
+            lost = self.lead[self.lead["tenantId"].isin(self.tenant_ids)].iloc[7]
+            events = events.drop(index=lost.name)
+            day = (pd.Timestamp(self.now) - pd.Timedelta(days=2)).normalize()
+            tenant = self.tenant_ids[1] if lost["tenantId"] != self.tenant_ids[1] else \
+                self.tenant_ids[2]
+            events = pd.concat([events, pd.DataFrame({
+                "tenantId": [tenant], "eventType": ["lead.created"],
+                "receivedAt": [day + pd.Timedelta(hours=13)]})], ignore_index=True)
+            reference.expect("leads_match_webhooks",
+                             (lost["tenantId"], pd.Timestamp(lost["createdAt"]).strftime("%Y-%m-%d")),
+                             (tenant, day.strftime("%Y-%m-%d")))
+        self.webhook = events.reset_index(drop=True)
+        self.webhook.insert(0, "id", np.arange(1, len(self.webhook) + 1))
+
+    def quota(self, reference: Reference, inject: bool):
+        outbound = self.message[self.message["direction"] == "OUTBOUND"]
+        used = outbound.groupby("tenantId").size()
+        self.tenant["whatsappQuotaUsed"] = self.tenant["id"].map(used).fillna(0).astype(int)
+        if inject:
+            row = self.tenant.index[3]
+            self.tenant.loc[row, "whatsappQuotaUsed"] += 5
+            reference.expect("whatsapp_quota_matches_messages", (self.tenant.loc[row, "id"],))
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        send = self.send.copy()
+        send.insert(0, "id", np.arange(1, len(send) + 1))
+        frames = {"Tenant": self.tenant, "User": self.user, "AgentQuote": self.quote,
+                "QuoteSend": send, "Lead": self.lead, "Conversation": self.conversation,
+                "Message": self.message, "WebhookEvent": self.webhook, "AccessLog": self.access,
+                "sms_metrics": self.metrics,
+                "JobHeartbeat": self.beats.assign(id=np.arange(1, len(self.beats) + 1))[
+                    ["id", "job", "beatAt"]]}
+        return {name: _to_milliseconds(frame) for name, frame in frames.items()}
+
+    # -- injected violations --------------------------------------------------------
+
+    def add_send(self, quote: str, burst: dict, status: str, moment, key="same") -> int:
+        row = self.quote.loc[self.quote_index[quote]]
+        key = burst["key"] if key == "same" else key
+        self.send.loc[len(self.send)] = [row["tenantId"], quote, burst["channel"],
+                                         burst["recipient"], key, status, moment]
+        return len(self.send)  # ids are 1-based row numbers
+
+    def quotes_with(self, predicate) -> list[str]:
+        return [q for q, bursts in self.bursts.items() if predicate(bursts)]
+
+    def set_quote(self, quote: str, column: str, value) -> None:
+        self.quote.loc[self.quote_index[quote], column] = value
+
+    def inject(self, reference: Reference, unparseable: bool) -> None:
+        has = lambda channel: (lambda bursts: any(b["channel"] == channel for b in bursts))
+        last_email = lambda bursts: bursts[-1]["channel"] == "EMAIL" and len(bursts[-1]["rows"]) == 1
+
+        # Idempotency broken: a retry with the same key incremented emailSentCount.
+        for quote in self.pick(self.quotes_with(has("EMAIL")), 3):
+            burst = next(b for b in self.bursts[quote] if b["channel"] == "EMAIL")
+            if len(burst["rows"]) == 1:
+                self.add_send(quote, burst, "DEDUPED", burst["first"] + pd.Timedelta(seconds=30))
+            self.set_quote(quote, "emailSentCount",
+                           self.quote.loc[self.quote_index[quote], "emailSentCount"] + 1)
+            reference.expect("quote_email_counter", (quote,))
+        # Counters not incrementing at all.
+        for quote in self.pick(self.quotes_with(has("EMAIL")), 2):
+            self.set_quote(quote, "emailSentCount", 0)
+            reference.expect("quote_email_counter", (quote,))
+        # Double click on WhatsApp: two sends 2 s apart, no key, counter incremented twice.
+        for quote in self.pick(self.quotes_with(has("WHATSAPP")), 3):
+            burst = next(b for b in self.bursts[quote] if b["channel"] == "WHATSAPP")
+            send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=2))
+            self.set_quote(quote, "smsSentCount",
+                           self.quote.loc[self.quote_index[quote], "smsSentCount"] + 1)
+            reference.expect("quote_sms_counter", (quote,))
+            reference.expect("quote_send_double_clicks", (send_id,))
+        # Double click on e-mail with two different keys: the counter agrees with the
+        # keys, only the time-window rule sees it.
+        for quote in self.pick(self.quotes_with(has("EMAIL")), 1):
+            burst = next(b for b in self.bursts[quote] if b["channel"] == "EMAIL")
+            send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=1),
+                                    key=f"{quote}-double")
+            self.set_quote(quote, "emailSentCount",
+                           self.quote.loc[self.quote_index[quote], "emailSentCount"] + 1)
+            reference.expect("quote_send_double_clicks", (send_id,))
+        # sentAt overwritten by a re-send within the window (one of them a 0:00/0:04/0:08 chain).
+        for n, quote in enumerate(self.pick(self.quotes_with(last_email), 3)):
+            burst = self.bursts[quote][-1]
+            delays = [240, 480] if n == 0 else [90]
+            for delay in delays:
+                self.add_send(quote, burst, "DEDUPED", burst["first"] + pd.Timedelta(seconds=delay))
+            self.set_quote(quote, "sentAt", burst["first"] + pd.Timedelta(seconds=delays[-1]))
+            reference.expect("quote_sent_at_preserved", (quote,))
+        # sentAt corruption: null, in the future, before createdAt (and garbage text).
+        corrupt = self.pick(self.quotes_with(lambda bursts: True), 4 if unparseable else 3)
+        self.set_quote(corrupt[0], "sentAt", None)
+        self.set_quote(corrupt[1], "sentAt", pd.Timestamp(self.now) + pd.Timedelta(days=3))
+        created = self.quote.loc[self.quote_index[corrupt[2]], "createdAt"]
+        self.set_quote(corrupt[2], "sentAt", pd.Timestamp(created) - pd.Timedelta(hours=1))
+        reference.unparseable_quote = corrupt[3] if unparseable else None
+        reference.expect("quote_sent_at_valid", *[(quote,) for quote in corrupt])
+        # Malformed wa.me links.
+        for n, quote in enumerate(self.pick(self.quotes_with(has("WHATSAPP")), 2)):
+            digits = self.quote.loc[self.quote_index[quote], "customerPhone"][1:]
+            url = f"https://wa.me/+{digits[:4]} {digits[4:]}" if n == 0 else f"http://wa.me/{digits}"
+            self.set_quote(quote, "whatsappUrl", url)
+            reference.expect("whatsapp_urls_well_formed", (quote,))
+        # A quote assigned to another tenant's agent.
+        for quote in self.pick(list(self.quote["id"]), 2):
+            tenant = self.quote.loc[self.quote_index[quote], "tenantId"]
+            other = next(t for t in self.tenant_ids if t != tenant)
+            self.set_quote(quote, "agentId", f"us_{int(other[3:]):05d}_1")
+            reference.expect("quote_agent_cross_tenant", (quote,))
+        self.inject_leads(reference)
+        self.inject_messages(reference)
+        self.inject_operations(reference)
+
+    def next_lead(self, reference_row, **changes) -> str:
+        lead_id = f"ld_x{len(self.lead):07d}"
+        n = len(self.lead)
+        row = {**reference_row.to_dict(), "id": lead_id,
+               "email": f"extra{n}@mail.example.com", "phone": f"+447{900_000_000 + n:09d}",
+               **changes}
+        self.lead.loc[n] = row
+        return lead_id
+
+    def inject_leads(self, reference: Reference) -> None:
+        originals = self.pick(list(self.lead.index[:200]), 4, "lead")
+        first, second, third, other_tenant = (self.lead.loc[i] for i in originals)
+        hour = pd.Timedelta(hours=1)
+        # Duplicate e-mails after trimming and lower-casing: a group of three, a group of two.
+        local, domain = first["email"].split("@")
+        copies = [self.next_lead(first, email=f"  {local.upper()}@{domain} ",
+                                 createdAt=first["createdAt"] + hour),
+                  self.next_lead(first, email=f"{local}@{domain.upper()}",
+                                 createdAt=first["createdAt"] + 2 * hour),
+                  self.next_lead(second, email=second["email"].title(),
+                                 createdAt=second["createdAt"] + hour)]
+        reference.expect("lead_duplicate_email", *[(c,) for c in copies])
+        # The same address in another tenant is not a duplicate.
+        tenant = next(t for t in self.tenant_ids if t != first["tenantId"])
+        self.next_lead(other_tenant, tenantId=tenant, email=first["email"])
+        # The same phone in national format (07…) and in E.164 (+447…).
+        national = "0" + third["phone"][3:6] + " " + third["phone"][6:]
+        copy = self.next_lead(third, phone=national, createdAt=third["createdAt"] + hour)
+        reference.expect("lead_duplicate_phone", (copy,))
+        # Leads of a company that no longer exists.
+        for _ in range(2):
+            orphan = self.next_lead(first, tenantId="tn_gone")
+            reference.expect("lead_orphans", (orphan,))
+
+    def inject_messages(self, reference: Reference) -> None:
+        rows = self.pick(list(self.message.index[: len(self.message) - 1]), 6, "message")
+        for n, row in enumerate(rows[:3]):
+            self.message.loc[row, "conversationId"] = f"cv_deleted_{n}"
+            reference.expect("message_orphans", (int(self.message.loc[row, "id"]),))
+        for row in rows[3:]:
+            tenant = self.message.loc[row, "tenantId"]
+            self.message.loc[row, "tenantId"] = next(t for t in self.tenant_ids if t != tenant)
+            reference.expect("message_cross_tenant", (int(self.message.loc[row, "id"]),))
+        linked = self.conversation.index[self.conversation["leadId"].notna()]
+        row = self.pick(list(linked), 1, "conversation")[0]
+        self.conversation.loc[row, "leadId"] = "ld_deleted"
+        reference.expect("conversation_lead_orphans", (self.conversation.loc[row, "id"],))
+
+    def inject_operations(self, reference: Reference) -> None:
+        for row in self.pick(list(self.access.index), 2, "access"):
+            tenant = self.access.loc[row, "actorTenantId"]
+            self.access.loc[row, "actorTenantId"] = next(
+                t for t in self.tenant_ids if t != tenant)
+            reference.expect("access_log_cross_tenant", (int(self.access.loc[row, "id"]),))
+        # The last 24 hours: deliveries fell to 85% (critical), opt-outs rose to ~12% (warning).
+        recent = self.metrics["metric_hour"] >= pd.Timestamp(self.now) - pd.Timedelta(hours=24)
+        self.metrics.loc[recent, "delivered_count"] = 85
+        self.metrics.loc[recent, "failed_count"] = 15
+        self.metrics.loc[recent, "opt_out_count"] = 10
+        reference.expect("sms_delivery_rate", ("all rows",))
+        reference.expect("sms_opt_out_rate", ("all rows",))
+        reference.values.update({"sms_delivery_rate": 0.85, "sms_opt_out_rate": 10 / 85})
+        # A job that stopped three hours ago, and one that never ran.
+        beats = self.beats
+        stopped = (beats["job"] == "quote-reminders") & (
+            beats["beatAt"] > pd.Timestamp(self.now) - pd.Timedelta(hours=3))
+        self.beats = beats[~stopped & (beats["job"] != "invoice-sync")].reset_index(drop=True)
+        reference.expect("job_heartbeats", ("quote-reminders",), ("invoice-sync",))
+
+
+def _to_milliseconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Times at millisecond precision, which every database keeps exactly (DATETIME(3))."""
+    frame = frame.copy()
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_datetime64_dtype(values.dtype):
+            frame[column] = values.dt.floor("ms")
+        elif values.dtype == object and values.map(lambda v: isinstance(v, pd.Timestamp)).any():
+            frame[column] = values.map(lambda v: v.floor("ms") if isinstance(v, pd.Timestamp)
+                                       else v)
+    return frame
+
+
+# ---------------------------------------------------------------------------
+# Writing.
+
+
+def write(reference: Reference, url: str, *, unparseable_dates: bool = False) -> None:
+    """Create the reference tables at `url` (dropping old ones) and load the data."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            schema.metadata.drop_all(connection)
+            schema.metadata.create_all(connection)
+            for table in schema.TABLES:
+                frame = reference.tables[table.name]
+                _load(connection, table, frame)
+    finally:
+        engine.dispose()
+
+
+def _load(connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    frame = frame[[column.name for column in table.columns]]
+    if connection.dialect.name == "postgresql":
+        _copy(connection, table, frame)
+        return
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for record in records:
+        for name, value in record.items():
+            if isinstance(value, pd.Timestamp):
+                record[name] = value.to_pydatetime()
+    for start in range(0, len(records), 5000):
+        connection.execute(table.insert(), records[start:start + 5000])
+
+
+def _copy(connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    raw = connection.connection.driver_connection
+    columns = ", ".join(f'"{column}"' for column in frame.columns)
+    with raw.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in frame.astype(object).where(frame.notna(), None).itertuples(
+                    index=False, name=None):
+                copy.write_row(row)
+
+
+def generate(url: str, *, scale: float = 0.02, seed: int = 7, now: datetime | None = None,
+             inject: bool = True) -> Reference:
+    """Build the reference data and write it to `url`. SQLite also gets garbage timestamps."""
+    unparseable = inject and sa.engine.make_url(url).get_backend_name() == "sqlite"
+    reference = build(scale, seed, now, inject, unparseable_dates=unparseable)
+    write(reference, url)
+    if unparseable:
+        engine = sa.create_engine(url)
+        with engine.begin() as connection:
+            # The DateTime type would refuse this text, so bypass it on purpose.
+            connection.execute(sa.text('UPDATE "AgentQuote" SET "sentAt" = :garbage '
+                                       'WHERE id = :id'),
+                               {"garbage": "not-a-date", "id": reference.unparseable_quote})
+        engine.dispose()
+    return reference

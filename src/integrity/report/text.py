@@ -1,0 +1,32 @@
+"""The console summary: what a cron mail or a CI log shows."""
+
+from __future__ import annotations
+
+from integrity.results import STATUS_RANK, AuditResult
+
+_OUTCOME = {0: "passed", 1: "FAILED (violations)", 2: "ERROR (audit incomplete)"}
+
+
+def summary_lines(result: AuditResult, *, all_checks: bool = False) -> list[str]:
+    lines = [f"error: {error}" for error in result.errors]
+    width = max((len(check.id) for check in result.checks), default=10)
+    for check in sorted(result.checks, key=lambda c: -STATUS_RANK[c.status]):
+        if check.status == "pass" and not all_checks:
+            continue
+        if check.status == "error":
+            detail = check.error or ""
+        elif check.value_text and check.kind in {"metric", "freshness"}:
+            detail = f"{check.value_text}; {check.violation_count} breach(es)"
+        else:
+            rate = "" if check.rate is None else f" ({check.rate:.2%})"
+            population = "" if check.population is None else f" of {check.population:,}"
+            detail = f"{check.violation_count:,} violation(s){population}{rate}"
+        lines.append(f"{check.status.upper():<5} {check.id:<{width}}  {detail}")
+    counts = result.counts
+    tally = ", ".join(f"{counts[s]} {s}" for s in ("fail", "warn", "error", "info", "pass")
+                      if counts[s])
+    code = result.exit_code
+    lines.append(f"{result.audit_name}: {len(result.checks)} checks ({tally or 'none'}) in "
+                 f"{result.duration_seconds:.1f}s; gate (fail on {result.fail_on}) "
+                 f"{_OUTCOME[code]}, exit {code}")
+    return lines

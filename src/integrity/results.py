@@ -1,0 +1,244 @@
+"""Results: one model for every check, and the rule that turns a measurement into a status.
+
+Statuses, from best to worst: `pass`, `info` (violations of an informational
+check), `warn`, `fail`, `error` (the check could not run). A check with
+`thresholds` is judged on its violation count or rate (critical first, then
+warn); without, any violation takes the check's severity. Metrics and
+freshness judge their own value and arrive with a level.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from integrity.checks import Check, Measurement
+    from integrity.config import CheckConfig
+
+STATUSES = ("pass", "info", "warn", "fail", "error")
+STATUS_RANK = {status: rank for rank, status in enumerate(STATUSES)}
+LEVEL_STATUS = {None: "pass", "info": "info", "warning": "warn", "critical": "fail"}
+
+
+@dataclass
+class CheckResult:
+    id: str
+    kind: str
+    datasets: list[str]
+    description: str
+    severity: str
+    status: str
+    path: str = ""
+    violation_count: int | None = None
+    population: int | None = None
+    rate: float | None = None
+    value: float | None = None
+    value_text: str | None = None
+    sql: str | None = None
+    thresholds: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    duration_ms: float = 0.0
+    columns: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    sample_truncated: bool = False
+    key_columns: list[str] = field(default_factory=list)
+    violation_keys: list[tuple] = field(default_factory=list)
+    group_column: str | None = None
+    context_column: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in {"warn", "fail"}
+
+
+def judge(config: CheckConfig, measurement: Measurement, rate: float | None) -> str:
+    if measurement.judged:
+        return LEVEL_STATUS[measurement.level]
+    count = measurement.violation_count
+    if config.thresholds is not None:
+        for level, bound in (("critical", config.thresholds.critical),
+                             ("warning", config.thresholds.warn)):
+            if bound is None:
+                continue
+            observed = count if bound.measure == "count" else rate
+            if bound.breached(observed):
+                return LEVEL_STATUS[level]
+        return "pass"
+    return "pass" if count == 0 else LEVEL_STATUS[config.severity]
+
+
+def thresholds_text(config: CheckConfig) -> dict[str, str]:
+    bounds = getattr(config, "thresholds", None)
+    if bounds is None:
+        return {}
+    return {name: str(getattr(bounds, name)) for name in ("warn", "critical")
+            if getattr(bounds, name, None) is not None}
+
+
+def measured(check: Check, measurement: Measurement, duration_ms: float, sample_limit: int,
+             path: str) -> CheckResult:
+    """The result of a check that ran."""
+    config = check.config
+    count, population = measurement.violation_count, measurement.population
+    notes = list(measurement.notes)
+    if population:
+        rate = count / population
+    elif population == 0:
+        rate = 0.0
+        if not measurement.judged:
+            notes.append("empty population: nothing to check")
+    else:
+        rate = None
+    frame = measurement.violations
+    sample, truncated = take_sample(frame, sample_limit, measurement.group_column)
+    return CheckResult(
+        id=config.id, kind=config.kind, datasets=check.datasets, path=path,
+        description=check.describe(), severity=config.severity,
+        status=judge(config, measurement, rate),
+        violation_count=count, population=population, rate=rate,
+        value=measurement.value, value_text=measurement.value_text, sql=measurement.sql,
+        thresholds=thresholds_text(config), notes=notes, duration_ms=duration_ms,
+        columns=[str(column) for column in frame.columns],
+        sample=records(sample), sample_truncated=truncated,
+        key_columns=list(measurement.keys),
+        violation_keys=violation_keys(frame, measurement),
+        group_column=measurement.group_column, context_column=measurement.context_column,
+    )
+
+
+def errored(config: CheckConfig, datasets: list[str], message: str, path: str,
+            description: str = "", duration_ms: float = 0.0) -> CheckResult:
+    """The result of a check that could not run: never a pass."""
+    return CheckResult(id=config.id, kind=config.kind, datasets=datasets, path=path,
+                       description=description or config.description or config.kind,
+                       severity=config.severity, status="error", error=message,
+                       thresholds=thresholds_text(config), duration_ms=duration_ms)
+
+
+def take_sample(frame: pd.DataFrame, limit: int, group_column: str | None
+                ) -> tuple[pd.DataFrame, bool]:
+    """The first `limit` rows (0 = all); whole groups when the check groups rows."""
+    if limit == 0 or len(frame) <= limit:
+        return frame, False
+    if group_column and group_column in frame:
+        groups = frame[group_column]
+        first_groups = list(dict.fromkeys(groups.iloc[:limit]))
+        # A group that straddles the limit is kept whole: half a group misleads.
+        return frame[groups.isin(first_groups)], True
+    return frame.iloc[:limit], True
+
+
+def violation_keys(frame: pd.DataFrame, measurement: Measurement) -> list[tuple]:
+    """Key tuples of every violating row (context rows excluded), in frame order."""
+    if frame.empty:
+        return []
+    rows = frame
+    if measurement.context_column and measurement.context_column in frame:
+        rows = frame[frame[measurement.context_column] != "kept"]
+    columns = [column for column in measurement.keys if column in rows]
+    if not columns:
+        return []
+    return [tuple(plain(value) for value in row)
+            for row in rows[columns].itertuples(index=False, name=None)]
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(column): plain(value) for column, value in zip(frame.columns, row)}
+            for row in frame.itertuples(index=False, name=None)]
+
+
+def plain(value: Any) -> Any:
+    """A JSON-safe Python value: timestamps as ISO 8601 (UTC 'Z'), NaN/NaT as None."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return value
+    if isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            return value.isoformat(timespec="auto") + "Z"
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    try:
+        import pandas as pd
+
+        if value is pd.NaT or (not isinstance(value, (list, dict, tuple)) and pd.isna(value)):
+            return None
+        if isinstance(value, pd.Timestamp):
+            return plain(value.to_pydatetime())
+        if isinstance(value, pd.Timedelta):
+            return value.total_seconds()
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+@dataclass
+class DatasetLoad:
+    name: str
+    rows: int
+    columns: list[str]
+    seconds: float
+    sql: str = ""
+
+
+@dataclass
+class AuditResult:
+    audit_name: str
+    audit_file: str
+    config_hash: str
+    engine: str
+    database: str
+    dialect: str | None
+    started_at: datetime
+    finished_at: datetime
+    now: datetime
+    checks: list[CheckResult]
+    fail_on: str
+    sample_limit: int
+    errors: list[str] = field(default_factory=list)
+    datasets: list[DatasetLoad] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {status: 0 for status in STATUSES}
+        for check in self.checks:
+            counts[check.status] += 1
+        return counts
+
+    @property
+    def exit_code(self) -> int:
+        from integrity.gate import decide
+
+        return int(decide(self))
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def check(self, check_id: str) -> CheckResult:
+        for check in self.checks:
+            if check.id == check_id:
+                return check
+        raise KeyError(check_id)

@@ -1,0 +1,340 @@
+"""Sources: read-only database connections and the datasets pulled from them.
+
+Everything that talks to the audited database goes through here, and none of
+it may write: sessions are opened read-only (PostgreSQL
+`default_transaction_read_only`, MariaDB/MySQL `SESSION TRANSACTION READ ONLY`,
+SQLite `mode=ro`), with a statement timeout and an application name a DBA can
+see. Identifiers are quoted by SQLAlchemy; values are bound parameters. Errors
+leave as SourceError with the password masked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from integrity import filters
+from integrity.config import Audit, ConnectionConfig, DatasetConfig
+from integrity.errors import SourceError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine, URL
+
+APPLICATION_NAME = "integrity"
+
+
+# ---------------------------------------------------------------------------
+# Connections.
+
+
+@dataclass
+class Source:
+    """One audited database, opened read-only."""
+
+    engine: Engine
+    url: URL
+    secrets: tuple[str, ...]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+                # Nothing to keep: a read-only audit ends in a rollback.
+                connection.rollback()
+        except sa.exc.SQLAlchemyError as error:
+            raise self.error(error) from None
+
+    def error(self, error: BaseException, context: str = "") -> SourceError:
+        """A one-line, password-free description of a database error."""
+        original = getattr(error, "orig", None) or error
+        text = " ".join(str(original).split())
+        # SQLAlchemy appends the statement and a link to its docs; keep the reason.
+        text = re.split(r"\s*\[SQL:|\s*\(Background on this error", text)[0]
+        prefix = f"{context}: " if context else ""
+        return SourceError(f"{prefix}{text} (database {self.display_url})", secrets=self.secrets)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_source(connection: ConnectionConfig) -> Source:
+    """Create a read-only engine for the audit's connection (does not connect yet)."""
+    try:
+        url = make_url(connection.url)
+    except (sa.exc.ArgumentError, ValueError):
+        # The URL may itself contain the password: never echo it.
+        raise SourceError("connection.url is not a valid SQLAlchemy URL "
+                          "(expected e.g. postgresql+psycopg://user@host/db)") from None
+    secrets = tuple(secret for secret in (url.password,) if secret)
+    backend = url.get_backend_name()
+    timeout_ms = max(1, int(connection.statement_timeout.total_seconds() * 1000))
+    connect_seconds = max(1, int(connection.connect_timeout.total_seconds()))
+    try:
+        if backend == "sqlite":
+            engine = _sqlite_engine(url, timeout_ms)
+        elif backend == "postgresql":
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")
+            options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
+                       f" -c TimeZone=UTC")
+            args: dict[str, Any] = {"connect_timeout": connect_seconds}
+            if url.get_driver_name() in {"psycopg", "psycopg2"}:
+                args.update(options=options, application_name=APPLICATION_NAME)
+            engine = sa.create_engine(url, connect_args=args, pool_pre_ping=True)
+        elif backend in {"mysql", "mariadb"}:
+            if url.drivername in {"mysql", "mariadb"}:
+                url = url.set(drivername=f"{backend}+pymysql")
+            engine = sa.create_engine(url, connect_args={"connect_timeout": connect_seconds},
+                                      pool_pre_ping=True)
+            _read_only_mysql(engine, timeout_ms)
+        else:
+            engine = sa.create_engine(url)
+    except ModuleNotFoundError as error:
+        raise SourceError(f"no driver for {url.drivername!r} is installed ({error.name}); "
+                          f"install it next to integrity") from None
+    except sa.exc.ArgumentError as error:
+        raise SourceError(f"cannot use connection.url: {error}", secrets=secrets) from None
+    return Source(engine=engine, url=url, secrets=secrets)
+
+
+def _sqlite_engine(url: URL, timeout_ms: int) -> Engine:
+    database = url.database or ""
+    if database in {"", ":memory:"}:
+        raise SourceError("an in-memory SQLite database has nothing to audit; "
+                          "give a file: sqlite:///path/to/file.db")
+    path = Path(database)
+    if not path.is_file():
+        raise SourceError(f"SQLite database file not found: {path}")
+    target = f"file:{path.resolve().as_posix()}?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        connection = sqlite3.connect(target, uri=True, check_same_thread=False)
+        connection.execute("PRAGMA query_only = ON")
+        return connection
+
+    engine = sa.create_engine("sqlite://", creator=connect)
+    deadlines: dict[int, float] = {}
+
+    @event.listens_for(engine, "connect")
+    def _install_timeout(dbapi_connection, _record):
+        key = id(dbapi_connection)
+        deadlines[key] = float("inf")
+        # SQLite has no statement timeout; interrupt long statements ourselves.
+        dbapi_connection.set_progress_handler(
+            lambda: 1 if time.monotonic() > deadlines[key] else 0, 10_000)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _arm(connection, _cursor, _statement, _parameters, _context, _many):
+        deadlines[id(connection.connection.dbapi_connection)] = (
+            time.monotonic() + timeout_ms / 1000)
+
+    return engine
+
+
+def _read_only_mysql(engine: Engine, timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _session(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET SESSION TRANSACTION READ ONLY")
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.execute("SELECT VERSION()")
+        version = cursor.fetchone()[0]
+        if "mariadb" in version.lower():
+            cursor.execute(f"SET SESSION max_statement_time = {timeout_ms / 1000:.3f}")
+        else:
+            cursor.execute(f"SET SESSION max_execution_time = {int(timeout_ms)}")
+        cursor.close()
+
+
+# ---------------------------------------------------------------------------
+# Datasets.
+
+
+def relation(dataset: DatasetConfig, columns: list[str]) -> sa.FromClause:
+    """The dataset as a selectable whose columns are `columns` (quoted as needed)."""
+    if dataset.table:
+        return sa.table(dataset.table, *[sa.column(name) for name in columns],
+                        schema=dataset.schema_)
+    return sa.text(dataset.sql).columns(*[sa.column(name) for name in columns]).subquery("q")
+
+
+def available_columns(connection: Connection, source: Source, name: str,
+                      dataset: DatasetConfig) -> list[str]:
+    """The columns a dataset really has, or SourceError if the table/query is unusable."""
+    if dataset.table:
+        inspector = sa.inspect(connection)
+        try:
+            return [column["name"] for column in
+                    inspector.get_columns(dataset.table, schema=dataset.schema_)]
+        except sa.exc.NoSuchTableError:
+            tables = inspector.get_table_names(schema=dataset.schema_)
+            tables += inspector.get_view_names(schema=dataset.schema_)
+            hint = _suggest(dataset.table, tables)
+            raise SourceError(f"dataset {name!r}: {dataset.label} does not exist{hint}",
+                              secrets=source.secrets) from None
+        except sa.exc.SQLAlchemyError as error:
+            raise source.error(error, f"dataset {name!r}") from None
+    probe = sa.select(sa.text("*")).select_from(sa.text(f"({dataset.sql}) AS q")).where(
+        sa.false())
+    try:
+        return list(connection.execute(probe).keys())
+    except sa.exc.SQLAlchemyError as error:
+        connection.rollback()
+        raise source.error(error, f"dataset {name!r}: the sql query failed") from None
+
+
+def missing_columns(wanted: list[str], present: list[str]) -> list[str]:
+    return [column for column in wanted if column not in present]
+
+
+def describe_missing(name: str, dataset: DatasetConfig, column: str, present: list[str]) -> str:
+    return f"dataset {name!r} ({dataset.label}) has no column {column!r}{_suggest(column, present)}"
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    by_case = {candidate.lower(): candidate for candidate in candidates}
+    if word.lower() in by_case:
+        return f"; did you mean {by_case[word.lower()]!r}? (names are case-sensitive)"
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def dataset_query(dataset: DatasetConfig, columns: list[str]) -> sa.Select:
+    """SELECT exactly `columns` of the dataset."""
+    selectable = relation(dataset, columns)
+    return sa.select(*[selectable.c[column] for column in columns])
+
+
+def sql_text(statement: sa.ClauseElement, source: Source) -> str:
+    """The statement as the database receives it, for a reviewer to re-run."""
+    return str(statement.compile(dialect=source.engine.dialect,
+                                 compile_kwargs={"literal_binds": True}))
+
+
+def read_frame(connection: Connection, source: Source, name: str, dataset: DatasetConfig,
+               columns: list[str]) -> pd.DataFrame:
+    """Pull only `columns` of a dataset into a dataframe."""
+    statement = dataset_query(dataset, columns)
+    try:
+        result = connection.execute(statement)
+        rows = result.fetchall()
+    except sa.exc.SQLAlchemyError as error:
+        connection.rollback()
+        raise source.error(error, f"dataset {name!r}") from None
+    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+    return frame
+
+
+# ---------------------------------------------------------------------------
+# Times.
+
+_HAS_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
+
+
+def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
+    """Parse a column as UTC timestamps.
+
+    Aware values are converted; naive ones are read in the dataset's time zone
+    (UTC unless it says otherwise). Nulls and unparseable text become NaT, so
+    callers can tell "missing" from "garbage" by looking at the raw column.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(dtype):
+        return _localize(values, zone)
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return pd.to_datetime(values, unit="s", utc=True, errors="coerce")
+    result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
+    present = values[values.notna()]
+    if present.empty:
+        return result
+    text = present.map(_as_text).astype("object")
+    aware = text.str.contains(_HAS_OFFSET, na=False).astype(bool)
+    if aware.any():
+        result.loc[aware[aware].index] = pd.to_datetime(
+            text[aware], utc=True, errors="coerce", format="ISO8601")
+    naive = text[~aware]
+    if not naive.empty:
+        parsed = pd.to_datetime(naive, errors="coerce", format="ISO8601")
+        result.loc[naive.index] = _localize(parsed, zone)
+    return result
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    return str(value).strip()
+
+
+def _localize(values: pd.Series, zone: str) -> pd.Series:
+    if zone == "UTC":
+        return values.dt.tz_localize("UTC")
+    return values.dt.tz_localize(zone, ambiguous=np.zeros(len(values), dtype=bool),
+                                 nonexistent="shift_forward").dt.tz_convert("UTC")
+
+
+# ---------------------------------------------------------------------------
+# What a pandas check sees.
+
+
+@dataclass
+class Frames:
+    """The datasets of one audit run, pulled once and shared by every check."""
+
+    audit: Audit
+    source: Source | None
+    frames: dict[str, pd.DataFrame]
+    now: datetime
+    _times: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
+
+    def frame(self, dataset: str) -> pd.DataFrame:
+        return self.frames[dataset]
+
+    def times(self, dataset: str, column: str) -> pd.Series:
+        """`column` of `dataset` as UTC timestamps (parsed once per run)."""
+        cached = self._times.get((dataset, column))
+        if cached is None:
+            zone = self.audit.datasets[dataset].timezone
+            cached = to_utc(self.frames[dataset][column], zone)
+            self._times[(dataset, column)] = cached
+        return cached
+
+    def rows(self, dataset: str, where: tuple[filters.Condition, ...] = ()) -> pd.DataFrame:
+        """The rows of `dataset` that pass `where` (all rows if there is no filter)."""
+        return self.narrow(dataset, self.frames[dataset], where)
+
+    def narrow(self, dataset: str, rows: pd.DataFrame,
+               where: tuple[filters.Condition, ...]) -> pd.DataFrame:
+        """The subset of `rows` (rows of `dataset`) that pass `where`."""
+        if not where:
+            return rows
+        keep = filters.mask(rows, where, now=self.now,
+                            times=lambda column: self.times(dataset, column).loc[rows.index])
+        return rows[keep]
+
+    def time_column(self, dataset: str, rows: pd.DataFrame, column: str) -> pd.Series:
+        """UTC timestamps of `column` for exactly the given rows of `dataset`."""
+        return self.times(dataset, column).loc[rows.index]

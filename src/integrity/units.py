@@ -1,0 +1,133 @@
+"""Small value languages of the audit file: durations, percentages, thresholds.
+
+They are parsed once, at validation time, into plain values so that a typo
+("5 mins", ">> 3") is a config error with a location, never a runtime crash.
+This module must stay import-light: `integrity validate` depends on it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'300s', '5m', '1.5h', '7d', '2w', or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 5m, 1h, 7d")
+    if seconds < 0 or math.isinf(seconds) or math.isnan(seconds):
+        raise ValueError(f"invalid duration {value!r}: must be zero or more")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta | float | None) -> str:
+    """The shortest exact spelling: 300s -> '5m', 5400s -> '1.5h'."""
+    if delta is None:
+        return "-"
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            amount = seconds / size
+            text = f"{amount:.1f}".rstrip("0").rstrip(".")
+            return f"{sign}{text}{unit}"
+    return f"{sign}{seconds:g}s"
+
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+}
+_THRESHOLD = re.compile(
+    r"^\s*(?:(count|rate|value)\s*)?(<=|>=|==|!=|<|>|=)\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)\s*(%?)\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A bound such as '> 5%' or 'count > 10', breached when the comparison holds.
+
+    `measure` is what is compared: 'count' (violating rows), 'rate' (violations
+    over population) or 'value' (a metric). A percent sign means a fraction.
+    """
+
+    measure: str
+    op: str
+    value: float
+    text: str
+
+    def breached(self, observed: float | None) -> bool:
+        if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+            return False
+        return _OPERATORS[self.op](observed, self.value)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_threshold(value: Any, *, default_measure: str = "count") -> Threshold:
+    """'> 0', '>= 5%', 'rate > 0.02', 'count > 10', '< 90%'.
+
+    Without a measure word a percentage means 'rate' (or the metric value for
+    metric checks) and a plain number means `default_measure`.
+    """
+    if isinstance(value, Threshold):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"invalid threshold {value!r}: use e.g. '> 0', '> 5%', 'count >= 10'")
+    if isinstance(value, (int, float)):
+        return Threshold(default_measure, ">", float(value), f"> {value:g}")
+    match = _THRESHOLD.match(value)
+    if not match:
+        raise ValueError(f"invalid threshold {value!r}: use e.g. '> 0', '> 5%', 'count >= 10'")
+    measure, op, number, percent = match.groups()
+    amount = float(number) / (100 if percent else 1)
+    if measure is None:
+        measure = "rate" if percent and default_measure == "count" else default_measure
+    measure = measure.lower()
+    if default_measure == "value" and measure != "value":
+        raise ValueError(f"invalid threshold {value!r}: a metric is compared as a value, "
+                         f"write e.g. '< 90%' or '> 2.5'")
+    if default_measure != "value" and measure == "value":
+        raise ValueError(f"invalid threshold {value!r}: this check counts violations; "
+                         f"compare 'count' or 'rate'")
+    return Threshold(measure, "==" if op == "=" else op, amount, " ".join(value.split()))
+
+
+def parse_fraction(value: Any) -> float:
+    """'5%' -> 0.05, 0.05 -> 0.05."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid fraction {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("%"):
+                return float(text[:-1]) / 100
+            return float(text)
+        except ValueError:
+            pass
+    raise ValueError(f"invalid fraction {value!r}: use e.g. 0.05 or '5%'")

@@ -118,6 +118,23 @@ class Check:
         return list(self.columns())
 
 
+def add_columns(needed: dict[str, list[str]], dataset: str,
+                *columns: str | None) -> dict[str, list[str]]:
+    """Add columns of `dataset` to a `Check.columns()` mapping, without repeats."""
+    wanted = [*needed.get(dataset, []), *(column for column in columns if column)]
+    needed[dataset] = list(dict.fromkeys(wanted))
+    return needed
+
+
+def single_key_problems(audit: Audit | Any, dataset: str) -> list[tuple[tuple, str]]:
+    """A check that joins events to an entity needs the entity's one-column key."""
+    definition = audit.datasets.get(dataset)
+    if definition is not None and (not definition.key or len(definition.key) != 1):
+        return [(("dataset",), f"dataset {dataset!r} needs a single-column `key:` "
+                               f"(the entity id its events refer to)")]
+    return []
+
+
 # Importing the families registers them. Keep this list in catalog order.
 from integrity.checks import (  # noqa: E402,F401
     counters,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from integrity.checks import Check, Measurement
+from integrity.checks import Check, Measurement, add_columns, single_key_problems
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -31,6 +31,11 @@ class Events(Model):
     time: str
     idempotency_key: str | None = None
     where: Where = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.entity, self.time, *([self.idempotency_key] if self.idempotency_key else []),
+                *filter_columns(self.where)]
 
 
 class CounterConfig(CheckConfig):
@@ -54,22 +59,13 @@ class CounterVsEvents(Check):
 
     @classmethod
     def validate(cls, config, audit):
-        key = audit.datasets[config.dataset].key if config.dataset in audit.datasets else None
-        if config.dataset in audit.datasets and (not key or len(key) != 1):
-            return [(("dataset",), f"dataset {config.dataset!r} needs a single-column `key:` "
-                                   f"(the entity id the events refer to)")]
-        return []
+        return single_key_problems(audit, config.dataset)
 
     def columns(self):
-        config, events = self.config, self.config.events
+        config = self.config
         needed = {config.dataset: self.identity(config.dataset, config.counter,
                                                 *filter_columns(config.where))}
-        event_columns = [events.entity, events.time, events.idempotency_key,
-                         *filter_columns(events.where)]
-        needed.setdefault(events.dataset, [])
-        needed[events.dataset] = list(dict.fromkeys(
-            needed[events.dataset] + [c for c in event_columns if c]))
-        return needed
+        return add_columns(needed, config.events.dataset, *config.events.columns)
 
     def unique_events(self, data) -> tuple["pd.Series", "pd.Series"]:
         """(unique events, raw events) per entity id, from the event log."""
@@ -148,7 +144,7 @@ class CounterVsEvents(Check):
                   f"one per burst of events at most {format_duration(config.window)} apart")
         scope = f" where {describe_filter(events.where)}" if events.where else ""
         text = (f"{config.dataset}.{config.counter} must {relation} the number of unique "
-                f"{events.dataset} events{scope} with {events.entity} = the entity's id; "
+                f"events in {events.dataset}{scope} with {events.entity} = the entity's id; "
                 f"unique = {unique}.")
         if config.mode == "at_most" and config.zero_counter:
             text += " A counter of 0 while events exist is flagged too (not incrementing)."

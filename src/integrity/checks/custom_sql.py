@@ -35,7 +35,7 @@ def read_only_query(sql: str) -> str:
     if first not in {"SELECT", "WITH"}:
         raise ValueError(f"custom SQL runs read-only: it must be a SELECT (or WITH ... SELECT), "
                          f"not {first}")
-    return sql.strip().rstrip(";").strip()
+    return sql.strip()
 
 
 def _per_dialect(value):

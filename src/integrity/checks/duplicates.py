@@ -172,19 +172,23 @@ def normalise(values, steps: list[str], region: str | None):
     """Apply normalisation steps to a column; empty results become null."""
     if not steps:
         return values
-    text = values.map(lambda value: None if value is None or value != value else str(value))
-    for step in steps:
-        if step in {"trim", "email"}:
-            text = text.map(lambda value: value if value is None else value.strip())
-        if step in {"lower", "email"}:
-            text = text.map(lambda value: value if value is None else value.lower())
-        if step == "digits":
-            text = text.map(lambda value: value if value is None else
-                            "".join(ch for ch in value if ch.isdigit()))
-        if step == "phone":
-            distinct = {value: e164(value, region) for value in text.dropna().unique()}
-            text = text.map(lambda value: None if value is None else distinct[value])
-    return text.map(lambda value: value or None).astype("object")
+
+    def one(value):
+        text = str(value)
+        for step in steps:
+            if step in {"trim", "email"}:
+                text = text.strip()
+            if step in {"lower", "email"}:
+                text = text.lower()
+            if step == "digits":
+                text = "".join(ch for ch in text if ch.isdigit())
+            if step == "phone":
+                text = e164(text, region) or ""
+        return text or None
+
+    # Normalise each distinct value once: phone parsing is slow and keys repeat.
+    mapping = {value: one(value) for value in values.dropna().unique()}
+    return values.map(mapping).astype("object").where(values.notna(), None)
 
 
 @lru_cache(maxsize=200_000)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from integrity.checks import Check, Measurement
+from integrity.checks import Check, Measurement, add_columns
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -62,10 +62,8 @@ class Orphans(Check):
         config = self.config
         needed = {config.dataset: self.identity(config.dataset, *config.reference,
                                                 *filter_columns(config.where))}
-        parent = [*parent_key(self, config.parent, config.parent_key),
-                  *filter_columns(config.parent_where)]
-        needed[config.parent] = list(dict.fromkeys(needed.get(config.parent, []) + parent))
-        return needed
+        return add_columns(needed, config.parent, *parent_key(self, config.parent, config.parent_key),
+                           *filter_columns(config.parent_where))
 
     def measure(self, data) -> Measurement:
         import pandas as pd

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from integrity.checks import Check, Measurement
+from integrity.checks import Check, Measurement, add_columns
 from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -119,9 +119,8 @@ class Reconciliation(Check):
     def columns(self):
         needed: dict[str, list[str]] = {}
         for side in (self.config.left, self.config.right):
-            wanted = [*side.by, side.per_day, *side.measure.columns, *filter_columns(side.where)]
-            needed[side.dataset] = list(dict.fromkeys(
-                needed.get(side.dataset, []) + [c for c in wanted if c]))
+            add_columns(needed, side.dataset, *side.by, side.per_day, *side.measure.columns,
+                        *filter_columns(side.where))
         return needed
 
     def side_values(self, data, side: Side):

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from integrity.checks import Check, Measurement
+from integrity.checks import Check, Measurement, add_columns
 from integrity.checks.orphans import parent_key, validate_reference
 from integrity.config import CheckConfig, Columns
 from integrity.filters import columns as filter_columns
@@ -81,8 +81,8 @@ class CrossTenant(Check):
                                                 config.other_tenant_column,
                                                 *filter_columns(config.where))}
         if config.parent:
-            parent = [*parent_key(self, config.parent, config.parent_key), self.parent_tenant]
-            needed[config.parent] = list(dict.fromkeys(needed.get(config.parent, []) + parent))
+            add_columns(needed, config.parent, *parent_key(self, config.parent, config.parent_key),
+                        self.parent_tenant)
         return needed
 
     def measure(self, data) -> Measurement:

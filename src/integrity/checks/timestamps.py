@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from integrity.checks import Check, Measurement
+from integrity.checks import Check, Measurement, add_columns, single_key_problems
 from integrity.checks.counters import Events
 from integrity.config import CheckConfig, Duration
 from integrity.filters import columns as filter_columns
@@ -49,18 +49,13 @@ class TimestampPreserved(Check):
 
     @classmethod
     def validate(cls, config, audit):
-        key = audit.datasets[config.dataset].key if config.dataset in audit.datasets else None
-        if config.dataset in audit.datasets and (not key or len(key) != 1):
-            return [(("dataset",), f"dataset {config.dataset!r} needs a single-column `key:`")]
-        return []
+        return single_key_problems(audit, config.dataset)
 
     def columns(self):
-        config, events = self.config, self.config.events
+        config = self.config
         needed = {config.dataset: self.identity(config.dataset, config.column,
                                                 *filter_columns(config.where))}
-        extra = [events.entity, events.time, *filter_columns(events.where)]
-        needed[events.dataset] = list(dict.fromkeys(needed.get(events.dataset, []) + extra))
-        return needed
+        return add_columns(needed, config.events.dataset, *config.events.columns)
 
     def measure(self, data) -> Measurement:
         import pandas as pd

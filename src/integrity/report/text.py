@@ -14,7 +14,8 @@ def summary_lines(result: AuditResult, *, all_checks: bool = False) -> list[str]
         if check.status == "pass" and not all_checks:
             continue
         if check.status == "error":
-            detail = check.error or ""
+            detail = "not run (see the error above)" if check.error in result.errors else (
+                check.error or "")
         elif check.value_text and check.kind in {"metric", "freshness"}:
             detail = f"{check.value_text}; {check.violation_count} breach(es)"
         else:

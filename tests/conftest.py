@@ -1,0 +1,123 @@
+"""Shared fixtures: real databases, tiny tables, audits written to tmp_path.
+
+PostgreSQL tests read INTEGRITY_TEST_POSTGRES_URL (a server where the user may
+create databases). Without it they skip with the reason shown — unless CI=true,
+where a missing or unreachable server is a failure, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from integrity.config import parse_audit
+from integrity.runner import run_audit
+
+NOW = datetime(2026, 1, 30, 12, 30, tzinfo=timezone.utc)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _server_url(variable: str, what: str) -> str:
+    url = os.environ.get(variable)
+    if not url:
+        message = f"{variable} is not set: no {what} server to test against"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: required)")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    return _server_url("INTEGRITY_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_server):
+    """A fresh, empty PostgreSQL database for this test session; dropped afterwards."""
+    name = f"integrity_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        message = f"cannot reach PostgreSQL at INTEGRITY_TEST_POSTGRES_URL: {error.orig}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = sa.engine.make_url(postgres_server).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# ---------------------------------------------------------------------------
+# Tiny databases for check tests.
+
+
+class Database:
+    """A real database holding a few hand-written tables."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def tables(self, **tables: list[dict] | pd.DataFrame) -> Database:
+        engine = sa.create_engine(self.url)
+        with engine.begin() as connection:
+            for name, rows in tables.items():
+                frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+                frame.to_sql(name, connection, if_exists="replace", index=False)
+        engine.dispose()
+        return self
+
+    def execute(self, *statements: str) -> None:
+        engine = sa.create_engine(self.url)
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path) -> Database:
+    return Database(f"sqlite:///{tmp_path / 'data.sqlite'}")
+
+
+def audit_text(url: str, datasets: str, checks: str) -> str:
+    return (f"connection:\n  url: {url}\n"
+            f"datasets:\n{textwrap.indent(textwrap.dedent(datasets).strip(), '  ')}\n"
+            f"checks:\n{textwrap.indent(textwrap.dedent(checks).strip(), '  ')}\n")
+
+
+def run(db: Database, datasets: str, checks: str, *, now: datetime = NOW, **options):
+    audit = parse_audit(audit_text(db.url, datasets, checks), file="test.yml")
+    return run_audit(audit, now=now, sample_limit=options.pop("sample_limit", 0), **options)
+
+
+def only(result, check_id: str | None = None):
+    """The single check result (asserting it ran)."""
+    check = result.checks[0] if check_id is None else result.check(check_id)
+    assert check.status != "error", check.error
+    return check
+
+
+def keys(check) -> set:
+    return set(check.violation_keys)
+
+
+@pytest.fixture
+def write_audit(tmp_path):
+    def write(text: str, name: str = "audit.yml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+    return write

@@ -1,0 +1,189 @@
+"""The command line: exit codes 0/1/2, one-line errors, no passwords, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import NOW
+from integrity.cli import main
+from integrity.reference.generator import generate
+
+NOW_TEXT = NOW.isoformat()
+
+
+def invoke(*args, env=None):
+    runner = CliRunner()
+    return runner.invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def reference_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "reference.sqlite"
+    generate(f"sqlite:///{path}", scale=0.005, seed=5, now=NOW)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="module")
+def clean_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clean") / "reference.sqlite"
+    generate(f"sqlite:///{path}", scale=0.005, seed=5, now=NOW, inject=False)
+    return f"sqlite:///{path}"
+
+
+def test_validate(write_audit):
+    path = write_audit("""\
+        connection: {url: "sqlite:///x.db"}
+        datasets: {t: {table: t, key: id}}
+        checks: [{kind: freshness, dataset: t, time: at, max_age: 1h}]
+        """)
+    result = invoke("validate", path)
+    assert result.exit_code == 0
+    assert result.output == f"{path}: valid — 1 checks on 1 datasets\n"
+
+
+def test_reference_audit_exits_1_and_writes_reports(reference_db, tmp_path):
+    result = invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
+                    "--sample-limit", "2", env={"REFERENCE_DATABASE_URL": reference_db})
+    assert result.exit_code == 1, result.output
+    assert "gate (fail on critical) FAILED (violations), exit 1" in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["schema_version"] == "1.0"
+    assert report["gate"] == {"fail_on": "critical", "passed": False, "exit_code": 1,
+                              "outcome": "violations"}
+    checks = {check["id"]: check for check in report["checks"]}
+    email = checks["quote_email_counter"]
+    assert (email["status"], email["severity"], email["violation_count"]) == ("fail", "critical", 5)
+    assert len(email["violations"]) == 2 and email["violations_truncated"] is True
+    # Duplicate groups are never cut in half by the sample limit.
+    duplicates = checks["lead_duplicate_email"]["violations"]
+    assert [row["duplicate_role"] for row in duplicates] == ["kept", "surplus", "surplus"]
+    assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
+
+
+def test_sample_limit_zero_keeps_every_row(reference_db, tmp_path):
+    invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
+           "--sample-limit", "0", env={"REFERENCE_DATABASE_URL": reference_db})
+    report = json.loads((tmp_path / "report.json").read_text())
+    for check in report["checks"]:
+        assert check["violations_truncated"] is False
+        if check["context_column"] is None:
+            assert len(check["violations"]) == check["violation_count"], check["id"]
+
+
+def test_clean_data_passes_with_exit_0(clean_db, tmp_path):
+    result = invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
+                    env={"REFERENCE_DATABASE_URL": clean_db})
+    assert result.exit_code == 0, result.output
+    assert "23 checks (23 pass)" in result.output
+
+
+def test_fail_on_warning(write_audit, clean_db, tmp_path):
+    path = write_audit(f"""\
+        connection: {{url: "{clean_db}"}}
+        datasets: {{leads: {{table: Lead, key: id}}}}
+        checks:
+          - {{kind: freshness, dataset: leads, time: createdAt, warn_after: 1m}}
+        """)
+    assert invoke("run", path, "-o", tmp_path / "a", "--now", NOW_TEXT).exit_code == 0
+    strict = invoke("run", path, "-o", tmp_path / "b", "--now", NOW_TEXT, "--fail-on", "warning")
+    assert strict.exit_code == 1
+
+
+def test_missing_table_or_column_is_exit_2(write_audit, clean_db, tmp_path):
+    path = write_audit(f"""\
+        connection: {{url: "{clean_db}"}}
+        datasets:
+          leads: {{table: Leads, key: id}}
+          quotes: {{table: AgentQuote, key: id}}
+        checks:
+          - {{id: a, kind: duplicates, dataset: leads, columns: email}}
+          - {{id: b, kind: duplicates, dataset: quotes, columns: customerMail}}
+          - {{id: c, kind: duplicates, dataset: quotes, columns: customerEmail}}
+        """)
+    result = invoke("run", path, "-o", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[:2] == [
+        "ERROR a  dataset 'leads': table \"Leads\" does not exist; did you mean 'Lead'?",
+        "ERROR b  dataset 'quotes' (table \"AgentQuote\") has no column 'customerMail'; "
+        "did you mean 'customerEmail'?"]
+    assert "gate (fail on critical) ERROR (audit incomplete), exit 2" in result.output
+
+
+def test_unreachable_database_masks_the_password(write_audit, tmp_path):
+    path = write_audit("""\
+        connection: {url: "postgresql://auditor:Sup3r-S3cret@127.0.0.1:1/app",
+                     connect_timeout: 2s}
+        datasets: {t: {table: t, key: id}}
+        checks: [{kind: freshness, dataset: t, time: at, max_age: 1h}]
+        """)
+    result = invoke("run", path, "-o", tmp_path)
+    assert result.exit_code == 2
+    assert "Connection refused" in result.output
+    assert "postgresql+psycopg://auditor:***@127.0.0.1:1/app" in result.output
+    for text in (result.output, (tmp_path / "report.json").read_text(),
+                 (tmp_path / "report.html").read_text()):
+        assert "Sup3r-S3cret" not in text
+
+
+def test_unwritable_output_folder_is_exit_2_before_the_audit(write_audit, tmp_path):
+    path = write_audit("""\
+        connection: {url: "sqlite:///nowhere.db"}
+        datasets: {t: {table: t, key: id}}
+        checks: [{kind: freshness, dataset: t, time: at, max_age: 1h}]
+        """)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke("run", path, "-o", blocker / "reports")
+    assert result.exit_code == 2
+    assert result.output == (f"integrity: error: cannot write reports to {blocker / 'reports'}: "
+                             f"Not a directory\n")
+
+
+def test_bad_yaml_is_one_line_and_exit_2(write_audit):
+    path = write_audit("connection: {url: x\n")
+    result = invoke("validate", path)
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(f"integrity: error: {path}:2:1: invalid YAML")
+
+
+def test_missing_sqlite_file_is_not_created(write_audit, tmp_path):
+    database = tmp_path / "typo.sqlite"
+    path = write_audit(f"""\
+        connection: {{url: "sqlite:///{database}"}}
+        datasets: {{t: {{table: t, key: id}}}}
+        checks: [{{kind: freshness, dataset: t, time: at, max_age: 1h}}]
+        """)
+    result = invoke("run", path, "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert f"error: SQLite database file not found: {database}" in result.output
+    assert not database.exists()
+
+
+def test_demo_runs_from_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("demo", "--output", tmp_path / "demo", "--scale", "0.005")
+    assert result.exit_code == 0, result.output
+    assert "Open the report: file://" in result.output
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+
+
+def test_help_and_validate_do_not_import_pandas(write_audit):
+    path = write_audit("""\
+        connection: {url: "sqlite:///x.db"}
+        datasets: {t: {table: t, key: id}}
+        checks: [{kind: duplicates, dataset: t, columns: [a]}]
+        """)
+    code = ("import sys\nfrom integrity.cli import main\n"
+            f"try:\n    main(['validate', {str(path)!r}])\nexcept SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "heavy = sorted(m for m in ('pandas', 'sqlalchemy', 'numpy') if m in sys.modules)\n"
+            "print(heavy)\n")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip().splitlines()[-1] == "[]"

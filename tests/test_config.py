@@ -1,0 +1,216 @@
+"""Audit files: every mistake is named by file, line and path, before anything connects."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from integrity.config import load_audit, parse_audit
+from integrity.errors import ConfigError
+
+HEAD = """\
+connection:
+  url: sqlite:///data.sqlite
+datasets:
+  quotes: {table: AgentQuote, key: id, tenant_column: tenantId}
+  sends: {table: QuoteSend, key: id}
+checks:
+"""
+
+
+def errors(checks: str, head: str = HEAD, environ=None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_audit(head + textwrap.indent(textwrap.dedent(checks), "  "), file="a.yml",
+                    environ=environ or {})
+    return str(caught.value).splitlines()
+
+
+def test_valid_audit_parses_into_typed_checks():
+    audit = parse_audit(HEAD + textwrap.indent(textwrap.dedent("""\
+        - kind: counter_vs_events
+          dataset: quotes
+          counter: emailSentCount
+          events: {dataset: sends, entity: quoteId, time: sentAt, where: {channel: EMAIL}}
+          window: 90s
+        - id: fresh
+          kind: freshness
+          dataset: sends
+          time: sentAt
+          warn_after: 1h
+        """), "  "), file="a.yml")
+    counter, fresh = audit.checks
+    assert counter.id == "quotes.counter_vs_events"
+    assert counter.window == timedelta(seconds=90)
+    assert counter.events.where[0].column == "channel"
+    assert fresh.id == "fresh" and fresh.warn_after == timedelta(hours=1)
+    assert audit.name == "a"
+
+
+def test_unknown_kind_suggests_the_closest():
+    assert errors("- {kind: dupes, dataset: quotes}") == [
+        "a.yml:7:6: checks[0].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
+        "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
+        "freshness, metric, orphans, reconciliation, timestamp_preserved, timestamp_valid)"]
+
+
+def test_wrong_type_names_the_path_and_line():
+    assert errors("""\
+        - kind: duplicates
+          dataset: quotes
+          columns: [email]
+        - kind: duplicate_events
+          dataset: sends
+          by: quoteId
+          time: sentAt
+          window: 5 minutes
+        """) == ["a.yml:14:5: checks[1].window: invalid duration '5 minutes': "
+                 "use e.g. 30s, 5m, 1h, 7d"]
+
+
+def test_all_errors_are_reported_together():
+    assert errors("""\
+        - kind: duplicates
+          dataset: quote
+          columns: [email]
+        - kind: metric
+          dataset: quotes
+          value: avg(total)
+          thresholds: {warn: ">> 3"}
+        - kind: orphans
+          dataset: sends
+          reference: quoteId
+          parent: quotes
+          colour: red
+        """) == [
+        "a.yml:8:5: checks[0].dataset: unknown dataset 'quote'; did you mean 'quotes'? "
+        "(defined: quotes, sends)",
+        "a.yml:13:18: checks[1].thresholds.warn: invalid threshold '>> 3': "
+        "use e.g. '> 0', '> 5%', 'count >= 10'",
+        "a.yml:18:5: checks[2].colour: unknown setting (check the spelling; "
+        "see README for the allowed keys)"]
+
+
+def test_missing_required_setting():
+    assert errors("- {kind: orphans, dataset: sends, parent: quotes}") == [
+        "a.yml:7:5: checks[0].reference: required setting is missing"]
+
+
+def test_malformed_yaml_points_at_the_line():
+    with pytest.raises(ConfigError) as caught:
+        parse_audit("connection:\n  url: [unclosed\ndatasets: {}\n", file="bad.yml")
+    assert str(caught.value).startswith("bad.yml:3:")
+    assert "invalid YAML" in str(caught.value)
+
+
+def test_duplicate_keys_are_errors_not_silently_overwritten():
+    with pytest.raises(ConfigError) as caught:
+        parse_audit("connection:\n  url: a\n  url: b\n", file="dup.yml")
+    assert str(caught.value) == "dup.yml:3:3: connection: duplicate key 'url' (first at line 2)"
+
+
+def test_environment_variables_are_interpolated(tmp_path):
+    text = HEAD.replace("sqlite:///data.sqlite", "${DB_URL}") + \
+        "  - {kind: freshness, dataset: sends, time: sentAt, max_age: '${AGE:-2h}'}\n"
+    audit = parse_audit(text, environ={"DB_URL": "postgresql://u:pw@h/db"})
+    assert audit.connection.url == "postgresql://u:pw@h/db"
+    assert audit.checks[0].max_age == timedelta(hours=2)
+    with pytest.raises(ConfigError) as caught:
+        parse_audit(text, file="env.yml", environ={})
+    assert str(caught.value) == ("env.yml:2:3: connection.url: environment variable DB_URL is "
+                                 "not set (export it, or write ${DB_URL:-default})")
+    literal = parse_audit(HEAD + "  - {kind: freshness, dataset: sends, time: sentAt, "
+                                 "max_age: 1h, description: 'cost $${x}'}\n")
+    assert literal.checks[0].description == "cost ${x}"
+
+
+def test_duplicate_check_ids():
+    assert errors("""\
+        - {id: a, kind: freshness, dataset: sends, time: sentAt, max_age: 1h}
+        - {id: a, kind: freshness, dataset: quotes, time: sentAt, max_age: 1h}
+        """) == ["a.yml:8:6: checks[1].id: duplicate check id 'a' (also checks[0]); "
+                 "give each check a distinct `id`"]
+
+
+def test_custom_sql_must_be_a_single_select():
+    assert errors("- {id: x, kind: custom_sql, sql: 'DELETE FROM quotes'}") == [
+        "a.yml:7:31: checks[0].sql: custom SQL runs read-only: it must be a SELECT "
+        "(or WITH ... SELECT), not DELETE"]
+    assert errors("- {id: x, kind: custom_sql, sql: 'SELECT 1; DROP TABLE quotes'}") == [
+        "a.yml:7:31: checks[0].sql: only one statement is allowed"]
+    # A semicolon inside a string literal or a comment is not a second statement.
+    audit = parse_audit(HEAD + "  - {id: x, kind: custom_sql, sql: \"SELECT ';' AS a -- ;\"}\n")
+    assert audit.checks[0].sql == {"default": "SELECT ';' AS a -- ;"}
+
+
+def test_check_specific_rules():
+    assert errors("""\
+        - kind: reconciliation
+          left: {dataset: quotes, by: [tenantId], per_day: createdAt}
+          right: {dataset: sends, by: [tenantId]}
+        """) == ["a.yml:9:29: checks[0].right.by: left has 2 key(s), right has 1; "
+                 "they are matched by position"]
+    assert errors("""\
+        - kind: metric
+          dataset: sends
+          value: avg(cost)
+          numerator: count
+          denominator: count
+          thresholds: {warn: "> 1"}
+        """) == ["a.yml:7:5: checks[0]: give exactly one of value, numerator+denominator, "
+                 "or share"]
+    assert errors("""\
+        - kind: duplicates
+          dataset: quotes
+          columns: [phone]
+          normalize: {phone: phone}
+          default_region: XX
+        """) == ["a.yml:11:5: checks[0].default_region: unknown region 'XX' "
+                 "(use a two-letter country code such as US or GB)"]
+    assert errors("""\
+        - kind: freshness
+          dataset: sends
+          time: sentAt
+        """) == ["a.yml:7:5: checks[0]: give max_age, or warn_after and/or critical_after"]
+
+
+def test_thresholds_language():
+    audit = parse_audit(HEAD + textwrap.indent(textwrap.dedent("""\
+        - kind: orphans
+          dataset: sends
+          reference: quoteId
+          parent: quotes
+          thresholds: {warn: "> 0", critical: "rate >= 2.5%"}
+        - kind: metric
+          dataset: sends
+          numerator: count(deliveredAt)
+          denominator: count
+          thresholds: {critical: "< 90%"}
+        """), "  "))
+    orphans, metric = audit.checks
+    assert (orphans.thresholds.warn.measure, orphans.thresholds.warn.value) == ("count", 0)
+    assert (orphans.thresholds.critical.measure, orphans.thresholds.critical.value) == (
+        "rate", 0.025)
+    assert metric.thresholds.critical.breached(0.89) and not metric.thresholds.critical.breached(
+        0.9)
+
+
+def test_a_dataset_is_a_table_or_a_query():
+    head = HEAD.replace("  sends: {table: QuoteSend, key: id}\n",
+                        "  sends: {table: QuoteSend, sql: 'SELECT 1', key: id}\n")
+    assert errors("- {kind: freshness, dataset: quotes, time: t, max_age: 1h}", head=head) == [
+        "a.yml:5:3: datasets.sends: give exactly one of table or sql"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_audit(tmp_path / "nope.yml")
+    assert str(caught.value).endswith("nope.yml: no such audit file")
+
+
+def test_the_shipped_audits_are_valid():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[1].glob("audits/*.yml")):
+        assert load_audit(path, environ={}).checks

@@ -1,0 +1,58 @@
+"""PostgreSQL specifics: read-only sessions, quoting, time zones."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database, keys, only, run
+
+
+@pytest.fixture
+def pg(postgres_database) -> Database:
+    return Database(postgres_database)
+
+
+def test_read_only_session_refuses_writes_hidden_in_a_cte(pg):
+    pg.tables(quotes=[{"id": 1}])
+    result = run(pg, "quotes: {table: quotes, key: id}", """\
+        - id: sneaky
+          kind: custom_sql
+          sql: WITH gone AS (DELETE FROM quotes RETURNING id) SELECT id FROM gone
+        """)
+    assert result.check("sneaky").status == "error"
+    assert "in a read-only transaction" in result.check("sneaky").error
+    engine = sa.create_engine(pg.url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM quotes")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_camel_case_reserved_and_schema_qualified_names(pg):
+    pg.execute('CREATE SCHEMA IF NOT EXISTS app',
+               'DROP TABLE IF EXISTS app."order"',
+               'CREATE TABLE app."order" ("Id" int, "tenantId" text, "user" text, '
+               '"sentAt" timestamptz)',
+               """INSERT INTO app."order" VALUES
+                  (1, 't', 'a', '2026-01-30 10:00+00'), (2, 't', 'a', '2026-01-30 11:00+01')""")
+    check = only(run(pg, 'orders: {table: order, schema: app, key: Id, tenant_column: tenantId}',
+                     """\
+        - {kind: duplicate_events, dataset: orders, by: [tenantId, user], time: sentAt,
+           window: 1s}
+        """))
+    # 11:00+01 is 10:00 UTC: the two rows are the same instant.
+    assert keys(check) == {(2,)}
+
+
+def test_statement_timeout_is_enforced(pg):
+    from conftest import audit_text
+    from integrity.config import parse_audit
+    from integrity.runner import run_audit
+
+    pg.tables(t=[{"id": 1}])
+    text = audit_text(pg.url, "t: {table: t, key: id}",
+                      '- {id: slow, kind: custom_sql, sql: "SELECT id FROM t, pg_sleep(3)"}')
+    text = text.replace(f"  url: {pg.url}\n", f"  url: {pg.url}\n  statement_timeout: 500ms\n")
+    slow = run_audit(parse_audit(text)).check("slow")
+    assert slow.status == "error"
+    assert "canceling statement due to statement timeout" in slow.error

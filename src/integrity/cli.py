@@ -57,11 +57,35 @@ def main(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+ENGINE = click.option("--engine", type=click.Choice(["pandas", "sql"]),
+                      help="Where checks run (default: the audit's `engine:`, else pandas): "
+                           "pull into pandas, or push the work down into the database. "
+                           "A check's own `engine:` wins.")
+
+
+def _check_engines(audit, engine: str | None) -> None:
+    """Refuse, before connecting, checks the SQL engine cannot express on this database."""
+    from sqlalchemy.engine import make_url
+
+    from integrity.runner import engine_problems
+
+    try:
+        dialect = make_url(audit.connection.url).get_backend_name()
+    except Exception:  # noqa: BLE001 — an unusable URL is reported when connecting
+        return
+    problems = engine_problems(audit, dialect, engine)
+    if problems:
+        _fail("\n".join(f"{audit.file}: {path}: {problem}" for path, problem in problems))
+
+
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False))
-def validate(audit: str) -> None:
+@ENGINE
+def validate(audit: str, engine: str | None) -> None:
     """Validate an audit file without connecting to anything."""
     loaded = _load(audit)
+    if engine or loaded.config.engine == "sql":
+        _check_engines(loaded, engine)
     click.echo(f"{audit}: valid — {len(loaded.checks)} checks on "
                f"{len(loaded.datasets)} datasets")
 
@@ -79,6 +103,7 @@ def _options(function):
                      help="Evaluate windows and freshness as of this time (default: now)."),
         click.option("--all", "all_checks", is_flag=True,
                      help="List passing checks in the console summary too."),
+        ENGINE,
     ]
     for option in reversed(options):
         function = option(function)
@@ -88,24 +113,26 @@ def _options(function):
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False))
 @_options
-def run(audit, output, sample_limit, fail_on, now, all_checks) -> None:
+def run(audit, output, sample_limit, fail_on, now, all_checks, engine) -> None:
     """Run an audit, write its reports and exit with the gate's code."""
     loaded = _load(audit)
     target = output or loaded.config.output.dir or str(Path("reports") / loaded.name)
-    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks))
+    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks, engine))
 
 
-def _run(audit, target, sample_limit, fail_on, now, all_checks) -> int:
+def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None) -> int:
     from integrity.errors import OutputError
     from integrity.report import prepare_output, write_reports
     from integrity.report.text import summary_lines
     from integrity.runner import run_audit
 
+    _check_engines(audit, engine)
     try:
         prepare_output(target)  # before the audit: an unwritable folder must not cost a run
     except OutputError as error:
         _fail(str(error))
-    result = run_audit(audit, now=now, sample_limit=sample_limit, fail_on=fail_on)
+    result = run_audit(audit, now=now, sample_limit=sample_limit, fail_on=fail_on,
+                       engine=engine)
     try:
         written = write_reports(result, target, audit.config.output.formats)
     except OutputError as error:
@@ -147,7 +174,6 @@ def demo(output: str, scale: float, seed: int) -> None:
     os.environ["REFERENCE_DATABASE_URL"] = url
     audit = _load(str(reference_audit_path()))
     code = _run(audit, str(folder), None, "critical", reference.now, False)
-    from integrity.config import load_audit  # noqa: F401 — loaded above; keeps import order clear
 
     click.echo("")
     click.echo(f"Open the report: {(folder / 'report.html').resolve().as_uri()}")

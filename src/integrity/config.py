@@ -34,6 +34,7 @@ from integrity.units import Threshold, parse_duration, parse_threshold
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Where = Annotated[tuple[Condition, ...], BeforeValidator(parse_where)]
 Severity = Literal["critical", "warning", "info"]
+Engine = Literal["pandas", "sql"]
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -133,6 +134,7 @@ class CheckConfig(Model):
     severity: Severity = "critical"
     thresholds: Thresholds | None = None
     where: Where = ()
+    engine: Engine | None = None
 
     @property
     def datasets(self) -> list[str]:
@@ -202,6 +204,7 @@ class AuditConfig(Model):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     description: str | None = None
+    engine: Engine = "pandas"
     connection: ConnectionConfig
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     checks: list[dict[str, Any]] = Field(min_length=1)

@@ -52,6 +52,7 @@ class CheckResult:
     violation_keys: list[tuple] = field(default_factory=list)
     group_column: str | None = None
     context_column: str | None = None
+    engine: str | None = None
 
     @property
     def failed(self) -> bool:

@@ -1,9 +1,11 @@
-"""Run an audit: connect, pull each dataset once, run every check, collect results.
+"""Run an audit: connect, read what the checks need, run every check, collect results.
 
-A problem is contained where it happens: a missing table errors the checks
-that read it, a missing column errors the checks that name it, a crashing
-check errors itself — every other check still runs, and the audit as a whole
-can then never pass (see `gate`).
+Everything happens in one read-only session (one snapshot where the database
+offers it): the pandas engine pulls each dataset once for all its checks, the
+SQL engine sends each check's query to the database. A problem is contained
+where it happens: a missing table errors the checks that read it, a missing
+column the checks that name it, a crashing check itself — every other check
+still runs, and the audit as a whole can then never pass (see `gate`).
 """
 
 from __future__ import annotations
@@ -21,18 +23,38 @@ from integrity.results import AuditResult, CheckResult, DatasetLoad, errored, me
 log = logging.getLogger(__name__)
 
 
+def engine_of(check: Check, default: str) -> str:
+    """A check's own `engine:` wins over the run's (CLI `--engine`, else the audit's)."""
+    return check.config.engine or default
+
+
+def engine_problems(audit: Audit, dialect: str, engine: str | None = None
+                    ) -> list[tuple[str, str]]:
+    """(check path, problem) for checks the SQL engine cannot run on `dialect`."""
+    default = engine or audit.config.engine
+    problems = []
+    for index, config in enumerate(audit.checks):
+        check = CHECKS[config.kind](config, audit)
+        if engine_of(check, default) == "sql":
+            problems += [(f"checks[{index}]", problem) for problem in check.sql_problems(dialect)]
+    return problems
+
+
 def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | None = None,
-              fail_on: str = "critical") -> AuditResult:
+              fail_on: str = "critical", engine: str | None = None) -> AuditResult:
+    from integrity.pushdown import Tables
     from integrity.sources import (Frames, available_columns, dataset_query, describe_missing,
                                    open_source, read_frame, sql_text)
 
     started = datetime.now(timezone.utc)
     now = (now or started).astimezone(timezone.utc)
+    default_engine = engine or audit.config.engine
     limit = audit.config.output.sample_limit if sample_limit is None else sample_limit
     checks = [CHECKS[config.kind](config, audit) for config in audit.checks]
     paths = {check.id: f"checks[{index}]" for index, check in enumerate(checks)}
+    engines = {check.id: engine_of(check, default_engine) for check in checks}
     result = AuditResult(audit_name=audit.name, audit_file=audit.file,
-                         config_hash=audit.config_hash, engine="pandas", database="",
+                         config_hash=audit.config_hash, engine=default_engine, database="",
                          dialect=None, started_at=started, finished_at=started, now=now,
                          checks=[], fail_on=fail_on, sample_limit=limit)
 
@@ -50,21 +72,28 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     result.database, result.dialect = source.display_url, source.dialect
 
     broken: dict[str, str] = {}
-    needs: dict[str, list[str]] = {}
+    needs: dict[str, list[str]] = {}   # every column any check reads, per dataset
+    pulls: dict[str, list[str]] = {}   # what the pandas engine must pull
     for check in checks:
         try:
             for dataset, columns in check.columns().items():
                 needs[dataset] = list(dict.fromkeys(needs.get(dataset, []) + columns))
+                if engines[check.id] == "pandas":
+                    pulls[dataset] = list(dict.fromkeys(pulls.get(dataset, []) + columns))
+            if engines[check.id] == "sql":
+                for problem in check.sql_problems(source.dialect):
+                    broken.setdefault(check.id, f"the sql engine cannot run this check: {problem}")
         except (IntegrityError, ValueError) as error:
             broken[check.id] = str(error)
 
-    frames = {}
     try:
         with source.connect() as connection:
             if source.dialect in {"postgresql", "mysql", "mariadb"}:
                 # One snapshot for every dataset: a counter and its event log
                 # read moments apart could disagree without anything being wrong.
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            types: dict[str, dict] = {}
+            frames = {}
             for name, wanted in needs.items():
                 dataset = audit.datasets[name]
                 users = [c for c in checks if name in _safe_columns(c) and c.id not in broken]
@@ -79,7 +108,10 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                     absent = [c for c in _safe_columns(check)[name] if c not in present]
                     if absent:
                         broken[check.id] = describe_missing(name, dataset, absent[0], present)
-                loadable = [column for column in wanted if column in present]
+                types[name] = {column: present[column] for column in wanted if column in present}
+                if name not in pulls:
+                    continue
+                loadable = [column for column in pulls[name] if column in present]
                 try:
                     frames[name] = read_frame(connection, source, name, dataset, loadable)
                 except SourceError as error:
@@ -89,37 +121,57 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                 result.datasets.append(DatasetLoad(
                     name, len(frames[name]), loadable, time.perf_counter() - began,
                     sql_text(dataset_query(dataset, loadable), source)))
-    except SourceError as error:
-        source.dispose()
-        return fail_all(str(error))
 
-    data = Frames(audit=audit, source=source, frames=frames, now=now)
-    try:
-        for check in checks:
-            result.checks.append(_run_one(check, data, broken.get(check.id), limit,
-                                          paths[check.id]))
+            contexts = {
+                "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
+                                 connection=connection),
+                "sql": Tables(audit=audit, source=source, connection=connection, now=now,
+                              columns=types),
+            }
+            for check in checks:
+                engine = engines[check.id]
+                result.checks.append(_run_one(check, engine, contexts[engine], connection,
+                                              broken.get(check.id), limit, paths[check.id]))
+    except SourceError as error:
+        return fail_all(str(error))
     finally:
         source.dispose()
     result.finished_at = datetime.now(timezone.utc)
     return result
 
 
-def _run_one(check: Check, data, problem: str | None, limit: int, path: str) -> CheckResult:
+def _run_one(check: Check, engine: str, context, connection, problem: str | None, limit: int,
+             path: str) -> CheckResult:
     if problem is not None:
         return errored(check.config, _datasets(check), problem, path, _describe(check))
     began = time.perf_counter()
+    measure = check.measure if engine == "pandas" else check.measure_sql
+    # A savepoint per check: a failing statement must not abort the shared snapshot
+    # (SQLite does not abort a transaction on error, and pysqlite's savepoints are unreliable).
+    savepoint = None if connection.dialect.name == "sqlite" else connection.begin_nested()
     try:
-        measurement = check.measure(data)
+        measurement = measure(context)
+        if savepoint is not None:
+            savepoint.commit()
     except IntegrityError as error:
+        _rollback(savepoint)
         return errored(check.config, _datasets(check), str(error), path, _describe(check),
                        (time.perf_counter() - began) * 1000)
     except Exception as error:  # noqa: BLE001 — one crashing check must not hide the others
+        _rollback(savepoint)
         log.debug("check %s crashed\n%s", check.id, traceback.format_exc())
         message = f"the check crashed: {type(error).__name__}: {error}"
         return errored(check.config, _datasets(check), message, path, _describe(check),
                        (time.perf_counter() - began) * 1000)
     elapsed = (time.perf_counter() - began) * 1000
-    return measured(check, measurement, elapsed, limit, path)
+    outcome = measured(check, measurement, elapsed, limit, path)
+    outcome.engine = engine
+    return outcome
+
+
+def _rollback(savepoint) -> None:
+    if savepoint is not None and savepoint.is_active:
+        savepoint.rollback()
 
 
 def _safe_columns(check: Check) -> dict[str, list[str]]:

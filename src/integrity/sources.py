@@ -144,6 +144,9 @@ def _sqlite_engine(url: URL, timeout_ms: int) -> Engine:
         # SQLite has no statement timeout; interrupt long statements ourselves.
         dbapi_connection.set_progress_handler(
             lambda: 1 if time.monotonic() > deadlines[key] else 0, 10_000)
+        from integrity.pushdown import install_sqlite_functions
+
+        install_sqlite_functions(dbapi_connection)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _arm(connection, _cursor, _statement, _parameters, _context, _many):
@@ -181,13 +184,14 @@ def relation(dataset: DatasetConfig, columns: list[str]) -> sa.FromClause:
 
 
 def available_columns(connection: Connection, source: Source, name: str,
-                      dataset: DatasetConfig) -> list[str]:
-    """The columns a dataset really has, or SourceError if the table/query is unusable."""
+                      dataset: DatasetConfig) -> dict[str, Any]:
+    """The columns a dataset really has, with their SQL types where the database says
+    (None for the columns of a query), or SourceError if the table/query is unusable."""
     if dataset.table:
         inspector = sa.inspect(connection)
         try:
-            return [column["name"] for column in
-                    inspector.get_columns(dataset.table, schema=dataset.schema_)]
+            return {column["name"]: column["type"] for column in
+                    inspector.get_columns(dataset.table, schema=dataset.schema_)}
         except sa.exc.NoSuchTableError:
             tables = inspector.get_table_names(schema=dataset.schema_)
             tables += inspector.get_view_names(schema=dataset.schema_)
@@ -199,18 +203,15 @@ def available_columns(connection: Connection, source: Source, name: str,
     probe = sa.select(sa.text("*")).select_from(sa.text(f"({dataset.sql}) AS q")).where(
         sa.false())
     try:
-        return list(connection.execute(probe).keys())
+        return dict.fromkeys(connection.execute(probe).keys())
     except sa.exc.SQLAlchemyError as error:
         connection.rollback()
         raise source.error(error, f"dataset {name!r}: the sql query failed") from None
 
 
-def missing_columns(wanted: list[str], present: list[str]) -> list[str]:
-    return [column for column in wanted if column not in present]
-
-
-def describe_missing(name: str, dataset: DatasetConfig, column: str, present: list[str]) -> str:
-    return f"dataset {name!r} ({dataset.label}) has no column {column!r}{_suggest(column, present)}"
+def describe_missing(name: str, dataset: DatasetConfig, column: str, present) -> str:
+    return (f"dataset {name!r} ({dataset.label}) has no column {column!r}"
+            f"{_suggest(column, list(present))}")
 
 
 def _suggest(word: str, candidates: list[str]) -> str:
@@ -308,6 +309,7 @@ class Frames:
     source: Source | None
     frames: dict[str, pd.DataFrame]
     now: datetime
+    connection: Connection | None = None
     _times: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
 
     def frame(self, dataset: str) -> pd.DataFrame:

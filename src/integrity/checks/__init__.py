@@ -23,6 +23,7 @@ from integrity.config import Audit, CheckConfig
 if TYPE_CHECKING:
     import pandas as pd
 
+    from integrity.pushdown import Tables
     from integrity.sources import Frames
 
 CHECKS: dict[str, type[Check]] = {}
@@ -107,7 +108,19 @@ class Check:
     # -- measuring ---------------------------------------------------------------
 
     def measure(self, data: Frames) -> Measurement:
+        """The pandas engine: measure on dataframes pulled from the database."""
         raise NotImplementedError
+
+    def measure_sql(self, db: Tables) -> Measurement:
+        """The SQL engine: the database computes the violations; only they come back."""
+        raise NotImplementedError
+
+    def sql_problems(self, dialect: str) -> list[str]:
+        """Why this check cannot run on the SQL engine of `dialect` (empty: it can)."""
+        from integrity.pushdown import engine_problems
+
+        return [problem for dataset in self.columns()
+                for problem in engine_problems(dialect, self.audit, dataset)]
 
     def describe(self) -> str:
         """One paragraph saying exactly what counts as a violation."""

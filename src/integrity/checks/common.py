@@ -96,6 +96,7 @@ def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate
     Returns a Series indexed by the groups, or a scalar when `by` is empty.
     The aggregate's own `where` narrows the rows first.
     """
+    base = rows
     if measure.where:
         rows = data.narrow(dataset, rows, measure.where)
     column = measure.column
@@ -119,5 +120,13 @@ def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate
     groups = [rows[name] for name in by]
     grouped = values.groupby(groups, dropna=False, observed=True, sort=True)
     if function == "sum":
-        return grouped.sum(min_count=0).astype("float64")
-    return getattr(grouped, function)().astype("float64")
+        result = grouped.sum(min_count=0).astype("float64")
+    else:
+        result = getattr(grouped, function)().astype("float64")
+    if measure.where:
+        # A group whose rows all fail the aggregate's own filter still exists: its count is 0.
+        every = base.groupby([base[name] for name in by], dropna=False, observed=True,
+                             sort=True).size().index
+        empty = 0.0 if function in {"count", "nunique", "sum"} else np.nan
+        result = result.reindex(every, fill_value=empty)
+    return result

@@ -149,3 +149,69 @@ class CounterVsEvents(Check):
         if config.mode == "at_most" and config.zero_counter:
             text += " A counter of 0 while events exist is flagged too (not incrementing)."
         return text
+
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        from integrity.pushdown import burst_starts
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        log = db.alias(events.dataset, "events")
+        entity = log.c[events.entity]
+        moment = db.epoch(events.dataset, log.c[events.time], events.time)
+        scoped = sa.and_(db.where(events.dataset, log, events.where), entity.is_not(None))
+        window = db.span(config.window.total_seconds())
+        idempotency = log.c[events.idempotency_key] if events.idempotency_key else None
+
+        # One pass over the log: every event, with "does it open a burst?" among the
+        # events that have no idempotency key.
+        if idempotency is None:
+            opens = burst_starts(moment, [entity], [], window)
+        else:
+            loose = idempotency.is_(None)
+            opens = sa.case((loose, burst_starts(moment, [entity, loose], [], window)), else_=0)
+        marked = sa.select(
+            entity.label("entity"),
+            (idempotency if idempotency is not None else sa.null()).label("idempotency"),
+            opens.label("opens"),
+        ).where(scoped).subquery("marked")
+        per_entity = sa.select(
+            marked.c.entity,
+            (sa.func.count(sa.distinct(marked.c.idempotency)) + sa.func.sum(marked.c.opens))
+            .label("unique_events"),
+            sa.func.count().label("events"),
+        ).group_by(marked.c.entity).subquery("per_entity")
+
+        entities = db.alias(config.dataset, "entities")
+        own, other = db.comparable((config.dataset, key, entities.c[key]),
+                                   (events.dataset, events.entity, per_entity.c.entity))
+        counter = sa.func.coalesce(entities.c[config.counter], 0)
+        unique = sa.func.coalesce(per_entity.c.unique_events, 0)
+        over, zero = counter > unique, sa.and_(counter == 0, unique > 0)
+        under = sa.and_(counter < unique, sa.not_(zero))
+        flagged = over
+        if config.mode == "equal":
+            flagged = sa.or_(over, zero, under)
+        elif config.zero_counter:
+            flagged = sa.or_(over, zero)
+        shown = self.identity(config.dataset, config.counter)
+        statement = (
+            sa.select(*[entities.c[column] for column in shown],
+                      unique.label("unique_events"),
+                      sa.func.coalesce(per_entity.c.events, 0).label("events"),
+                      sa.case((over, "over_count"), (zero, "not_incrementing"),
+                              else_="under_count").label("problem"))
+            .select_from(entities.outerjoin(per_entity, own == other))
+            .where(db.where(config.dataset, entities, config.where), flagged)
+            .order_by(*[entities.c[column] for column in self.key_of(config.dataset)]))
+        violations = db.frame(statement)
+        population, nulls = db.connection.execute(
+            sa.select(sa.func.count(),
+                      sa.func.coalesce(sa.func.sum(sa.case(
+                          (entities.c[config.counter].is_(None), 1), else_=0)), 0))
+            .where(db.where(config.dataset, entities, config.where))).one()
+        notes = [f"{int(nulls)} rows have a null {config.counter}; read as 0"] if nulls else []
+        return Measurement(violations=violations, violation_count=len(violations),
+                           population=int(population), keys=[key], notes=notes,
+                           sql=db.sql(statement))

@@ -90,23 +90,22 @@ class CustomSql(Check):
 
         from integrity.errors import CheckError
 
-        config, source = self.config, data.source
+        config, source, connection = self.config, data.source, data.connection
         sql = config.query_for(source.dialect)
         if sql is None:
             raise CheckError(f"no query for {source.dialect} (give sql.{source.dialect} or "
                              f"sql.default)")
-        with source.connect() as connection:
-            try:
-                result = connection.execute(sa.text(sql))
-                frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
-                                                  coerce_float=False)
-                population = None
-                population_sql = (config.query_for(source.dialect, config.population_sql)
-                                  if config.population_sql else None)
-                if population_sql:
-                    population = int(connection.execute(sa.text(population_sql)).scalar_one())
-            except sa.exc.SQLAlchemyError as error:
-                raise source.error(error, "custom SQL failed") from None
+        try:
+            result = connection.execute(sa.text(sql))
+            frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
+                                              coerce_float=False)
+            population = None
+            population_sql = (config.query_for(source.dialect, config.population_sql)
+                              if config.population_sql else None)
+            if population_sql:
+                population = int(connection.execute(sa.text(population_sql)).scalar_one())
+        except sa.exc.SQLAlchemyError as error:
+            raise source.error(error, "custom SQL failed") from None
         keys = list(config.key or frame.columns)
         missing = [column for column in keys if column not in frame.columns]
         if missing:
@@ -116,6 +115,11 @@ class CustomSql(Check):
             frame = frame.sort_values(keys, kind="stable", na_position="first")
         return Measurement(violations=frame.reset_index(drop=True), violation_count=len(frame),
                            population=population, keys=keys, sql=sql)
+
+    measure_sql = measure  # the query runs in the database on either engine
+
+    def sql_problems(self, dialect: str) -> list[str]:
+        return []
 
     def describe(self) -> str:
         return self.config.description or "Every row returned by the query is a violation."

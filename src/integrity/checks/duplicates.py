@@ -16,6 +16,7 @@ previous); in a burst every row after the first is surplus.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -65,6 +66,14 @@ class Duplicates(Check):
                                  f"(use a two-letter country code such as US or GB)"))
         return problems
 
+    def sql_problems(self, dialect: str) -> list[str]:
+        problems = super().sql_problems(dialect)
+        phones = [c for c, steps in self.config.normalize.items() if "phone" in steps]
+        if phones and dialect != "sqlite":
+            problems.append(f"normalize: {phones[0]}: phone (E.164 parsing) cannot run inside "
+                            f"{dialect}; set `engine: pandas` on this check")
+        return problems
+
     def columns(self):
         config = self.config
         return {config.dataset: self.identity(config.dataset, *config.columns,
@@ -103,6 +112,51 @@ class Duplicates(Check):
                            violation_count=int((rank > 0).sum()), population=len(rows),
                            keys=self.key_or(shown), group_column="duplicate_group",
                            context_column="duplicate_role")
+
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        from integrity.pushdown import nulls_last
+
+        config = self.config
+        rows = db.alias(config.dataset, "rows")
+        scope = db.where(config.dataset, rows, config.where)
+        shown = self.identity(config.dataset, *config.columns)
+        dataset_key = list(self.audit.datasets[config.dataset].key or [])
+        normalised = [db.normalise(rows.c[column], config.normalize.get(column, []),
+                                   config.default_region).label(f"_key_{index}")
+                      for index, column in enumerate(config.columns)]
+        carried = list(dict.fromkeys(shown + dataset_key +
+                                     ([config.keep_first_by] if config.keep_first_by else [])))
+        keyed = (sa.select(*[rows.c[column] for column in carried], *normalised)
+                 .where(scope).subquery("keyed"))
+        parts = [keyed.c[f"_key_{index}"] for index in range(len(config.columns))]
+        order = [term for column in ([config.keep_first_by] if config.keep_first_by else [])
+                 for term in nulls_last(keyed.c[column])]
+        order += [keyed.c[column] for column in dataset_key]
+        ranked = (sa.select(keyed,
+                            sa.func.count().over(partition_by=parts).label("_size"),
+                            sa.func.row_number().over(partition_by=parts, order_by=order or parts)
+                            .label("_rank"))
+                  .where(*[part.is_not(None) for part in parts]).subquery("ranked"))
+        groups = [ranked.c[f"_key_{index}"] for index in range(len(config.columns))]
+        grouped = (sa.select(ranked, sa.func.dense_rank().over(order_by=groups)
+                             .label("duplicate_group"))
+                   .where(ranked.c._size > 1).subquery("grouped"))
+        label = groups_text(db, [grouped.c[f"_key_{index}"] for index in range(len(parts))])
+        statement = (sa.select(*[grouped.c[column] for column in shown],
+                               grouped.c.duplicate_group,
+                               sa.case((grouped.c._rank == 1, "kept"), else_="surplus")
+                               .label("duplicate_role"),
+                               label.label("duplicate_key"))
+                     .order_by(grouped.c.duplicate_group, grouped.c._rank))
+        violations = db.frame(statement)
+        return Measurement(violations=violations,
+                           violation_count=int((violations["duplicate_role"] == "surplus").sum())
+                           if len(violations) else 0,
+                           population=db.count(config.dataset, rows, scope),
+                           keys=self.key_or(shown), group_column="duplicate_group",
+                           context_column="duplicate_role", sql=db.sql(statement))
 
     def key_or(self, shown: list[str]) -> list[str]:
         return list(self.audit.datasets[self.config.dataset].key or shown)
@@ -156,12 +210,74 @@ class DuplicateEvents(Check):
                            population=len(rows), keys=list(order or shown),
                            group_column="duplicate_group", context_column="duplicate_role")
 
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        from integrity.pushdown import burst_starts
+
+        config = self.config
+        rows = db.alias(config.dataset, "rows")
+        order = list(self.audit.datasets[config.dataset].key or [])
+        shown = self.identity(config.dataset, *config.by, config.time)
+        carried = list(dict.fromkeys(shown + order))
+        moment = db.epoch(config.dataset, rows.c[config.time], config.time)
+        scope = sa.and_(db.where(config.dataset, rows, config.where),
+                        *[rows.c[column].is_not(None) for column in config.by])
+        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"))
+                 .where(scope, moment.is_not(None)).subquery("timed"))
+        partition = [timed.c[column] for column in config.by]
+        tiebreak = [timed.c[column] for column in order]
+        window = db.span(config.window.total_seconds())
+        marked = sa.select(timed, burst_starts(timed.c._moment, partition, tiebreak, window)
+                           .label("_opens")).subquery("marked")
+        partition = [marked.c[column] for column in config.by]
+        sequence = [marked.c._moment, *[marked.c[column] for column in order]]
+        numbered = sa.select(marked, sa.func.sum(marked.c._opens).over(
+            partition_by=partition, order_by=sequence, rows=(None, 0)).label("_burst")
+        ).subquery("numbered")
+        burst = [*[numbered.c[column] for column in config.by], numbered.c._burst]
+        sequence = [numbered.c._moment, *[numbered.c[column] for column in order]]
+        sized = sa.select(
+            numbered,
+            sa.func.count().over(partition_by=burst).label("_size"),
+            sa.func.row_number().over(partition_by=burst, order_by=sequence).label("_rank"),
+            sa.func.min(numbered.c._moment).over(partition_by=burst).label("_first"),
+        ).subquery("sized")
+        group_order = [*[sized.c[column] for column in config.by], sized.c._burst]
+        repeated = sa.select(sized, sa.func.dense_rank().over(order_by=group_order)
+                             .label("duplicate_group")).where(sized.c._size > 1).subquery("rep")
+        statement = (sa.select(*[repeated.c[column] for column in shown],
+                               repeated.c.duplicate_group,
+                               sa.case((repeated.c._rank > 1, "surplus"), else_="kept")
+                               .label("duplicate_role"),
+                               (repeated.c._moment - repeated.c._first).label("_after"))
+                     .order_by(repeated.c.duplicate_group, repeated.c._rank))
+        violations = db.frame(statement)
+        violations["seconds_after_first"] = (violations.pop("_after").astype("float64")
+                                             / db.units)
+        surplus = int((violations["duplicate_role"] == "surplus").sum()) if len(violations) else 0
+        return Measurement(violations=violations, violation_count=surplus,
+                           population=db.count(config.dataset, rows, scope),
+                           keys=list(order or shown), group_column="duplicate_group",
+                           context_column="duplicate_role", sql=db.sql(statement))
+
     def describe(self) -> str:
         config = self.config
         scope = f" (rows where {describe_filter(config.where)})" if config.where else ""
         return (f"{config.dataset} rows equal on ({', '.join(config.by)}){scope} and at most "
                 f"{format_duration(config.window)} apart by {config.time} form a burst; "
                 f"every row of a burst after the first is one violation.")
+
+
+def groups_text(db, parts):
+    """'a | b' from the normalised key parts, as the pandas engine labels a group."""
+    import sqlalchemy as sa
+
+    label = sa.cast(parts[0], sa.String)
+    for part in parts[1:]:
+        label = sa.func.concat(label, " | ", sa.cast(part, sa.String)) if db.dialect in {
+            "mysql", "mariadb"} else label + " | " + sa.cast(part, sa.String)
+    return label
 
 
 # ---------------------------------------------------------------------------
@@ -172,23 +288,29 @@ def normalise(values, steps: list[str], region: str | None):
     """Apply normalisation steps to a column; empty results become null."""
     if not steps:
         return values
-
-    def one(value):
-        text = str(value)
-        for step in steps:
-            if step in {"trim", "email"}:
-                text = text.strip()
-            if step in {"lower", "email"}:
-                text = text.lower()
-            if step == "digits":
-                text = "".join(ch for ch in text if ch.isdigit())
-            if step == "phone":
-                text = e164(text, region) or ""
-        return text or None
-
     # Normalise each distinct value once: phone parsing is slow and keys repeat.
-    mapping = {value: one(value) for value in values.dropna().unique()}
+    mapping = {value: normalise_one(value, steps, region) for value in values.dropna().unique()}
     return values.map(mapping).astype("object").where(values.notna(), None)
+
+
+_ASCII_SPACE = " \t\n\r\f\v"
+_NOT_DIGIT = re.compile(r"[^0-9]")
+
+
+def normalise_one(value, steps: list[str], region: str | None) -> str | None:
+    """One value through the normalisers. The SQL engine mirrors these exact rules:
+    trim strips ASCII white space, digits keeps ASCII 0-9, lower is Unicode lower-case."""
+    text = str(value)
+    for step in steps:
+        if step in {"trim", "email"}:
+            text = text.strip(_ASCII_SPACE)
+        if step in {"lower", "email"}:
+            text = text.lower()
+        if step == "digits":
+            text = _NOT_DIGIT.sub("", text)
+        if step == "phone":
+            text = e164(text, region) or ""
+    return text or None
 
 
 @lru_cache(maxsize=200_000)

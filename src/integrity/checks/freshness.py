@@ -69,22 +69,48 @@ class Freshness(Check):
         config = self.config
         rows = data.rows(config.dataset, config.where)
         times = data.time_column(config.dataset, rows, config.time)
-        now = pd.Timestamp(data.now)
         if config.by:
             newest = times.groupby([rows[c] for c in config.by], dropna=False).max()
             table = newest.rename("newest").reset_index()
             table.columns = [*config.by, "newest"]
-            if config.expect_groups is not None:
-                present = set(table[config.by[0]].astype(str))
-                missing = [g for g in config.expect_groups if str(g) not in present]
-                table = pd.concat([table, pd.DataFrame({config.by[0]: missing,
-                                                        "newest": [pd.NaT] * len(missing)})],
-                                  ignore_index=True)
         else:
-            table = pd.DataFrame({"scope": ["all rows"],
-                                  "newest": [times.max() if len(times) else pd.NaT]})
+            table = pd.DataFrame({"newest": [times.max() if len(times) else pd.NaT]})
+        return self.judge(table, len(rows), data.now)
+
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        config = self.config
+        rows = db.alias(config.dataset, "rows")
+        by = [rows.c[column] for column in config.by]
+        moment = db.epoch(config.dataset, rows.c[config.time], config.time)
+        statement = (sa.select(*by, sa.func.max(moment).label("newest"),
+                               sa.func.count().label("_rows"))
+                     .where(db.where(config.dataset, rows, config.where)).group_by(*by))
+        table = db.frame(statement)
+        count = int(table.pop("_rows").sum()) if len(table) else 0
+        if not config.by and table.empty:
+            table = table.reindex([0])
+        table["newest"] = db.to_times(table["newest"])
+        outcome = self.judge(table, count, db.now)
+        outcome.sql = db.sql(statement)
+        return outcome
+
+    def judge(self, table, row_count: int, now) -> Measurement:
+        """From the newest time per group (columns by…, newest) to the judged measurement."""
+        import pandas as pd
+
+        config = self.config
+        if config.by and config.expect_groups is not None:
+            present = set(table[config.by[0]].astype(str))
+            missing = [g for g in config.expect_groups if str(g) not in present]
+            table = pd.concat([table, pd.DataFrame({config.by[0]: missing,
+                                                    "newest": [pd.NaT] * len(missing)})],
+                              ignore_index=True)
+        if not config.by:
+            table = pd.DataFrame({"scope": ["all rows"], "newest": table["newest"].to_numpy()})
         table["newest"] = pd.to_datetime(table["newest"], utc=True)
-        age = (now - table["newest"]).dt.total_seconds()
+        age = (pd.Timestamp(now) - table["newest"]).dt.total_seconds()
         levels = pd.Series(None, index=table.index, dtype="object")
         for level, bound in reversed(config.bounds()):
             levels[(age > bound.total_seconds()) | age.isna()] = level
@@ -92,7 +118,7 @@ class Freshness(Check):
         violations = table[flagged].assign(
             age=[format_duration(a) if a == a else "no rows" for a in age[flagged]],
             level=levels[flagged])
-        notes = [] if len(rows) else ["no rows at all: the dataset is stale"]
+        notes = [] if row_count else ["no rows at all: the dataset is stale"]
         worst = ("critical" if (levels == "critical").any() else
                  "warning" if (levels == "warning").any() else
                  "info" if (levels == "info").any() else None)

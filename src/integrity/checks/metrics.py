@@ -97,8 +97,16 @@ class Metric(Check):
             wanted += aggregate.columns
         return {config.dataset: list(dict.fromkeys(c for c in wanted if c))}
 
+    def parts(self) -> list:
+        """The aggregates to compute per group: [value], [numerator, denominator] or [share]."""
+        config = self.config
+        if config.value is not None:
+            return [config.value]
+        if config.share is not None:
+            return [config.share]
+        return [config.numerator, config.denominator]
+
     def measure(self, data) -> Measurement:
-        import numpy as np
         import pandas as pd
 
         from integrity.checks.common import aggregate
@@ -109,35 +117,73 @@ class Metric(Check):
             times = data.time_column(config.dataset, rows, config.time)
             now = pd.Timestamp(data.now)
             rows = rows[((times >= now - pd.Timedelta(config.window)) & (times <= now)).to_numpy()]
+        by = list(config.by)
+        if rows.empty:
+            groups = pd.DataFrame(columns=[*by, *[f"a{i}" for i in range(len(self.parts()))]])
+        elif not by:
+            groups = pd.DataFrame({f"a{i}": [aggregate(data, config.dataset, rows, part, [])]
+                                   for i, part in enumerate(self.parts())})
+        else:
+            series = [aggregate(data, config.dataset, rows, part, by).rename(f"a{i}")
+                      for i, part in enumerate(self.parts())]
+            groups = pd.concat(series, axis=1).reset_index()
+            groups.columns = [*by, *[f"a{i}" for i in range(len(series))]]
+        total = (aggregate(data, config.dataset, rows, config.share, [])
+                 if config.share is not None and not rows.empty else None)
+        return self.judge(groups, total, population=len(rows))
 
-        def compute(by):
-            if config.value is not None:
-                return aggregate(data, config.dataset, rows, config.value, by)
-            if config.share is not None:
-                part = aggregate(data, config.dataset, rows, config.share, by)
-                total = aggregate(data, config.dataset, rows, config.share, [])
-                return part / total if total else part * np.nan
-            numerator = aggregate(data, config.dataset, rows, config.numerator, by)
-            denominator = aggregate(data, config.dataset, rows, config.denominator, by)
-            if not by:
-                return numerator / denominator if denominator else None
-            numerator, denominator = numerator.align(denominator, fill_value=0.0)
-            return numerator / denominator.replace(0, np.nan)
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
 
-        if rows.empty and not config.expect_groups:
+        config = self.config
+        rows = db.alias(config.dataset, "rows")
+        scope = db.where(config.dataset, rows, config.where)
+        if config.window is not None:
+            moment = db.epoch(config.dataset, rows.c[config.time], config.time)
+            scope = sa.and_(scope, moment >= db.bound(db.now - config.window),
+                            moment <= db.bound(db.now))
+        by = [rows.c[column] for column in config.by]
+        aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
+                      for i, part in enumerate(self.parts())]
+        statement = (sa.select(*by, *aggregates, sa.func.count().label("_rows"))
+                     .where(scope).group_by(*by))
+        groups = db.frame(statement)
+        population = int(groups.pop("_rows").sum()) if len(groups) else 0
+        if not config.by and population == 0:
+            groups = groups.iloc[0:0]
+        total = None
+        if config.share is not None and population:
+            total = db.scalar(sa.select(db.aggregate(rows, config.dataset, config.share))
+                              .where(scope))
+        outcome = self.judge(groups, None if total is None else float(total), population)
+        outcome.sql = db.sql(statement)
+        return outcome
+
+    def judge(self, groups, total, population: int) -> Measurement:
+        """From per-group aggregates (columns by…, a0[, a1]) to the judged measurement."""
+        import numpy as np
+        import pandas as pd
+
+        config = self.config
+        if population == 0 and not config.expect_groups:
             return self._result(pd.DataFrame(), population=0,
                                 notes=["no rows in the window: nothing to measure"])
-        if not config.by:
-            value = compute([])
-            table = pd.DataFrame({"scope": ["all rows"], "value": [value]})
+        numbers = groups.drop(columns=list(config.by)).apply(
+            lambda column: pd.to_numeric(column, errors="coerce").astype("float64"))
+        if config.share is not None:
+            value = numbers["a0"] / total if total else numbers["a0"] * np.nan
+        elif config.value is not None:
+            value = numbers["a0"]
         else:
-            values = compute(list(config.by)) if not rows.empty else pd.Series(dtype="float64")
-            table = values.rename("value").reset_index()
-            if not rows.empty:
-                table.columns = [*config.by, "value"]
+            value = numbers["a0"] / numbers["a1"].replace(0, np.nan)
+        if not config.by:
+            single = value.iloc[0] if len(value) else None
+            table = pd.DataFrame({"scope": ["all rows"], "value": [single]})
+        else:
+            table = groups[list(config.by)].assign(value=value.to_numpy())
             if config.expect_groups is not None:
                 table = self._expected(table, config.expect_groups)
-        return self._result(table, population=len(rows))
+        return self._result(table, population=population)
 
     def _expected(self, table, expected):
         import pandas as pd

@@ -91,6 +91,33 @@ class Orphans(Check):
                            violation_count=len(violations), population=len(children),
                            keys=list(order))
 
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        config = self.config
+        key = parent_key(self, config.parent, config.parent_key)
+        children = db.alias(config.dataset, "children")
+        parents = db.alias(config.parent, "parents")
+        matches = [db.comparable((config.dataset, ref, children.c[ref]),
+                                 (config.parent, own, parents.c[own]))
+                   for ref, own in zip(config.reference, key)]
+        found = (sa.select(sa.literal(1)).select_from(parents)
+                 .where(*[child == parent for child, parent in matches],
+                        db.where(config.parent, parents, config.parent_where)))
+        scope = db.where(config.dataset, children, config.where)
+        present = sa.and_(*[children.c[ref].is_not(None) for ref in config.reference])
+        shown = self.identity(config.dataset, *config.reference)
+        problem = sa.case((sa.not_(present), "missing_reference"), else_="no_such_parent")
+        dangling = sa.and_(present, ~found.exists())
+        flagged = sa.or_(dangling, sa.not_(present)) if config.required else dangling
+        order = list(self.audit.datasets[config.dataset].key or shown)
+        statement = (sa.select(*[children.c[column] for column in shown], problem.label("problem"))
+                     .where(scope, flagged).order_by(*[children.c[c] for c in order]))
+        violations = db.frame(statement)
+        return Measurement(violations=violations, violation_count=len(violations),
+                           population=db.count(config.dataset, children, scope), keys=order,
+                           sql=db.sql(statement))
+
     def describe(self) -> str:
         config = self.config
         key = parent_key(self, config.parent, config.parent_key)

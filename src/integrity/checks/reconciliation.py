@@ -135,7 +135,8 @@ class Reconciliation(Check):
             keys.append("_day")
         values = aggregate(data, side.dataset, rows, side.measure, keys)
         if not keys:
-            return pd.Series([values if values is not None else 0.0], index=pd.Index(["all"]))
+            return pd.Series([values if values is not None else 0.0],
+                             index=pd.Index(["all rows"]))
         return values
 
     def measure(self, data) -> Measurement:
@@ -152,7 +153,14 @@ class Reconciliation(Check):
             left_keys[name], right_keys[name] = align(left_keys[name], right_keys[name])
         table = left_keys.assign(**{left_name: left.to_numpy()}).merge(
             right_keys.assign(**{right_name: right.to_numpy()}), on=names, how="outer")
-        table[[left_name, right_name]] = table[[left_name, right_name]].fillna(0.0)
+        return self.compare(table)
+
+    def compare(self, table) -> Measurement:
+        """Flag the keys of a (keys…, left, right) table whose sides differ too much."""
+        left_name, right_name = self.names()
+        names = self.key_names() or ["scope"]
+        table[[left_name, right_name]] = table[[left_name, right_name]].astype(
+            "float64").fillna(0.0)
         difference = table[left_name] - table[right_name]
         allowance = self.config.tolerance.allowance(table[left_name], table[right_name])
         flagged = difference.abs() > allowance
@@ -164,6 +172,50 @@ class Reconciliation(Check):
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=len(table),
                            keys=names)
+
+    def measure_sql(self, db) -> Measurement:
+        import pandas as pd
+        import sqlalchemy as sa
+
+        config = self.config
+        left_name, right_name = self.names()
+        names = self.key_names() or ["scope"]
+        sides = []
+        for alias, side in (("left_side", config.left), ("right_side", config.right)):
+            rows = db.alias(side.dataset, alias)
+            keys = [(side.dataset, column, rows.c[column]) for column in side.by]
+            if side.per_day:
+                moment = db.epoch(side.dataset, rows.c[side.per_day], side.per_day)
+                keys.append((None, None, db.floor_div(moment, db.units * 86_400)))
+            sides.append((side, rows, keys))
+        (left, left_rows, left_keys), (right, right_rows, right_keys) = sides
+        aligned = [db.comparable(a, b) for a, b in zip(left_keys, right_keys)]
+        parts = []
+        for side, rows, keys, index in ((left, left_rows, left_keys, 0),
+                                        (right, right_rows, right_keys, 1)):
+            expressions = [pair[index] for pair in aligned]
+            value = db.aggregate(rows, side.dataset, side.measure)
+            zero = sa.literal(0)
+            labels = [e.label(f"k{i}") for i, e in enumerate(expressions)] or [
+                sa.literal("all rows").label("k0")]
+            parts.append(
+                sa.select(*labels, (value if index == 0 else zero).label("l"),
+                          (zero if index == 0 else value).label("r"))
+                .where(db.where(side.dataset, rows, side.where))
+                .group_by(*expressions))
+        both = sa.union_all(*parts).subquery("both")
+        keys = [both.c[f"k{i}"] for i in range(len(names))]
+        statement = sa.select(*keys, sa.func.sum(both.c.l).label("l"),
+                              sa.func.sum(both.c.r).label("r")).group_by(*keys)
+        table = db.frame(statement)
+        table.columns = [*names, left_name, right_name]
+        if config.left.per_day:
+            table["day"] = [None if pd.isna(day) else
+                            (pd.Timestamp(0) + pd.Timedelta(days=int(day))).strftime("%Y-%m-%d")
+                            for day in table["day"]]
+        outcome = self.compare(table)
+        outcome.sql = db.sql(statement)
+        return outcome
 
     def describe(self) -> str:
         config = self.config

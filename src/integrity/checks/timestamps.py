@@ -91,6 +91,59 @@ class TimestampPreserved(Check):
                            violation_count=len(violations), population=len(entities),
                            keys=[key])
 
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        from integrity.pushdown import burst_starts
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        log = db.alias(events.dataset, "events")
+        entity = log.c[events.entity]
+        moment = db.epoch(events.dataset, log.c[events.time], events.time)
+        timed = (sa.select(entity.label("entity"), moment.label("moment"))
+                 .where(db.where(events.dataset, log, events.where), entity.is_not(None),
+                        moment.is_not(None)).subquery("timed"))
+        window = db.span(config.window.total_seconds())
+        marked = sa.select(timed.c.entity, timed.c.moment,
+                           burst_starts(timed.c.moment, [timed.c.entity], [], window)
+                           .label("opens")).subquery("marked")
+        numbered = sa.select(
+            marked.c.entity, marked.c.moment,
+            sa.func.sum(marked.c.opens).over(partition_by=[marked.c.entity],
+                                             order_by=[marked.c.moment],
+                                             rows=(None, 0)).label("burst"),
+        ).subquery("numbered")
+        spans = (sa.select(numbered.c.entity, sa.func.min(numbered.c.moment).label("first"),
+                           sa.func.max(numbered.c.moment).label("last"),
+                           sa.func.count().label("size"))
+                 .group_by(numbered.c.entity, numbered.c.burst)
+                 .having(sa.func.count() > 1).subquery("spans"))
+        entities = db.alias(config.dataset, "entities")
+        stored = db.epoch(config.dataset, entities.c[config.column], config.column)
+        own, other = db.comparable((config.dataset, key, entities.c[key]),
+                                   (events.dataset, events.entity, spans.c.entity))
+        tolerance = db.span(config.tolerance.total_seconds())
+        shown = self.identity(config.dataset, config.column)
+        statement = (
+            sa.select(*[entities.c[column] for column in shown],
+                      spans.c.first.label("burst_first"), spans.c.last.label("burst_last"),
+                      spans.c.size.label("burst_events"),
+                      (stored - spans.c.first).label("moved_by"))
+            .select_from(entities.join(spans, own == other))
+            .where(db.where(config.dataset, entities, config.where), stored.is_not(None),
+                   stored > spans.c.first + tolerance, stored <= spans.c.last + tolerance)
+            .order_by(entities.c[key]))
+        violations = db.frame(statement)
+        violations["burst_first"] = db.to_times(violations["burst_first"])
+        violations["burst_last"] = db.to_times(violations["burst_last"])
+        violations["moved_by_seconds"] = violations.pop("moved_by").astype("float64") / db.units
+        violations = violations.drop_duplicates(subset=[key]).reset_index(drop=True)
+        population = db.count(config.dataset, entities,
+                              db.where(config.dataset, entities, config.where))
+        return Measurement(violations=violations, violation_count=len(violations),
+                           population=population, keys=[key], sql=db.sql(statement))
+
     def describe(self) -> str:
         config, events = self.config, self.config.events
         scope = f" ({describe_filter(events.where)})" if events.where else ""
@@ -155,6 +208,37 @@ class TimestampValid(Check):
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=len(rows),
                            keys=list(key))
+
+    def measure_sql(self, db) -> Measurement:
+        import sqlalchemy as sa
+
+        config = self.config
+        rows = db.alias(config.dataset, "rows")
+        raw = rows.c[config.column]
+        moment = db.epoch(config.dataset, raw, config.column)
+        cases = []
+        if config.required:
+            cases.append((raw.is_(None), "null"))
+        cases.append((sa.and_(raw.is_not(None), moment.is_(None)), "unparseable"))
+        if config.not_in_future:
+            horizon = db.bound(db.now + config.future_tolerance)
+            cases.append((moment > horizon, "in_future"))
+        if config.not_before:
+            other = db.epoch(config.dataset, rows.c[config.not_before], config.not_before)
+            cases.append((moment < other, f"before_{config.not_before}"))
+        if config.earliest is not None:
+            cases.append((moment < db.bound(config.earliest), "before_earliest"))
+        problem = sa.case(*cases, else_=sa.null())
+        keep = self.identity(config.dataset, config.column, config.not_before)
+        key = list(self.audit.datasets[config.dataset].key or keep[:1])
+        scope = db.where(config.dataset, rows, config.where)
+        statement = (sa.select(*[rows.c[column] for column in keep], problem.label("problem"))
+                     .where(scope, problem.is_not(None))
+                     .order_by(*[rows.c[column] for column in key]))
+        violations = db.frame(statement)
+        return Measurement(violations=violations, violation_count=len(violations),
+                           population=db.count(config.dataset, rows, scope), keys=key,
+                           sql=db.sql(statement))
 
     def describe(self) -> str:
         config = self.config

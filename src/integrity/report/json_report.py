@@ -50,6 +50,7 @@ def check_document(check: CheckResult) -> dict[str, Any]:
         "id": check.id,
         "kind": check.kind,
         "path": check.path,
+        "engine": check.engine,
         "datasets": check.datasets,
         "description": check.description,
         "severity": check.severity,

@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The test databases. Unreachable servers make their tests skip (fail under CI=true).
 INTEGRITY_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
-export INTEGRITY_TEST_POSTGRES_URL
+INTEGRITY_TEST_MARIADB_URL ?= mysql+pymysql://root@127.0.0.1:3306/test
+export INTEGRITY_TEST_POSTGRES_URL INTEGRITY_TEST_MARIADB_URL
 
 .PHONY: demo test install clean
 

@@ -34,30 +34,75 @@ def _server_url(variable: str, what: str) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    return _server_url("INTEGRITY_TEST_POSTGRES_URL", "PostgreSQL")
+SERVERS = {
+    "postgresql": ("INTEGRITY_TEST_POSTGRES_URL", "PostgreSQL"),
+    "mariadb": ("INTEGRITY_TEST_MARIADB_URL", "MariaDB"),
+}
+
+
+class Servers:
+    """Creates throw-away databases on the test servers and drops them at the end."""
+
+    def __init__(self):
+        self.created: list[tuple[str, str]] = []
+
+    def database(self, kind: str) -> str:
+        variable, what = SERVERS[kind]
+        server = _server_url(variable, what)
+        name = f"integrity_test_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        quote = admin.dialect.identifier_preparer.quote
+        try:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f"CREATE DATABASE {quote(name)}"))
+        except sa.exc.OperationalError as error:
+            message = f"cannot reach {what} at {variable}: {error.orig}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        finally:
+            admin.dispose()
+        self.created.append((server, name))
+        url = sa.engine.make_url(server).set(database=name)
+        return url.render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        for server, name in self.created:
+            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+            quote = admin.dialect.identifier_preparer.quote
+            force = " WITH (FORCE)" if admin.dialect.name == "postgresql" else ""
+            with admin.connect() as connection:
+                connection.execute(sa.text(f"DROP DATABASE IF EXISTS {quote(name)}{force}"))
+            admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgres_database(postgres_server):
-    """A fresh, empty PostgreSQL database for this test session; dropped afterwards."""
-    name = f"integrity_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        message = f"cannot reach PostgreSQL at INTEGRITY_TEST_POSTGRES_URL: {error.orig}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    url = sa.engine.make_url(postgres_server).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+def servers():
+    registry = Servers()
+    yield registry
+    registry.drop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_database(servers) -> str:
+    """A fresh, empty PostgreSQL database for this test session."""
+    return servers.database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def mariadb_database(servers) -> str:
+    """A fresh, empty MariaDB database for this test session."""
+    return servers.database("mariadb")
+
+
+DATABASES = ["sqlite", "postgresql", "mariadb"]
+
+
+def database_url(kind: str, servers: Servers, tmp_path: Path) -> str:
+    """A new empty database of `kind` (a file for SQLite)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / f'{uuid.uuid4().hex[:8]}.sqlite'}"
+    return servers.database(kind)
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NOW
+from conftest import DATABASES, NOW, database_url
 from integrity.config import load_audit
 from integrity.reference import reference_audit_path
 from integrity.reference.generator import generate
@@ -41,21 +41,32 @@ EXPECTED_STATUS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'reference.sqlite'}"
-    return request.getfixturevalue("postgres_database")
+ENGINES = ["pandas", "sql"]
 
 
-def audit_reference(url, monkeypatch):
+@pytest.fixture(scope="module", params=DATABASES)
+def injected(request, servers, tmp_path_factory):
+    """(url, reference) of injected reference data, once per database."""
+    url = database_url(request.param, servers, tmp_path_factory.mktemp("injected"))
+    return url, generate(url, scale=0.01, seed=11, now=NOW)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def clean(request, servers, tmp_path_factory):
+    url = database_url(request.param, servers, tmp_path_factory.mktemp("clean"))
+    generate(url, scale=0.01, seed=3, now=NOW, inject=False)
+    return url
+
+
+def audit_reference(url, monkeypatch, engine="pandas"):
     monkeypatch.setenv("REFERENCE_DATABASE_URL", url)
-    return run_audit(load_audit(reference_audit_path()), now=NOW, sample_limit=0)
+    return run_audit(load_audit(reference_audit_path()), now=NOW, sample_limit=0, engine=engine)
 
 
-def test_every_injected_violation_is_found_exactly(database_url, monkeypatch):
-    reference = generate(database_url, scale=0.01, seed=11, now=NOW)
-    result = audit_reference(database_url, monkeypatch)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_injected_violation_is_found_exactly(injected, engine, monkeypatch):
+    url, reference = injected
+    result = audit_reference(url, monkeypatch, engine)
 
     assert result.errors == []
     assert {check.id: check.status for check in result.checks} == EXPECTED_STATUS
@@ -66,9 +77,10 @@ def test_every_injected_violation_is_found_exactly(database_url, monkeypatch):
     assert result.exit_code == 1
 
 
-def test_injections_cover_every_check_kind(database_url, monkeypatch):
-    reference = generate(database_url, scale=0.01, seed=11, now=NOW)
-    result = audit_reference(database_url, monkeypatch)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_injections_cover_every_check_kind(injected, engine, monkeypatch):
+    url, reference = injected
+    result = audit_reference(url, monkeypatch, engine)
     kinds_with_violations = {check.kind for check in result.checks if check.violation_keys}
     assert kinds_with_violations == {
         "counter_vs_events", "timestamp_preserved", "timestamp_valid", "duplicates",
@@ -79,17 +91,28 @@ def test_injections_cover_every_check_kind(database_url, monkeypatch):
         reference.values["sms_opt_out_rate"])
 
 
-def test_clean_reference_data_passes(database_url, monkeypatch):
-    generate(database_url, scale=0.01, seed=3, now=NOW, inject=False)
-    result = audit_reference(database_url, monkeypatch)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_clean_reference_data_passes(clean, engine, monkeypatch):
+    result = audit_reference(clean, monkeypatch, engine)
     assert [(c.id, c.status, c.error) for c in result.checks if c.status != "pass"] == []
     assert result.exit_code == 0
 
 
-def test_sqlite_also_catches_unparseable_timestamps(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sqlite_also_catches_unparseable_timestamps(tmp_path, monkeypatch, engine):
     url = f"sqlite:///{tmp_path / 'reference.sqlite'}"
     reference = generate(url, scale=0.01, seed=11, now=NOW)
-    result = audit_reference(url, monkeypatch)
+    result = audit_reference(url, monkeypatch, engine)
     problems = {row["id"]: row["problem"] for row in result.check("quote_sent_at_valid").sample}
     assert problems[reference.unparseable_quote] == "unparseable"
     assert sorted(problems.values()) == ["before_createdAt", "in_future", "null", "unparseable"]
+
+
+def test_both_engines_give_the_same_report(injected, monkeypatch):
+    url, _ = injected
+    pandas, sql = (audit_reference(url, monkeypatch, engine) for engine in ENGINES)
+    for left, right in zip(pandas.checks, sql.checks):
+        assert (left.id, left.status, left.violation_count, left.population, left.columns) == (
+            right.id, right.status, right.violation_count, right.population, right.columns)
+        assert left.violation_keys == right.violation_keys, left.id
+    assert [c.engine for c in sql.checks if c.engine == "pandas"] == ["pandas"]  # E.164

@@ -238,6 +238,10 @@ class Tables:
             return sa.func.count(sa.distinct(value))
         if measure.function == "sum":
             return sa.func.coalesce(sa.func.sum(value), 0)
+        if measure.function == "avg" and self.dialect in {"mysql", "mariadb"}:
+            # MariaDB averages integers as DECIMAL with 4 digits: 1/3 -> 0.3333. A double
+            # operand keeps full precision, as in the other databases.
+            value = value + sa.literal_column("0e0")
         return {"avg": sa.func.avg, "min": sa.func.min, "max": sa.func.max}[measure.function](value)
 
     # -- running statements -----------------------------------------------------------------

@@ -43,8 +43,8 @@ def engine_problems(audit: Audit, dialect: str, engine: str | None = None
 def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | None = None,
               fail_on: str = "critical", engine: str | None = None) -> AuditResult:
     from integrity.pushdown import Tables
-    from integrity.sources import (Frames, available_columns, dataset_query, describe_missing,
-                                   open_source, read_frame, sql_text)
+    from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
+                                   describe_missing, open_source, read_frame, sql_text)
 
     started = datetime.now(timezone.utc)
     now = (now or started).astimezone(timezone.utc)
@@ -94,6 +94,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             types: dict[str, dict] = {}
             frames = {}
+            bulk = None
             for name, wanted in needs.items():
                 dataset = audit.datasets[name]
                 users = [c for c in checks if name in _safe_columns(c) and c.id not in broken]
@@ -111,17 +112,23 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                 types[name] = {column: present[column] for column in wanted if column in present}
                 if name not in pulls:
                     continue
-                loadable = [column for column in pulls[name] if column in present]
+                loadable = {column: present[column] for column in pulls[name]
+                            if column in present}
                 try:
-                    frames[name] = read_frame(connection, source, name, dataset, loadable)
+                    if bulk is None and source.dialect == "postgresql" and _psycopg(source):
+                        timeout = int(audit.connection.statement_timeout.total_seconds() * 1000)
+                        bulk = BulkReader(source, connection, timeout)
+                    frames[name] = read_frame(connection, source, name, dataset, loadable, bulk)
                 except SourceError as error:
                     for check in users:
                         broken.setdefault(check.id, str(error))
                     continue
                 result.datasets.append(DatasetLoad(
-                    name, len(frames[name]), loadable, time.perf_counter() - began,
-                    sql_text(dataset_query(dataset, loadable), source)))
+                    name, len(frames[name]), list(loadable), time.perf_counter() - began,
+                    sql_text(dataset_query(dataset, list(loadable)), source)))
 
+            if bulk is not None:
+                bulk.close()
             contexts = {
                 "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
                                  connection=connection),
@@ -167,6 +174,10 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
     outcome = measured(check, measurement, elapsed, limit, path)
     outcome.engine = engine
     return outcome
+
+
+def _psycopg(source) -> bool:
+    return source.url.get_driver_name() in {"psycopg", "psycopg2"}
 
 
 def _rollback(savepoint) -> None:

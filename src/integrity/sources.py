@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -235,17 +236,82 @@ def sql_text(statement: sa.ClauseElement, source: Source) -> str:
 
 
 def read_frame(connection: Connection, source: Source, name: str, dataset: DatasetConfig,
-               columns: list[str]) -> pd.DataFrame:
-    """Pull only `columns` of a dataset into a dataframe."""
-    statement = dataset_query(dataset, columns)
+               columns: dict[str, Any], bulk: BulkReader | None = None) -> pd.DataFrame:
+    """Pull only `columns` (name -> reflected SQL type or None) of a dataset into a dataframe.
+
+    With a BulkReader (PostgreSQL) the rows travel as Arrow, in the same snapshot."""
+    statement = dataset_query(dataset, list(columns))
+    if bulk is not None:
+        return bulk.read(statement, f"dataset {name!r}")
     try:
         result = connection.execute(statement)
         rows = result.fetchall()
     except sa.exc.SQLAlchemyError as error:
         connection.rollback()
         raise source.error(error, f"dataset {name!r}") from None
-    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
-    return frame
+    return pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
+
+
+class BulkReader:
+    """PostgreSQL's bulk path: rows as Arrow batches over ADBC (libpq's binary COPY).
+
+    About ten times the throughput of `pandas.read_sql` at a third of its peak
+    memory (benchmarks/extraction.py). The ADBC session is opened read-only with
+    the run's statement timeout and imports the run's snapshot
+    (`pg_export_snapshot`), so bulk-read datasets see exactly what the rest of
+    the audit sees.
+    """
+
+    def __init__(self, source: Source, connection: Connection, timeout_ms: int):
+        import adbc_driver_postgresql.dbapi as adbc
+
+        self.source = source
+        try:
+            snapshot = connection.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+        except sa.exc.SQLAlchemyError:
+            # A standby cannot export snapshots: read in a snapshot of our own instead.
+            connection.rollback()
+            snapshot = None
+        options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
+                   f" -c TimeZone=UTC")
+        # libpq decodes %-escapes only (a '+' stays a '+'), so build the query by hand.
+        query = {**source.url.query, "options": options, "application_name": APPLICATION_NAME}
+        base = source.url.set(drivername="postgresql", query={})
+        uri = base.render_as_string(hide_password=False) + "?" + "&".join(
+            f"{quote(key, safe='')}={quote(str(value), safe='')}" for key, value in query.items())
+        try:
+            self.connection = adbc.connect(uri)
+            with self.connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                if snapshot and re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):
+                    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        except adbc.Error as error:
+            raise source.error(error, "bulk reader") from None
+
+    def read(self, statement: sa.Select, context: str) -> pd.DataFrame:
+        import adbc_driver_postgresql.dbapi as adbc
+        import pyarrow as pa
+
+        # Rendered by SQLAlchemy's compiler: quoted identifiers, no user values inside.
+        query = sql_text(statement, self.source)
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute(query)
+                table = cursor.fetch_arrow_table()
+        except adbc.Error as error:
+            raise self.source.error(error, context) from None
+        # Decimals would arrive as Python objects: the checks compute in floats anyway.
+        for index, field_ in enumerate(table.schema):
+            if pa.types.is_decimal(field_.type):
+                table = table.set_column(index, field_.name, table.column(index).cast(
+                    pa.float64()))
+        return table.to_pandas(self_destruct=True, split_blocks=True)
+
+    def close(self) -> None:
+        try:
+            self.connection.rollback()
+        finally:
+            self.connection.close()
 
 
 # ---------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class CounterVsEvents(Check):
             sa.select(sa.func.count(),
                       sa.func.coalesce(sa.func.sum(sa.case(
                           (entities.c[config.counter].is_(None), 1), else_=0)), 0))
-            .where(db.where(config.dataset, entities, config.where))).one()
+            .select_from(entities).where(db.where(config.dataset, entities, config.where))).one()
         notes = [f"{int(nulls)} rows have a null {config.counter}; read as 0"] if nulls else []
         return Measurement(violations=violations, violation_count=len(violations),
                            population=int(population), keys=[key], notes=notes,

@@ -154,7 +154,7 @@ class Metric(Check):
         total = None
         if config.share is not None and population:
             total = db.scalar(sa.select(db.aggregate(rows, config.dataset, config.share))
-                              .where(scope))
+                              .select_from(rows).where(scope))
         outcome = self.judge(groups, None if total is None else float(total), population)
         outcome.sql = db.sql(statement)
         return outcome

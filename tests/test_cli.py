@@ -117,12 +117,13 @@ def test_missing_table_or_column_is_exit_2(write_audit, clean_db, tmp_path):
 def test_unreachable_database_masks_the_password(write_audit, tmp_path):
     path = write_audit("""\
         connection: {url: "postgresql://auditor:Sup3r-S3cret@127.0.0.1:1/app",
-                     connect_timeout: 2s}
+                     connect_timeout: 2s, retries: 1, retry_backoff: 0.1s}
         datasets: {t: {table: t, key: id}}
         checks: [{kind: freshness, dataset: t, time: at, max_age: 1h}]
         """)
     result = invoke("run", path, "-o", tmp_path)
     assert result.exit_code == 2
+    assert "error: gave up after 2 attempts: connection failed: " in result.output
     assert "Connection refused" in result.output
     assert "postgresql+psycopg://auditor:***@127.0.0.1:1/app" in result.output
     for text in (result.output, (tmp_path / "report.json").read_text(),

@@ -151,6 +151,10 @@ class ConnectionConfig(Model):
     url: str = Field(min_length=1)
     statement_timeout: Duration = timedelta(minutes=5)
     connect_timeout: Duration = timedelta(seconds=10)
+    # Transient failures (refused, timed out, too many connections, starting up) are retried
+    # with exponential backoff from `retry_backoff`; permanent ones fail at once.
+    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    retry_backoff: Duration = timedelta(seconds=1)
 
 
 class DatasetConfig(Model):

@@ -11,6 +11,7 @@ leave as SourceError with the password masked.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import sqlite3
 import time
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, URL
 
 APPLICATION_NAME = "integrity"
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -48,6 +50,8 @@ class Source:
     engine: Engine
     url: URL
     secrets: tuple[str, ...]
+    retries: int = 0
+    backoff: float = 1.0
 
     @property
     def dialect(self) -> str:
@@ -59,13 +63,30 @@ class Source:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
+        connection = self._open()
         try:
-            with self.engine.connect() as connection:
-                yield connection
-                # Nothing to keep: a read-only audit ends in a rollback.
-                connection.rollback()
+            yield connection
+            # Nothing to keep: a read-only audit ends in a rollback.
+            connection.rollback()
         except sa.exc.SQLAlchemyError as error:
             raise self.error(error) from None
+        finally:
+            connection.close()
+
+    def _open(self) -> Connection:
+        """Connect, retrying transient failures with exponential backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self.engine.connect()
+            except sa.exc.SQLAlchemyError as error:
+                if attempt == self.retries or not is_transient(error):
+                    raise self.error(error, "" if attempt == 0 else
+                                     f"gave up after {attempt + 1} attempts") from None
+                delay = self.backoff * 2 ** attempt
+                log.warning("connecting to %s failed (%s); retrying in %.1fs", self.display_url,
+                            self.error(error).args[0], delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def error(self, error: BaseException, context: str = "") -> SourceError:
         """A one-line, password-free description of a database error."""
@@ -78,6 +99,27 @@ class Source:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_TRANSIENT_TEXT = ("connection refused", "timeout expired", "timed out", "could not connect",
+                   "server closed the connection", "the database system is starting up",
+                   "the database system is shutting down", "too many connections",
+                   "could not translate host name", "connection reset", "lost connection",
+                   "can't connect", "gone away")
+_TRANSIENT_SQLSTATE = {"08000", "08001", "08004", "08006", "53300", "57P03", "57P01"}
+_TRANSIENT_MYSQL = {1040, 1203, 2002, 2003, 2006, 2013}
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: the server may be back in a moment (not a bad password or name)."""
+    original = getattr(error, "orig", None) or error
+    if getattr(original, "sqlstate", None) in _TRANSIENT_SQLSTATE:
+        return True
+    code = original.args[0] if getattr(original, "args", None) else None
+    if isinstance(code, int) and code in _TRANSIENT_MYSQL:
+        return True
+    text = str(original).lower()
+    return any(fragment in text for fragment in _TRANSIENT_TEXT)
 
 
 def open_source(connection: ConnectionConfig) -> Source:
@@ -107,7 +149,8 @@ def open_source(connection: ConnectionConfig) -> Source:
         elif backend in {"mysql", "mariadb"}:
             if url.drivername in {"mysql", "mariadb"}:
                 url = url.set(drivername=f"{backend}+pymysql")
-            engine = sa.create_engine(url, connect_args={"connect_timeout": connect_seconds},
+            engine = sa.create_engine(url, connect_args={"connect_timeout": connect_seconds,
+                                                         "program_name": APPLICATION_NAME},
                                       pool_pre_ping=True)
             _read_only_mysql(engine, timeout_ms)
         else:
@@ -117,7 +160,8 @@ def open_source(connection: ConnectionConfig) -> Source:
                           f"install it next to integrity") from None
     except sa.exc.ArgumentError as error:
         raise SourceError(f"cannot use connection.url: {error}", secrets=secrets) from None
-    return Source(engine=engine, url=url, secrets=secrets)
+    return Source(engine=engine, url=url, secrets=secrets, retries=connection.retries,
+                  backoff=connection.retry_backoff.total_seconds())
 
 
 def _sqlite_engine(url: URL, timeout_ms: int) -> Engine:

@@ -1,0 +1,269 @@
+"""Real databases as users have them: odd names, schemas, types, and a session that cannot write."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import DATABASES, NOW, Database, audit_text, database_url
+from integrity.config import load_audit, parse_audit
+from integrity.errors import SourceError
+from integrity.reference import reference_audit_path
+from integrity.reference.generator import generate
+from integrity.runner import run_audit
+from integrity.sources import open_source
+
+ENGINES = ["pandas", "sql"]
+
+
+@pytest.fixture(params=DATABASES)
+def db(request, servers, tmp_path) -> Database:
+    return Database(database_url(request.param, servers, tmp_path))
+
+
+def run(db: Database, datasets: str, checks: str, engine: str, **connection):
+    text = audit_text(db.url, datasets, checks)
+    for key, value in connection.items():
+        text = text.replace("  url:", f"  {key}: {value}\n  url:", 1)
+    return run_audit(parse_audit(text), now=NOW, engine=engine, sample_limit=0)
+
+
+# ---------------------------------------------------------------------------
+# Names and types.
+
+SCHEMA_DDL = {
+    "postgresql": [
+        'CREATE SCHEMA app',
+        'CREATE TABLE app."User" (id integer PRIMARY KEY, "tenantId" text)',
+        'CREATE TABLE app."order" ("Id" text PRIMARY KEY, "tenantId" text, "user" integer, '
+        '"userRef" text, "select" timestamp, "placedAt" timestamptz)',
+    ],
+    "mariadb": [
+        'CREATE TABLE `User` (id integer PRIMARY KEY, tenantId varchar(20))',
+        'CREATE TABLE `order` (Id varchar(40) PRIMARY KEY, tenantId varchar(20), `user` integer, '
+        'userRef varchar(20), `select` DATETIME(3), placedAt DATETIME(3))',
+    ],
+    "sqlite": [
+        'CREATE TABLE "User" (id integer PRIMARY KEY, "tenantId" text)',
+        'CREATE TABLE "order" ("Id" text PRIMARY KEY, "tenantId" text, "user" integer, '
+        '"userRef" text, "select" datetime, "placedAt" datetime)',
+    ],
+}
+ORDERS = [  # cuid-like text ids; "user" an integer reference, "userRef" the same as text
+    ("ckq1", "t1", 1, "1", "2026-01-30 10:00:00.000", "2026-01-30 10:00:00.000"),
+    ("ckq2", "t1", 1, "1", "2026-01-30 10:00:00.400", "2026-01-30 10:00:00.250"),  # 250 ms later
+    ("ckq3", "t1", 2, "2", "2026-01-30 10:00:05.000", "2026-01-30 10:00:05.000"),  # other tenant
+    ("ckq4", "t2", 9, "9", "2026-01-30 10:00:05.000", "2026-01-30 10:00:05.000"),  # no such user
+    ("ckq5", "t2", None, None, None, None),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reserved_words_schemas_and_mixed_id_types(db, engine):
+    dialect = sa.engine.make_url(db.url).get_backend_name()
+    dialect = "mariadb" if dialect == "mysql" else dialect
+    statements = list(SCHEMA_DDL[dialect])
+    schema = "app" if dialect == "postgresql" else None
+    table = "app.\"order\"" if schema else ("`order`" if dialect == "mariadb" else '"order"')
+    users = "app.\"User\"" if schema else ("`User`" if dialect == "mariadb" else '"User"')
+    statements.append(f"INSERT INTO {users} VALUES (1, 't1'), (2, 't2')")
+    for row in ORDERS:
+        values = ", ".join("NULL" if value is None else
+                           (str(value) if isinstance(value, int) else f"'{value}'")
+                           for value in row)
+        statements.append(f"INSERT INTO {table} VALUES ({values})")
+    db.execute(*statements)
+    in_schema = ", schema: app" if schema else ""
+    result = run(db, f"""\
+        orders: {{table: order{in_schema}, key: Id, tenant_column: tenantId}}
+        users: {{table: User{in_schema}, key: id, tenant_column: tenantId}}
+        """, """\
+        - {id: orphans_int, kind: orphans, dataset: orders, reference: user, parent: users}
+        - {id: orphans_text, kind: orphans, dataset: orders, reference: userRef, parent: users}
+        - {id: tenants, kind: cross_tenant, dataset: orders, reference: userRef, parent: users}
+        - {id: clicks, kind: duplicate_events, dataset: orders, by: [tenantId, user],
+           time: placedAt, window: 300ms}
+        - {id: select_clicks, kind: duplicate_events, dataset: orders, by: [tenantId, user],
+           time: select, window: 300ms}
+        """, engine)
+    found = {check.id: set(check.violation_keys) for check in result.checks}
+    errors = {check.id: check.error for check in result.checks if check.error}
+    assert errors == {}
+    assert found == {"orphans_int": {("ckq4",)}, "orphans_text": {("ckq4",)},
+                     "tenants": {("ckq3",)}, "clicks": {("ckq2",)}, "select_clicks": set()}
+
+
+def test_timestamptz_and_timestamp_compare_in_utc(servers, tmp_path):
+    db = Database(servers.database("postgresql"))
+    db.execute('CREATE TABLE t (id int, local_naive timestamp, aware timestamptz)',
+               "INSERT INTO t VALUES (1, '2026-01-30 10:00:00', '2026-01-30 11:00:00+01:00'), "
+               "(2, '2026-01-30 10:00:00', '2026-01-30 10:00:00+01:00')")
+    for engine in ENGINES:
+        result = run(db, "t: {table: t, key: id}", """\
+            - {kind: timestamp_valid, dataset: t, column: local_naive, not_before: aware}
+            """, engine)
+        assert set(result.checks[0].violation_keys) == set(), engine
+        reverse = run(db, "t: {table: t, key: id}", """\
+            - {kind: timestamp_valid, dataset: t, column: aware, not_before: local_naive}
+            """, engine)
+        assert set(reverse.checks[0].violation_keys) == {(2,)}, engine
+
+
+# ---------------------------------------------------------------------------
+# Never harm the audited database.
+
+
+def fingerprint(url: str) -> dict[str, str]:
+    """A hash of every row of every table (and of the file itself for SQLite)."""
+    engine = sa.create_engine(url)
+    prints = {}
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        for name in inspector.get_table_names():
+            # Untyped columns: the raw values, garbage timestamps included.
+            columns = [sa.column(c["name"]) for c in inspector.get_columns(name)]
+            rows = connection.execute(sa.select(*columns).select_from(sa.table(name))
+                                      .order_by(*columns)).all()
+            prints[name] = hashlib.sha256(repr(rows).encode()).hexdigest()
+    engine.dispose()
+    if url.startswith("sqlite:///"):
+        prints["<file>"] = hashlib.sha256(Path(url[len("sqlite:///"):]).read_bytes()).hexdigest()
+    return prints
+
+
+def test_a_full_audit_leaves_every_table_identical(db, monkeypatch):
+    generate(db.url, scale=0.005, seed=2, now=NOW)
+    before = fingerprint(db.url)
+    monkeypatch.setenv("REFERENCE_DATABASE_URL", db.url)
+    audit = load_audit(reference_audit_path())
+    for engine in ENGINES:
+        assert run_audit(audit, now=NOW, engine=engine).exit_code == 1
+    assert fingerprint(db.url) == before
+    assert len(before) >= 11
+
+
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM t", "UPDATE t SET id = 2", "DROP TABLE t", "INSERT INTO t VALUES (3)",
+    "CREATE TABLE u (id int)"])
+def test_the_audit_session_refuses_every_write(db, statement):
+    db.tables(t=[{"id": 1}])
+    audit = parse_audit(audit_text(db.url, "t: {table: t, key: id}",
+                                   "- {kind: duplicates, dataset: t, columns: id}"))
+    source = open_source(audit.connection)
+    with pytest.raises((SourceError, sa.exc.SQLAlchemyError)) as refused:
+        with source.connect() as connection:
+            connection.execute(sa.text(statement))
+    assert any(word in str(refused.value).lower() for word in
+               ("read-only", "read only", "readonly")), refused.value
+    source.dispose()
+    engine = sa.create_engine(db.url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT id FROM t")).all() == [(1,)]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("sleep", [
+    pytest.param("SELECT pg_sleep(3)", id="postgresql"),
+    pytest.param("SELECT SLEEP(3)", id="mariadb"),
+    pytest.param("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                 "WHERE i < 100000000) SELECT count(*) FROM n", id="sqlite")])
+def test_statement_timeout_on_every_database(sleep, servers, tmp_path, request):
+    kind = request.node.callspec.id
+    db = Database(database_url(kind, servers, tmp_path))
+    db.tables(t=[{"id": 1}])
+    began = time.monotonic()
+    result = run(db, "t: {table: t, key: id}", f"- {{id: slow, kind: custom_sql, sql: '{sleep}'}}",
+                 "sql", statement_timeout="500ms")
+    slow = result.checks[0]
+    assert slow.status == "error"
+    assert any(word in slow.error.lower() for word in ("timeout", "interrupted")), slow.error
+    assert time.monotonic() - began < 2.5
+
+
+def test_postgresql_sessions_are_named_for_the_dba(servers):
+    db = Database(servers.database("postgresql"))
+    db.tables(t=[{"id": 1}])
+    result = run(db, "t: {table: t, key: id}", """\
+        - id: named
+          kind: custom_sql
+          sql: >-
+            SELECT application_name, current_setting('transaction_read_only') AS read_only
+            FROM pg_stat_activity WHERE pid = pg_backend_pid()
+        """, "sql")
+    assert result.checks[0].sample == [{"application_name": "integrity", "read_only": "on"}]
+
+
+# ---------------------------------------------------------------------------
+# Connections that fail.
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _proxy_later(port: int, target: tuple[str, int], delay: float) -> threading.Thread:
+    """After `delay`, forward 127.0.0.1:port to `target`: a server that comes back."""
+    def pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        time.sleep(delay)
+        listener = socket.create_server(("127.0.0.1", port))
+        listener.settimeout(10)
+        try:
+            while True:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
+        except OSError:
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_transient_outage_is_retried(servers):
+    db = Database(servers.database("postgresql"))
+    db.tables(t=[{"id": 1}, {"id": 1}])
+    target = sa.engine.make_url(db.url)
+    port = _free_port()
+    _proxy_later(port, (target.host, target.port or 5432), delay=0.5)
+    outage = Database(target.set(port=port).render_as_string(hide_password=False))
+    began = time.monotonic()
+    result = run(outage, "t: {table: t, key: id}", "- {kind: duplicates, dataset: t, columns: id}",
+                 "sql", retries=4, retry_backoff="0.2s")
+    assert result.errors == []
+    assert result.checks[0].violation_count == 1
+    assert time.monotonic() - began >= 0.5
+
+
+def test_a_permanent_failure_is_not_retried(servers):
+    target = sa.engine.make_url(servers.database("postgresql"))
+    missing = Database(target.set(database="no_such_database_here").render_as_string(
+        hide_password=False))
+    began = time.monotonic()
+    result = run(missing, "t: {table: t, key: id}", "- {kind: duplicates, dataset: t, columns: id}",
+                 "sql", retries=3, retry_backoff="2s")
+    assert time.monotonic() - began < 1.5
+    assert 'database "no_such_database_here" does not exist' in result.errors[0]
+    assert result.exit_code == 2

@@ -37,6 +37,17 @@ class Events(Model):
         return [self.entity, self.time, *([self.idempotency_key] if self.idempotency_key else []),
                 *filter_columns(self.where)]
 
+    def in_sql(self, db):
+        """For the SQL engine: (relation, entity column, epoch time, filter incl. entity
+        not null)."""
+        import sqlalchemy as sa
+
+        log = db.alias(self.dataset, "events")
+        entity = log.c[self.entity]
+        moment = db.epoch(self.dataset, log.c[self.time], self.time)
+        return log, entity, moment, sa.and_(db.where(self.dataset, log, self.where),
+                                            entity.is_not(None))
+
 
 class CounterConfig(CheckConfig):
     kind: Literal["counter_vs_events"]
@@ -157,10 +168,7 @@ class CounterVsEvents(Check):
 
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
-        log = db.alias(events.dataset, "events")
-        entity = log.c[events.entity]
-        moment = db.epoch(events.dataset, log.c[events.time], events.time)
-        scoped = sa.and_(db.where(events.dataset, log, events.where), entity.is_not(None))
+        log, entity, moment, scoped = events.in_sql(db)
         window = db.span(config.window.total_seconds())
         idempotency = log.c[events.idempotency_key] if events.idempotency_key else None
 

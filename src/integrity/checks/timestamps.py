@@ -98,12 +98,9 @@ class TimestampPreserved(Check):
 
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
-        log = db.alias(events.dataset, "events")
-        entity = log.c[events.entity]
-        moment = db.epoch(events.dataset, log.c[events.time], events.time)
+        _, entity, moment, scope = events.in_sql(db)
         timed = (sa.select(entity.label("entity"), moment.label("moment"))
-                 .where(db.where(events.dataset, log, events.where), entity.is_not(None),
-                        moment.is_not(None)).subquery("timed"))
+                 .where(scope, moment.is_not(None)).subquery("timed"))
         window = db.span(config.window.total_seconds())
         marked = sa.select(timed.c.entity, timed.c.moment,
                            burst_starts(timed.c.moment, [timed.c.entity], [], window)

@@ -52,6 +52,7 @@ def test_unknown_kind_suggests_the_closest():
     assert errors("- {kind: dupes, dataset: quotes}") == [
         "a.yml:7:6: checks[0].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
         "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
+        "expectation_suite, "
         "freshness, metric, orphans, reconciliation, timestamp_preserved, timestamp_valid)"]
 
 

@@ -281,7 +281,7 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
             error(tuple(problem["loc"]), _message(problem))
         raise ConfigErrors(errors) from None
 
-    checks = _validate_checks(audit, data.get("checks", []), error)
+    checks = _validate_checks(audit, data.get("checks", []), error, file)
     if errors:
         raise ConfigErrors(errors)
     name = audit.name or Path(file).stem
@@ -290,8 +290,14 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
                  positions=positions)
 
 
-def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error) -> list[CheckConfig]:
+def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
+                     ) -> list[CheckConfig]:
+    from types import SimpleNamespace
+
     from integrity.checks import CHECKS  # the registry; importing it registers every family
+
+    # What a family's `validate` may look at: the datasets, and the file (for relative paths).
+    scope = SimpleNamespace(datasets=audit.datasets, file=file, config=audit)
 
     checks: list[CheckConfig] = []
     seen: dict[str, int] = {}
@@ -330,7 +336,7 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error) -> list[C
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 error(where + dataset_path, f"unknown dataset {dataset!r}{suggestion} "
                                             f"(defined: {', '.join(audit.datasets)})")
-        for problem_path, message in family.validate(check, audit):
+        for problem_path, message in family.validate(check, scope):
             error(where + problem_path, message)
         checks.append(check)
     return checks

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects.mysql import BINARY
 
 from integrity import filters
 from integrity.config import Aggregate, Audit, DatasetConfig
@@ -85,6 +86,49 @@ class Tables:
     def is_text(self, dataset: str, column: str) -> bool:
         kind = self.columns[dataset].get(column)
         return kind is None or isinstance(kind, _TEXT_TYPES)
+
+    # -- exact text ------------------------------------------------------------------
+    #
+    # MariaDB/MySQL compare text through the column's collation — usually case- and
+    # trailing-space-insensitive, so 'SENT' = 'sent ' there but not in Python. On those
+    # databases text keys are compared, grouped and joined as bytes; elsewhere these
+    # helpers change nothing.
+
+    @property
+    def collates(self) -> bool:
+        return self.dialect in {"mysql", "mariadb"}
+
+    def exact(self, expression: sa.ColumnElement) -> sa.ColumnElement:
+        """`expression` compared byte for byte (still bound and read as text)."""
+        if not self.collates:
+            return expression
+        return sa.type_coerce(sa.cast(expression, BINARY()), sa.String)
+
+    def key(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
+        """A column to group or partition by: exact if it holds text."""
+        expression = relation.c[column]
+        kind = self.columns.get(dataset, {}).get(column)
+        return self.exact(expression) if isinstance(kind, _TEXT_TYPES) else expression
+
+    def same(self, left: tuple[str, str, sa.ColumnElement],
+             right: tuple[str, str, sa.ColumnElement]) -> sa.ColumnElement:
+        """left = right, exactly. The plain equality stays so an index can serve the join."""
+        first, second = self.comparable(left, right)
+        clause = first == second
+        if self.collates and self.holds_text(left, right):
+            clause = sa.and_(clause, self.exact(first) == self.exact(second))
+        return clause
+
+    def differ(self, left: tuple[str, str, sa.ColumnElement],
+               right: tuple[str, str, sa.ColumnElement]) -> sa.ColumnElement:
+        first, second = self.comparable(left, right)
+        if self.collates and self.holds_text(left, right):
+            return self.exact(first) != self.exact(second)
+        return first != second
+
+    def holds_text(self, *sides: tuple[str, str, sa.ColumnElement]) -> bool:
+        return any(isinstance(self.columns.get(dataset, {}).get(column), _TEXT_TYPES)
+                   for dataset, column, _ in sides)
 
     def comparable(self, left: tuple[str, str, sa.ColumnElement],
                    right: tuple[str, str, sa.ColumnElement]
@@ -169,6 +213,13 @@ class Tables:
                    condition: filters.Condition) -> sa.ColumnElement:
         column = relation.c[condition.column]
         op, value = condition.op, condition.value
+        exact = self.key(dataset, relation, condition.column)
+        if exact is not column and op in {"eq", "in"}:
+            # The plain predicate can use an index; the exact one decides.
+            plain = column == value if op == "eq" else column.in_(list(value))
+            return sa.and_(plain, exact == value if op == "eq" else exact.in_(list(value)))
+        if op not in {"since", "until", "is_null"}:
+            column = exact
         if op in {"since", "until"}:
             bound = self.bound(filters.time_bound(condition, self.now))
             moment = self.epoch(dataset, column, condition.column)
@@ -190,7 +241,7 @@ class Tables:
                   region: str | None) -> sa.ColumnElement:
         """The duplicates normalisers in SQL, with the pandas engine's exact semantics."""
         if not steps:
-            return expression
+            return self.exact(expression)
         if self.dialect == "sqlite":
             # SQLite runs in this process: the very Python function the pandas engine uses.
             return sa.func.integrity_normalise(expression, ",".join(steps), region or "")
@@ -205,7 +256,7 @@ class Tables:
             if step == "phone":
                 raise CheckError("normalize: phone (E.164) cannot run inside "
                                  f"{self.dialect}; use `engine: pandas` for this check")
-        return sa.func.nullif(value, "")
+        return sa.func.nullif(self.exact(value), "")
 
     def _trim(self, value):
         if self.dialect == "postgresql":
@@ -252,7 +303,8 @@ class Tables:
             rows = result.fetchall()
         except sa.exc.SQLAlchemyError as error:
             raise self.source.error(error, "pushdown query failed") from None
-        return pd.DataFrame.from_records(rows, columns=list(result.keys()), coerce_float=False)
+        frame = pd.DataFrame.from_records(rows, columns=list(result.keys()), coerce_float=False)
+        return decode_bytes(frame)
 
     def scalar(self, statement: sa.Select) -> Any:
         try:
@@ -267,6 +319,16 @@ class Tables:
             return sql_text(statement, self.source)
         except Exception:  # noqa: BLE001 — a literal the dialect cannot render: show it bound
             return str(statement.compile(dialect=self.source.engine.dialect))
+
+
+def decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text read as bytes (see `Tables._exact_text`) back to text."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object and values.map(lambda v: isinstance(v, (bytes, bytearray))).any():
+            frame[column] = values.map(lambda v: v.decode("utf-8", "replace")
+                                       if isinstance(v, (bytes, bytearray)) else v)
+    return frame
 
 
 def burst_starts(time: sa.ColumnElement, partition: list[sa.ColumnElement],

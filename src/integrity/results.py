@@ -60,6 +60,8 @@ class CheckResult:
 
 
 def judge(config: CheckConfig, measurement: Measurement, rate: float | None) -> str:
+    if measurement.error is not None:
+        return "error"
     if measurement.judged:
         return LEVEL_STATUS[measurement.level]
     count = measurement.violation_count
@@ -72,7 +74,7 @@ def judge(config: CheckConfig, measurement: Measurement, rate: float | None) -> 
             if bound.breached(observed):
                 return LEVEL_STATUS[level]
         return "pass"
-    return "pass" if count == 0 else LEVEL_STATUS[config.severity]
+    return "pass" if count == 0 else LEVEL_STATUS[measurement.severity or config.severity]
 
 
 def thresholds_text(config: CheckConfig) -> dict[str, str]:
@@ -99,10 +101,12 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         rate = None
     frame = measurement.violations
     sample, truncated = take_sample(frame, sample_limit, measurement.group_column)
+    label = f"{config.id}:{measurement.label}" if measurement.label else config.id
     return CheckResult(
-        id=config.id, kind=config.kind, datasets=check.datasets, path=path,
-        description=check.describe(), severity=config.severity,
-        status=judge(config, measurement, rate),
+        id=label, kind=config.kind, datasets=check.datasets, path=path,
+        description=measurement.description or check.describe(),
+        severity=measurement.severity or config.severity,
+        status=judge(config, measurement, rate), error=measurement.error,
         violation_count=count, population=population, rate=rate,
         value=measurement.value, value_text=measurement.value_text, sql=measurement.sql,
         thresholds=thresholds_text(config), notes=notes, duration_ms=duration_ms,

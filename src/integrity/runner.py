@@ -44,7 +44,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
               fail_on: str = "critical", engine: str | None = None) -> AuditResult:
     from integrity.pushdown import Tables
     from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
-                                   describe_missing, open_source, read_frame, sql_text)
+                                   open_source, read_frame, sql_text)
 
     started = datetime.now(timezone.utc)
     now = (now or started).astimezone(timezone.utc)
@@ -108,7 +108,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                 for check in users:
                     absent = [c for c in _safe_columns(check)[name] if c not in present]
                     if absent:
-                        broken[check.id] = describe_missing(name, dataset, absent[0], present)
+                        broken[check.id] = check.missing_column(name, absent[0], present)
                 types[name] = {column: present[column] for column in wanted if column in present}
                 if name not in pulls:
                     continue
@@ -137,7 +137,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
             }
             for check in checks:
                 engine = engines[check.id]
-                result.checks.append(_run_one(check, engine, contexts[engine], connection,
+                result.checks.extend(_run_one(check, engine, contexts[engine], connection,
                                               broken.get(check.id), limit, paths[check.id]))
     except SourceError as error:
         return fail_all(str(error))
@@ -148,9 +148,10 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
 
 
 def _run_one(check: Check, engine: str, context, connection, problem: str | None, limit: int,
-             path: str) -> CheckResult:
+             path: str) -> list[CheckResult]:
+    """The check's result — or results, for a check that yields several (a GX suite)."""
     if problem is not None:
-        return errored(check.config, _datasets(check), problem, path, _describe(check))
+        return [errored(check.config, _datasets(check), problem, path, _describe(check))]
     began = time.perf_counter()
     measure = check.measure if engine == "pandas" else check.measure_sql
     # A savepoint per check: a failing statement must not abort the shared snapshot
@@ -162,18 +163,21 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
             savepoint.commit()
     except IntegrityError as error:
         _rollback(savepoint)
-        return errored(check.config, _datasets(check), str(error), path, _describe(check),
-                       (time.perf_counter() - began) * 1000)
+        return [errored(check.config, _datasets(check), str(error), path, _describe(check),
+                        (time.perf_counter() - began) * 1000)]
     except Exception as error:  # noqa: BLE001 — one crashing check must not hide the others
         _rollback(savepoint)
         log.debug("check %s crashed\n%s", check.id, traceback.format_exc())
         message = f"the check crashed: {type(error).__name__}: {error}"
-        return errored(check.config, _datasets(check), message, path, _describe(check),
-                       (time.perf_counter() - began) * 1000)
+        return [errored(check.config, _datasets(check), message, path, _describe(check),
+                        (time.perf_counter() - began) * 1000)]
     elapsed = (time.perf_counter() - began) * 1000
-    outcome = measured(check, measurement, elapsed, limit, path)
-    outcome.engine = engine
-    return outcome
+    parts = measurement if isinstance(measurement, list) else [measurement]
+    outcomes = [measured(check, part, elapsed / max(1, len(parts)), limit, path)
+                for part in parts]
+    for outcome in outcomes:
+        outcome.engine = engine
+    return outcomes
 
 
 def _psycopg(source) -> bool:

@@ -53,6 +53,12 @@ class Measurement:
     value_text: str | None = None
     sql: str | None = None
     notes: list[str] = field(default_factory=list)
+    # A check that yields several results (one per expectation of a suite) labels each
+    # and may give it its own description, severity, or the error that stopped it.
+    label: str | None = None
+    description: str | None = None
+    severity: str | None = None
+    error: str | None = None
 
 
 class Check:
@@ -107,11 +113,11 @@ class Check:
 
     # -- measuring ---------------------------------------------------------------
 
-    def measure(self, data: Frames) -> Measurement:
+    def measure(self, data: Frames) -> Measurement | list[Measurement]:
         """The pandas engine: measure on dataframes pulled from the database."""
         raise NotImplementedError
 
-    def measure_sql(self, db: Tables) -> Measurement:
+    def measure_sql(self, db: Tables) -> Measurement | list[Measurement]:
         """The SQL engine: the database computes the violations; only they come back."""
         raise NotImplementedError
 
@@ -125,6 +131,12 @@ class Check:
     def describe(self) -> str:
         """One paragraph saying exactly what counts as a violation."""
         return self.config.description or self.kind
+
+    def missing_column(self, dataset: str, column: str, present) -> str:
+        """The error when a column this check reads is not in the dataset."""
+        from integrity.sources import describe_missing
+
+        return describe_missing(dataset, self.audit.datasets[dataset], column, present)
 
     @property
     def datasets(self) -> list[str]:
@@ -159,4 +171,5 @@ from integrity.checks import (  # noqa: E402,F401
     metrics,
     freshness,
     custom_sql,
+    expectations,
 )

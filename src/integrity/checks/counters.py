@@ -43,7 +43,7 @@ class Events(Model):
         import sqlalchemy as sa
 
         log = db.alias(self.dataset, "events")
-        entity = log.c[self.entity]
+        entity = db.key(self.dataset, log, self.entity)
         moment = db.epoch(self.dataset, log.c[self.time], self.time)
         return log, entity, moment, sa.and_(db.where(self.dataset, log, self.where),
                                             entity.is_not(None))
@@ -170,7 +170,8 @@ class CounterVsEvents(Check):
         key = self.key_of(config.dataset)[0]
         log, entity, moment, scoped = events.in_sql(db)
         window = db.span(config.window.total_seconds())
-        idempotency = log.c[events.idempotency_key] if events.idempotency_key else None
+        idempotency = (db.key(events.dataset, log, events.idempotency_key)
+                       if events.idempotency_key else None)
 
         # One pass over the log: every event, with "does it open a burst?" among the
         # events that have no idempotency key.
@@ -192,8 +193,8 @@ class CounterVsEvents(Check):
         ).group_by(marked.c.entity).subquery("per_entity")
 
         entities = db.alias(config.dataset, "entities")
-        own, other = db.comparable((config.dataset, key, entities.c[key]),
-                                   (events.dataset, events.entity, per_entity.c.entity))
+        joined = db.same((config.dataset, key, entities.c[key]),
+                         (events.dataset, events.entity, per_entity.c.entity))
         counter = sa.func.coalesce(entities.c[config.counter], 0)
         unique = sa.func.coalesce(per_entity.c.unique_events, 0)
         over, zero = counter > unique, sa.and_(counter == 0, unique > 0)
@@ -210,7 +211,7 @@ class CounterVsEvents(Check):
                       sa.func.coalesce(per_entity.c.events, 0).label("events"),
                       sa.case((over, "over_count"), (zero, "not_incrementing"),
                               else_="under_count").label("problem"))
-            .select_from(entities.outerjoin(per_entity, own == other))
+            .select_from(entities.outerjoin(per_entity, joined))
             .where(db.where(config.dataset, entities, config.where), flagged)
             .order_by(*[entities.c[column] for column in self.key_of(config.dataset)]))
         violations = db.frame(statement)

@@ -128,12 +128,14 @@ class Duplicates(Check):
                       for index, column in enumerate(config.columns)]
         carried = list(dict.fromkeys(shown + dataset_key +
                                      ([config.keep_first_by] if config.keep_first_by else [])))
-        keyed = (sa.select(*[rows.c[column] for column in carried], *normalised)
+        ordering = [*([config.keep_first_by] if config.keep_first_by else []), *dataset_key]
+        keyed = (sa.select(*[rows.c[column] for column in carried], *normalised,
+                           *[db.key(config.dataset, rows, column).label(f"_order_{index}")
+                             for index, column in enumerate(ordering)])
                  .where(scope).subquery("keyed"))
         parts = [keyed.c[f"_key_{index}"] for index in range(len(config.columns))]
-        order = [term for column in ([config.keep_first_by] if config.keep_first_by else [])
-                 for term in nulls_last(keyed.c[column])]
-        order += [keyed.c[column] for column in dataset_key]
+        order = [term for index in range(len(ordering))
+                 for term in nulls_last(keyed.c[f"_order_{index}"])]
         ranked = (sa.select(keyed,
                             sa.func.count().over(partition_by=parts).label("_size"),
                             sa.func.row_number().over(partition_by=parts, order_by=order or parts)
@@ -223,27 +225,33 @@ class DuplicateEvents(Check):
         moment = db.epoch(config.dataset, rows.c[config.time], config.time)
         scope = sa.and_(db.where(config.dataset, rows, config.where),
                         *[rows.c[column].is_not(None) for column in config.by])
-        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"))
+        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
+                           *[db.key(config.dataset, rows, column).label(f"_by_{index}")
+                             for index, column in enumerate(config.by)],
+                           *[db.key(config.dataset, rows, column).label(f"_tie_{index}")
+                             for index, column in enumerate(order)])
                  .where(scope, moment.is_not(None)).subquery("timed"))
-        partition = [timed.c[column] for column in config.by]
-        tiebreak = [timed.c[column] for column in order]
+        by = [f"_by_{index}" for index in range(len(config.by))]
+        ties = [f"_tie_{index}" for index in range(len(order))]
+        partition = [timed.c[column] for column in by]
+        tiebreak = [timed.c[column] for column in ties]
         window = db.span(config.window.total_seconds())
         marked = sa.select(timed, burst_starts(timed.c._moment, partition, tiebreak, window)
                            .label("_opens")).subquery("marked")
-        partition = [marked.c[column] for column in config.by]
-        sequence = [marked.c._moment, *[marked.c[column] for column in order]]
+        partition = [marked.c[column] for column in by]
+        sequence = [marked.c._moment, *[marked.c[column] for column in ties]]
         numbered = sa.select(marked, sa.func.sum(marked.c._opens).over(
             partition_by=partition, order_by=sequence, rows=(None, 0)).label("_burst")
         ).subquery("numbered")
-        burst = [*[numbered.c[column] for column in config.by], numbered.c._burst]
-        sequence = [numbered.c._moment, *[numbered.c[column] for column in order]]
+        burst = [*[numbered.c[column] for column in by], numbered.c._burst]
+        sequence = [numbered.c._moment, *[numbered.c[column] for column in ties]]
         sized = sa.select(
             numbered,
             sa.func.count().over(partition_by=burst).label("_size"),
             sa.func.row_number().over(partition_by=burst, order_by=sequence).label("_rank"),
             sa.func.min(numbered.c._moment).over(partition_by=burst).label("_first"),
         ).subquery("sized")
-        group_order = [*[sized.c[column] for column in config.by], sized.c._burst]
+        group_order = [*[sized.c[column] for column in by], sized.c._burst]
         repeated = sa.select(sized, sa.func.dense_rank().over(order_by=group_order)
                              .label("duplicate_group")).where(sized.c._size > 1).subquery("rep")
         statement = (sa.select(*[repeated.c[column] for column in shown],

@@ -82,7 +82,7 @@ class Freshness(Check):
 
         config = self.config
         rows = db.alias(config.dataset, "rows")
-        by = [rows.c[column] for column in config.by]
+        by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         moment = db.epoch(config.dataset, rows.c[config.time], config.time)
         statement = (sa.select(*by, sa.func.max(moment).label("newest"),
                                sa.func.count().label("_rows"))

@@ -142,7 +142,7 @@ class Metric(Check):
             moment = db.epoch(config.dataset, rows.c[config.time], config.time)
             scope = sa.and_(scope, moment >= db.bound(db.now - config.window),
                             moment <= db.bound(db.now))
-        by = [rows.c[column] for column in config.by]
+        by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
                       for i, part in enumerate(self.parts())]
         statement = (sa.select(*by, *aggregates, sa.func.count().label("_rows"))

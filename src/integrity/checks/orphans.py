@@ -98,11 +98,11 @@ class Orphans(Check):
         key = parent_key(self, config.parent, config.parent_key)
         children = db.alias(config.dataset, "children")
         parents = db.alias(config.parent, "parents")
-        matches = [db.comparable((config.dataset, ref, children.c[ref]),
-                                 (config.parent, own, parents.c[own]))
+        matches = [db.same((config.dataset, ref, children.c[ref]),
+                           (config.parent, own, parents.c[own]))
                    for ref, own in zip(config.reference, key)]
         found = (sa.select(sa.literal(1)).select_from(parents)
-                 .where(*[child == parent for child, parent in matches],
+                 .where(*matches,
                         db.where(config.parent, parents, config.parent_where)))
         scope = db.where(config.dataset, children, config.where)
         present = sa.and_(*[children.c[ref].is_not(None) for ref in config.reference])

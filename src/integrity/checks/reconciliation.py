@@ -189,7 +189,8 @@ class Reconciliation(Check):
                 keys.append((None, None, db.floor_div(moment, db.units * 86_400)))
             sides.append((side, rows, keys))
         (left, left_rows, left_keys), (right, right_rows, right_keys) = sides
-        aligned = [db.comparable(a, b) for a, b in zip(left_keys, right_keys)]
+        aligned = [tuple(db.exact(e) if db.holds_text(a, b) else e for e in db.comparable(a, b))
+                   for a, b in zip(left_keys, right_keys)]
         parts = []
         for side, rows, keys, index in ((left, left_rows, left_keys, 0),
                                         (right, right_rows, right_keys, 1)):

@@ -129,30 +129,29 @@ class CrossTenant(Check):
         if config.other_tenant_column:
             shown = self.identity(config.dataset, self.tenant, config.other_tenant_column)
             theirs = rows.c[config.other_tenant_column]
-            left, right = db.comparable((config.dataset, self.tenant, mine),
-                                        (config.dataset, config.other_tenant_column, theirs))
+            differ = db.differ((config.dataset, self.tenant, mine),
+                               (config.dataset, config.other_tenant_column, theirs))
             paired = sa.and_(scope, mine.is_not(None), theirs.is_not(None))
             statement = (sa.select(*[rows.c[column] for column in shown])
-                         .where(paired, left != right).order_by(*[rows.c[c] for c in order]))
+                         .where(paired, differ).order_by(*[rows.c[c] for c in order]))
             population = db.count(config.dataset, rows, paired)
         else:
             key = parent_key(self, config.parent, config.parent_key)
             reference = list(config.reference)
             parents = db.alias(config.parent, "parents")
             theirs = parents.c[self.parent_tenant]
-            joins = [child == parent for child, parent in (
-                db.comparable((config.dataset, ref, rows.c[ref]), (config.parent, own,
-                                                                    parents.c[own]))
-                for ref, own in zip(reference, key))]
-            left, right = db.comparable((config.dataset, self.tenant, mine),
-                                        (config.parent, self.parent_tenant, theirs))
+            joins = [db.same((config.dataset, ref, rows.c[ref]), (config.parent, own,
+                                                                   parents.c[own]))
+                     for ref, own in zip(reference, key)]
+            differ = db.differ((config.dataset, self.tenant, mine),
+                               (config.parent, self.parent_tenant, theirs))
             joined = rows.join(parents, sa.and_(*joins))
             paired = sa.and_(scope, mine.is_not(None), theirs.is_not(None),
                              *[rows.c[ref].is_not(None) for ref in reference])
             shown = self.identity(config.dataset, self.tenant, *reference)
             statement = (sa.select(*[rows.c[column] for column in shown],
                                    theirs.label(f"{config.parent}.{self.parent_tenant}"))
-                         .select_from(joined).where(paired, left != right)
+                         .select_from(joined).where(paired, differ)
                          .order_by(*[rows.c[c] for c in order]))
             population = int(db.scalar(sa.select(sa.func.count()).select_from(joined)
                                        .where(paired)))

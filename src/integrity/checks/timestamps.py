@@ -118,8 +118,8 @@ class TimestampPreserved(Check):
                  .having(sa.func.count() > 1).subquery("spans"))
         entities = db.alias(config.dataset, "entities")
         stored = db.epoch(config.dataset, entities.c[config.column], config.column)
-        own, other = db.comparable((config.dataset, key, entities.c[key]),
-                                   (events.dataset, events.entity, spans.c.entity))
+        joined = db.same((config.dataset, key, entities.c[key]),
+                         (events.dataset, events.entity, spans.c.entity))
         tolerance = db.span(config.tolerance.total_seconds())
         shown = self.identity(config.dataset, config.column)
         statement = (
@@ -127,7 +127,7 @@ class TimestampPreserved(Check):
                       spans.c.first.label("burst_first"), spans.c.last.label("burst_last"),
                       spans.c.size.label("burst_events"),
                       (stored - spans.c.first).label("moved_by"))
-            .select_from(entities.join(spans, own == other))
+            .select_from(entities.join(spans, joined))
             .where(db.where(config.dataset, entities, config.where), stored.is_not(None),
                    stored > spans.c.first + tolerance, stored <= spans.c.last + tolerance)
             .order_by(entities.c[key]))

@@ -79,7 +79,7 @@ def test_clean_data_passes_with_exit_0(clean_db, tmp_path):
     result = invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
                     env={"REFERENCE_DATABASE_URL": clean_db})
     assert result.exit_code == 0, result.output
-    assert "23 checks (23 pass)" in result.output
+    assert "40 checks (40 pass)" in result.output
 
 
 def test_fail_on_warning(write_audit, clean_db, tmp_path):

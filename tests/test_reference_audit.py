@@ -38,6 +38,24 @@ EXPECTED_STATUS = {
     "sms_daily_limit_rate": "pass",
     "messages_arriving": "pass",
     "job_heartbeats": "fail",
+    "lead_columns:expect_column_values_to_match_regex(phone)": "warn",
+    "lead_columns:expect_column_values_to_match_regex(email)": "fail",
+    "lead_columns:expect_column_values_to_be_unique(customerCode)": "fail",
+    "lead_columns:expect_column_values_to_not_be_null(createdAt)": "pass",
+    "quote_columns:expect_column_values_to_be_in_set(status)": "pass",
+    "quote_columns:expect_column_values_to_be_between(emailSentCount)": "pass",
+    "quote_columns:expect_column_values_to_be_between(smsSentCount)": "pass",
+    "quote_columns:expect_column_values_to_match_regex(whatsappUrl)": "fail",
+    "send_columns:expect_column_values_to_be_in_set(channel)": "pass",
+    "send_columns:expect_column_values_to_be_in_set(status)": "fail",
+    "send_columns:expect_column_values_to_not_be_null(sentAt)": "pass",
+    "message_columns:expect_column_values_to_be_in_set(direction)": "pass",
+    "message_columns:expect_column_value_lengths_to_be_between(body)": "fail",
+    "sms_metric_columns:expect_column_values_to_be_between(sent_count)": "pass",
+    "sms_metric_columns:expect_column_values_to_be_between(delivered_count)": "pass",
+    "sms_metric_columns:expect_column_values_to_be_between(llm_cost_usd)": "pass",
+    "sms_metric_columns:"
+    "expect_column_pair_values_a_to_be_greater_than_b(sent_count, delivered_count)": "fail",
 }
 
 
@@ -85,7 +103,7 @@ def test_injections_cover_every_check_kind(injected, engine, monkeypatch):
     assert kinds_with_violations == {
         "counter_vs_events", "timestamp_preserved", "timestamp_valid", "duplicates",
         "duplicate_events", "orphans", "cross_tenant", "reconciliation", "metric",
-        "freshness", "custom_sql"}
+        "freshness", "custom_sql", "expectation_suite"}
     assert result.check("sms_delivery_rate").value == pytest.approx(0.85)
     assert result.check("sms_opt_out_rate").value == pytest.approx(
         reference.values["sms_opt_out_rate"])

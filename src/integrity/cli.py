@@ -217,3 +217,48 @@ def list_checks() -> None:
     for kind, family in CHECKS.items():
         doc = (sys.modules[family.__module__].__doc__ or "").strip().splitlines()[0]
         click.echo(f"{kind:<20} {doc}")
+
+
+@main.group()
+def suite() -> None:
+    """Great Expectations suites (expectations/*.json)."""
+
+
+@suite.command("scaffold")
+@click.argument("dataset")
+@click.option("--audit", "audit_path", required=True, type=click.Path(dir_okay=False),
+              help="The audit whose connection and dataset definition to use.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the suite (default: expectations/<dataset>.json).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Profile only the first N rows (by key).")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def scaffold(dataset: str, audit_path: str, output: str | None, limit: int | None,
+             force: bool) -> None:
+    """Draft a GX suite from DATASET's data, for a human to review and edit."""
+    import difflib
+
+    from integrity.errors import IntegrityError
+    from integrity.scaffold import draft, read_dataset, write
+
+    audit = _load(audit_path)
+    if dataset not in audit.datasets:
+        hint = difflib.get_close_matches(dataset, list(audit.datasets), n=1)
+        _fail(f"{audit_path}: no dataset {dataset!r}"
+              + (f"; did you mean {hint[0]!r}?" if hint else "")
+              + f" (defined: {', '.join(audit.datasets)})")
+    target = Path(output or Path("expectations") / f"{dataset}.json")
+    if target.exists() and not force:
+        _fail(f"{target} exists; pass --force to overwrite it")
+    try:
+        frame = read_dataset(audit, dataset, limit)
+    except IntegrityError as error:
+        _fail(str(error))
+    document = draft(frame, dataset)
+    try:
+        write(document, target)
+    except OSError as error:
+        _fail(f"cannot write {target}: {error.strerror or error}")
+    click.echo(f"{target}: {len(document['expectations'])} expectations drafted from "
+               f"{len(frame):,} rows of {dataset}. Review them, then attach the suite:\n"
+               f"  - {{kind: expectation_suite, dataset: {dataset}, suite: {target}}}")

@@ -13,7 +13,8 @@ GX validates the pulled dataframe (pandas engine) or the table through its SQL
 datasource on the audit's own read-only engine (SQL engine). Every expectation
 becomes one result in the audit's model: status from GX's success and the
 expectation's severity (its `severity`, else `meta.severity`, else the
-suite's `meta.severity`, else the check's), the unexpected count over the
+suite's `meta.severity`, else the check's — GX writes "critical" by default, so
+that value cannot outrank the others), the unexpected count over the
 element count, and the offending rows *with the dataset's key columns*.
 
 GX takes seconds to import: it is imported here, inside the checks, only when
@@ -76,9 +77,14 @@ class SuiteFile:
         return f"{self.path}: expectations[{index}] ({self.expectations[index]['type']})"
 
     def severity(self, index: int, default: str) -> str:
+        """meta.severity, else GX's own `severity` unless it is GX's default "critical"
+        (which GX writes whether or not anyone chose it), else the suite's meta.severity,
+        else the check's severity."""
         expectation = self.expectations[index]
-        for candidate in (expectation.get("severity"), (expectation.get("meta") or {}).get(
-                "severity"), (self.document.get("meta") or {}).get("severity")):
+        own = expectation.get("severity")
+        for candidate in ((expectation.get("meta") or {}).get("severity"),
+                          own if own != "critical" else None,
+                          (self.document.get("meta") or {}).get("severity")):
             if candidate in SEVERITIES:
                 return candidate
         return default
@@ -230,6 +236,8 @@ class ExpectationSuiteCheck(Check):
         if count is None:
             count = 0 if result.success else 1
         keys = [column for column in key if column in violations] or list(violations.columns)
+        # Key columns first, as every other check shows them, whatever the GX backend did.
+        violations = violations[keys + [c for c in violations.columns if c not in keys]]
         if keys and not violations.empty:
             violations = violations.sort_values(keys, kind="stable").reset_index(drop=True)
         notes = []
@@ -262,7 +270,11 @@ def gx_context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX logs (and prints tracebacks of) what it then reports or drops; integrity reports
+    # those itself, once, as audit errors. Some GX loggers even set INFO on their own.
+    for name in [*logging.root.manager.loggerDict, "great_expectations"]:
+        if name.startswith("great_expectations"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
@@ -275,23 +287,46 @@ def _with_engine(datasource, db):
 
 
 def build_suite(suite: SuiteFile):
-    """The GX suite object; an unknown expectation or bad argument names file and position."""
+    """The GX suite object; an unknown expectation or bad argument names file and position.
+
+    GX *drops* an expectation it cannot build (it only logs), which would silently
+    shorten the suite: every expectation is checked here first.
+    """
     import great_expectations as gx
 
     from integrity.errors import CheckError
 
-    try:
-        return gx.ExpectationSuite(**suite.document)
-    except Exception:  # noqa: BLE001 — GX raises many types here; find the culprit below
-        pass
     for index, expectation in enumerate(suite.expectations):
-        try:
-            gx.ExpectationSuite(name="probe", expectations=[expectation])
-        except Exception as error:  # noqa: BLE001
-            reason = str(error).replace("Could not add expectation; provided configuration is "
-                                        "not valid: ", "")
-            raise CheckError(f"{suite.where(index)}: {reason.splitlines()[0]}") from None
-    raise CheckError(f"{suite.path}: Great Expectations cannot read this suite")
+        problem = _expectation_problem(expectation)
+        if problem:
+            raise CheckError(f"{suite.where(index)}: {problem}")
+    try:
+        built = gx.ExpectationSuite(**suite.document)
+    except Exception as error:  # noqa: BLE001 — GX raises many types for a bad document
+        raise CheckError(f"{suite.path}: Great Expectations cannot read this suite: "
+                         f"{str(error).splitlines()[0]}") from None
+    if len(built.expectations) != len(suite.expectations):
+        raise CheckError(f"{suite.path}: Great Expectations kept {len(built.expectations)} of "
+                         f"{len(suite.expectations)} expectations")
+    return built
+
+
+def _expectation_problem(expectation: dict) -> str | None:
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    try:
+        implementation = get_expectation_impl(expectation["type"])
+    except Exception as error:  # noqa: BLE001 — ExpectationNotFoundError and kin
+        return str(error).splitlines()[0]
+    arguments = {**expectation.get("kwargs", {}),
+                 **{name: expectation[name] for name in ("meta", "description", "severity", "id",
+                                                         "notes") if expectation.get(name)}}
+    try:
+        implementation(**arguments)
+    except Exception as error:  # noqa: BLE001 — pydantic validation of the arguments
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return "invalid arguments: " + "; ".join(lines[1:3] or lines[:1])
+    return None
 
 
 def _describe(config, suite: SuiteFile, index: int) -> str:

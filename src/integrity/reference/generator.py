@@ -23,6 +23,17 @@ import sqlalchemy as sa
 from integrity.reference import schema
 
 CHANNELS = ["EMAIL", "WHATSAPP", "LINK"]
+# Results of the Great Expectations suites in expectations/, as the reference audit names them.
+GX = {
+    "phone": "lead_columns:expect_column_values_to_match_regex(phone)",
+    "email": "lead_columns:expect_column_values_to_match_regex(email)",
+    "code": "lead_columns:expect_column_values_to_be_unique(customerCode)",
+    "url": "quote_columns:expect_column_values_to_match_regex(whatsappUrl)",
+    "status": "send_columns:expect_column_values_to_be_in_set(status)",
+    "body": "message_columns:expect_column_value_lengths_to_be_between(body)",
+    "delivered": "sms_metric_columns:"
+                 "expect_column_pair_values_a_to_be_greater_than_b(sent_count, delivered_count)",
+}
 JOBS = ["sms-scheduler", "quote-reminders", "webhook-retry", "invoice-sync"]
 MINUTE = timedelta(minutes=1)
 
@@ -176,6 +187,7 @@ class _Builder:
             "tenantId": [self.tenant_ids[t] for t in tenant_index],
             "email": [f"lead{i}@mail.example.com" for i in range(n)],
             "phone": [f"+447{100_000_000 + i:09d}" for i in range(n)],
+            "customerCode": [f"C-{i:07d}" for i in range(n)],
             "source": self.rng.choice(["chatwoot", "web", "import"], n),
             "createdAt": self.days_ago(1, 30, n)})
 
@@ -227,7 +239,7 @@ class _Builder:
         generated = np.full(n, 100)
         fallback = rng.integers(10, 30, n)
         self.metrics = pd.DataFrame({
-            "metric_hour": hours, "scheduled_count": 105, "sent_count": sent,
+            "id": np.arange(1, n + 1), "metric_hour": hours, "scheduled_count": 105, "sent_count": sent,
             "delivered_count": delivered, "failed_count": sent - delivered,
             "generated_count": generated, "llm_success_count": generated - fallback,
             "template_fallback_count": fallback, "opt_out_count": rng.integers(0, 3, n),
@@ -352,6 +364,15 @@ class _Builder:
             url = f"https://wa.me/+{digits[:4]} {digits[4:]}" if n == 0 else f"http://wa.me/{digits}"
             self.set_quote(quote, "whatsappUrl", url)
             reference.expect("whatsapp_urls_well_formed", (quote,))
+            reference.expect(GX["url"], (quote,))
+        # A send stuck in a status the application does not know.
+        lone_link = lambda bursts: any(b["channel"] == "LINK" and len(b["rows"]) == 1
+                                       for b in bursts)
+        for quote in self.pick(self.quotes_with(lone_link), 1):
+            burst = next(b for b in self.bursts[quote]
+                         if b["channel"] == "LINK" and len(b["rows"]) == 1)
+            self.send.loc[burst["rows"][0], "status"] = "QUEUED"
+            reference.expect(GX["status"], (burst["rows"][0] + 1,))
         # A quote assigned to another tenant's agent.
         for quote in self.pick(list(self.quote["id"]), 2):
             tenant = self.quote.loc[self.quote_index[quote], "tenantId"]
@@ -367,7 +388,7 @@ class _Builder:
         n = len(self.lead)
         row = {**reference_row.to_dict(), "id": lead_id,
                "email": f"extra{n}@mail.example.com", "phone": f"+447{900_000_000 + n:09d}",
-               **changes}
+               "customerCode": f"C-X{n:06d}", **changes}
         self.lead.loc[n] = row
         return lead_id
 
@@ -384,6 +405,7 @@ class _Builder:
                   self.next_lead(second, email=second["email"].title(),
                                  createdAt=second["createdAt"] + hour)]
         reference.expect("lead_duplicate_email", *[(c,) for c in copies])
+        reference.expect(GX["email"], (copies[0],))  # the one with spaces around it
         # The same address in another tenant is not a duplicate.
         tenant = next(t for t in self.tenant_ids if t != first["tenantId"])
         self.next_lead(other_tenant, tenantId=tenant, email=first["email"])
@@ -391,6 +413,11 @@ class _Builder:
         national = "0" + third["phone"][3:6] + " " + third["phone"][6:]
         copy = self.next_lead(third, phone=national, createdAt=third["createdAt"] + hour)
         reference.expect("lead_duplicate_phone", (copy,))
+        reference.expect(GX["phone"], (copy,))  # national format, not E.164
+        # Two leads given the same generated customer code (seed 001: "check for collisions").
+        twins = self.pick(list(self.lead.index[200:400]), 2, "lead")
+        self.lead.loc[twins[1], "customerCode"] = self.lead.loc[twins[0], "customerCode"]
+        reference.expect(GX["code"], *[(self.lead.loc[row, "id"],) for row in twins])
         # Leads of a company that no longer exists.
         for _ in range(2):
             orphan = self.next_lead(first, tenantId="tn_gone")
@@ -405,6 +432,10 @@ class _Builder:
             tenant = self.message.loc[row, "tenantId"]
             self.message.loc[row, "tenantId"] = next(t for t in self.tenant_ids if t != tenant)
             reference.expect("message_cross_tenant", (int(self.message.loc[row, "id"]),))
+        # A message longer than WhatsApp accepts.
+        long = self.pick(list(self.message.index[: len(self.message) - 1]), 1, "message")[0]
+        self.message.loc[long, "body"] = "x" * 2000
+        reference.expect(GX["body"], (int(self.message.loc[long, "id"]),))
         linked = self.conversation.index[self.conversation["leadId"].notna()]
         row = self.pick(list(linked), 1, "conversation")[0]
         self.conversation.loc[row, "leadId"] = "ld_deleted"
@@ -421,6 +452,11 @@ class _Builder:
         self.metrics.loc[recent, "delivered_count"] = 85
         self.metrics.loc[recent, "failed_count"] = 15
         self.metrics.loc[recent, "opt_out_count"] = 10
+        # An old hour counting more deliveries than sends.
+        old = self.metrics.index[self.metrics["metric_hour"] < pd.Timestamp(self.now)
+                                 - pd.Timedelta(hours=48)][5]
+        self.metrics.loc[old, "delivered_count"] = self.metrics.loc[old, "sent_count"] + 20
+        reference.expect(GX["delivered"], (int(self.metrics.loc[old, "id"]),))
         reference.expect("sms_delivery_rate", ("all rows",))
         reference.expect("sms_opt_out_rate", ("all rows",))
         reference.values.update({"sms_delivery_rate": 0.85, "sms_opt_out_rate": 10 / 85})

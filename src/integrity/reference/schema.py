@@ -71,6 +71,7 @@ Lead = Table(
     Column("tenantId", String(40)),
     Column("email", String(200)),
     Column("phone", String(40)),
+    Column("customerCode", String(20), nullable=False),
     Column("source", String(40), nullable=False),
     Column("createdAt", DateTime(), nullable=False),
 )
@@ -115,7 +116,8 @@ AccessLog = Table(
 
 sms_metrics = Table(
     "sms_metrics", metadata,
-    Column("metric_hour", DateTime(), primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("metric_hour", DateTime(), nullable=False, unique=True),
     Column("scheduled_count", Integer, nullable=False),
     Column("sent_count", Integer, nullable=False),
     Column("delivered_count", Integer, nullable=False),

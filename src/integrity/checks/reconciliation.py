@@ -151,8 +151,15 @@ class Reconciliation(Check):
         left_keys, right_keys = _keys(left.index, names), _keys(right.index, names)
         for name in names:
             left_keys[name], right_keys[name] = align(left_keys[name], right_keys[name])
-        table = left_keys.assign(**{left_name: left.to_numpy()}).merge(
-            right_keys.assign(**{right_name: right.to_numpy()}), on=names, how="outer")
+        # A union of both sides summed per key (as the SQL engine does) rather than an
+        # outer merge: a key on one side only meets 0, and empty sides need no special case.
+        both = pd.concat([left_keys.assign(**{left_name: left.to_numpy(dtype="float64"),
+                                              right_name: 0.0}),
+                          right_keys.assign(**{left_name: 0.0,
+                                               right_name: right.to_numpy(dtype="float64")})],
+                         ignore_index=True)
+        table = both.groupby(names, dropna=False, sort=False, as_index=False)[
+            [left_name, right_name]].sum()
         return self.compare(table)
 
     def compare(self, table) -> Measurement:

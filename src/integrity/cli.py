@@ -90,6 +90,21 @@ def validate(audit: str, engine: str | None) -> None:
                f"{len(loaded.datasets)} datasets")
 
 
+def history_url(audit=None, option: str | None = None) -> str:
+    """--history, else the audit's history.url, else $INTEGRITY_HISTORY_URL, else the default."""
+    import os
+
+    from integrity.history import DEFAULT_URL
+
+    configured = audit.config.history.url if audit is not None else None
+    return option or configured or os.environ.get("INTEGRITY_HISTORY_URL") or DEFAULT_URL
+
+
+HISTORY = click.option("--history", "history", metavar="URL",
+                       help="Run history database (default: the audit's history.url, else "
+                            "$INTEGRITY_HISTORY_URL, else sqlite:///reports/history.sqlite).")
+
+
 def _options(function):
     options = [
         click.option("-o", "--output", type=click.Path(file_okay=False),
@@ -104,6 +119,9 @@ def _options(function):
         click.option("--all", "all_checks", is_flag=True,
                      help="List passing checks in the console summary too."),
         ENGINE,
+        HISTORY,
+        click.option("--no-history", is_flag=True,
+                     help="Do not read or record run history (no lifecycle, no baselines)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -113,15 +131,30 @@ def _options(function):
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False))
 @_options
-def run(audit, output, sample_limit, fail_on, now, all_checks, engine) -> None:
+def run(audit, output, sample_limit, fail_on, now, all_checks, engine, history,
+        no_history) -> None:
     """Run an audit, write its reports and exit with the gate's code."""
     loaded = _load(audit)
     target = output or loaded.config.output.dir or str(Path("reports") / loaded.name)
-    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks, engine))
+    store = None if no_history or not loaded.config.history.enabled else \
+        history_url(loaded, history)
+    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks, engine,
+                  store))
 
 
-def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None) -> int:
-    from integrity.errors import OutputError
+def _quiet_run(audit, folder, now, history) -> None:
+    """An earlier demo night: recorded in history, nothing printed or kept but that."""
+    from integrity.history import History
+    from integrity.runner import run_audit
+
+    store = History(f"sqlite:///{history.resolve()}")
+    store.apply(run_audit(audit, now=now, history=store))
+    store.dispose()
+
+
+def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None,
+         history: str | None = None) -> int:
+    from integrity.errors import IntegrityError, OutputError
     from integrity.report import prepare_output, write_reports
     from integrity.report.text import summary_lines
     from integrity.runner import run_audit
@@ -131,8 +164,25 @@ def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None) -> 
         prepare_output(target)  # before the audit: an unwritable folder must not cost a run
     except OutputError as error:
         _fail(str(error))
+    from integrity.history import History
+
+    store = None
+    if history:
+        try:
+            store = History(history)
+            store.ensure()
+        except IntegrityError as error:
+            _fail(str(error))
     result = run_audit(audit, now=now, sample_limit=sample_limit, fail_on=fail_on,
-                       engine=engine)
+                       engine=engine, history=store)
+    if store is not None:
+        try:
+            store.apply(result)
+        except IntegrityError as error:
+            # The checks ran; without history their lifecycle and acceptances are unknown.
+            result.errors.append(str(error))
+        finally:
+            store.dispose()
     try:
         written = write_reports(result, target, audit.config.output.formats)
     except OutputError as error:
@@ -149,18 +199,22 @@ def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None) -> 
               show_default=True, help="Folder for the demo database and reports.")
 @click.option("--scale", type=click.FloatRange(min=0.0001), default=0.02, show_default=True,
               help="Size of the generated data (1 = about 100k quotes).")
+@click.option("--nights", type=click.IntRange(min=1, max=30), default=3, show_default=True,
+              help="Audit this many nightly snapshots, so the report shows what is new.")
 @click.option("--seed", type=int, default=7, show_default=True)
-def demo(output: str, scale: float, seed: int) -> None:
+def demo(output: str, scale: float, nights: int, seed: int) -> None:
     """Build the reference data in SQLite, audit it, and point to the report.
 
-    The data carries known, injected violations, so the gate fails by design;
-    the demo itself exits 0 when the audit ran and found exactly those.
+    Each night's snapshot carries known, injected violations (some the same as the
+    night before, some new), so the gate fails by design; the demo itself exits 0
+    when the audits ran.
     """
     import os
+    from datetime import timedelta
 
     from integrity.errors import OutputError
     from integrity.reference import reference_audit_path
-    from integrity.reference.generator import generate
+    from integrity.reference.generator import default_now, generate
     from integrity.report import prepare_output
 
     try:
@@ -168,12 +222,23 @@ def demo(output: str, scale: float, seed: int) -> None:
     except OutputError as error:
         _fail(str(error))
     database = (folder / "reference.sqlite").resolve()
+    history = folder / "history.sqlite"
+    for stale in folder.glob("history.sqlite*"):
+        stale.unlink()  # a fresh story every time the demo runs
     url = f"sqlite:///{database}"
-    click.echo(f"Generating the reference data (scale {scale}) in {database} ...")
-    reference = generate(url, scale=scale, seed=seed)
     os.environ["REFERENCE_DATABASE_URL"] = url
     audit = _load(str(reference_audit_path()))
-    code = _run(audit, str(folder), None, "critical", reference.now, False)
+    today = default_now()
+    for night in range(nights):
+        now = today - timedelta(days=nights - 1 - night)
+        last = night == nights - 1
+        click.echo(f"Night {night + 1} of {nights} ({now:%Y-%m-%d}): generating the reference "
+                   f"data (scale {scale}) in {database} and auditing it ...")
+        # Overlapping seeds: some violations persist from night to night, some are new.
+        generate(url, scale=scale, seed=seed + night // 2, now=now)
+        code = _run(audit, str(folder), None, "critical", now, False,
+                    history=f"sqlite:///{history.resolve()}") if last else _quiet_run(
+            audit, folder, now, history)
 
     click.echo("")
     click.echo(f"Open the report: {(folder / 'report.html').resolve().as_uri()}")
@@ -262,3 +327,131 @@ def scaffold(dataset: str, audit_path: str, output: str | None, limit: int | Non
     click.echo(f"{target}: {len(document['expectations'])} expectations drafted from "
                f"{len(frame):,} rows of {dataset}. Review them, then attach the suite:\n"
                f"  - {{kind: expectation_suite, dataset: {dataset}, suite: {target}}}")
+
+
+@main.command()
+@click.argument("audit", type=click.Path(dir_okay=False))
+@click.argument("check")
+@click.argument("keys", nargs=-1)
+@click.option("--reason", required=True, help="Why the violations are accepted (the ticket).")
+@click.option("--until", "until", required=True, metavar="YYYY-MM-DD",
+              help="The last day the acceptance holds.")
+@HISTORY
+def accept(audit: str, check: str, keys: tuple[str, ...], reason: str, until: str,
+           history: str | None) -> None:
+    """Accept known violations of CHECK so the gate can pass while they are fixed.
+
+    KEYS are violation keys as the report shows them (a compound key as comma-
+    separated values: tn_0001,2026-01-09); without KEYS every violation of the
+    check is accepted. Accepted violations stay in the report, marked, and the
+    acceptance expires after --until.
+    """
+    from datetime import date
+
+    from integrity.errors import IntegrityError
+    from integrity.history import History
+
+    loaded = _load(audit)
+    known = {config.id for config in loaded.checks}
+    if check not in known and check.split(":", 1)[0] not in known:
+        _fail(f"{audit}: no check {check!r} (checks: {', '.join(sorted(known))})")
+    try:
+        last_day = date.fromisoformat(until)
+    except ValueError:
+        _fail(f"--until: not a date: {until!r} (e.g. 2026-12-31)")
+    store = History(history_url(loaded, history))
+    try:
+        count = store.accept(loaded.name, check, [key.split(",") for key in keys] or None,
+                             reason, last_day)
+    except IntegrityError as error:
+        _fail(str(error))
+    finally:
+        store.dispose()
+    what = f"{count} violation(s)" if keys else "every violation"
+    click.echo(f"accepted {what} of {check} until {last_day.isoformat()}: {reason}")
+
+
+@main.group(name="history")
+def history_group() -> None:
+    """Browse the run history: list runs, show one, diff two."""
+
+
+@history_group.command("list")
+@click.option("--audit", "audit_name", help="Only runs of this audit (its name).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@HISTORY
+def history_list(audit_name: str | None, limit: int, history: str | None) -> None:
+    """The most recent runs, newest first."""
+    store = _history(history)
+    for run in store.list_runs(audit_name, limit):
+        counts = ", ".join(f"{run['counts'][s]} {s}" for s in ("fail", "warn", "error", "info",
+                                                                 "pass") if s in run["counts"])
+        click.echo(f"#{run['id']:<5} {run['started_at']:%Y-%m-%d %H:%M}  {run['audit']:<20} "
+                   f"{run['outcome']:<12} exit {run['exit_code']}  {counts}")
+
+
+@history_group.command("show")
+@click.argument("run_id", type=int)
+@HISTORY
+def history_show(run_id: int, history: str | None) -> None:
+    """One run: every check's status and counts."""
+    store = _history(history)
+    head, results = _read_run(store, run_id)
+    click.echo(f"run #{head['id']} of {head['audit']} ({head['audit_file']}), "
+               f"{head['started_at']:%Y-%m-%d %H:%M:%S} UTC, engine {head['engine']}, "
+               f"{head['outcome']} (exit {head['exit_code']})")
+    width = max((len(row["check_id"]) for row in results), default=10)
+    for row in results:
+        count = "–" if row["violation_count"] is None else f"{row['violation_count']:,}"
+        click.echo(f"  {row['status'].upper():<5} {row['check_id']:<{width}}  {count}")
+
+
+@history_group.command("diff")
+@click.argument("older", type=int)
+@click.argument("newer", type=int)
+@HISTORY
+def history_diff(older: int, newer: int, history: str | None) -> None:
+    """What changed per check between two runs."""
+    store = _history(history)
+    _, before = _read_run(store, older)
+    _, after = _read_run(store, newer)
+    old = {row["check_id"]: row for row in before}
+    new = {row["check_id"]: row for row in after}
+    changes = 0
+    for check_id in sorted(set(old) | set(new)):
+        a, b = old.get(check_id), new.get(check_id)
+        if a is None or b is None:
+            click.echo(f"{'+' if a is None else '-'} {check_id}: "
+                       f"{'added' if a is None else 'removed'}")
+            changes += 1
+            continue
+        appeared = len(b["fingerprints"] - a["fingerprints"])
+        gone = len(a["fingerprints"] - b["fingerprints"])
+        if a["status"] != b["status"] or appeared or gone:
+            changes += 1
+            click.echo(f"~ {check_id}: {a['status']} -> {b['status']}, violations "
+                       f"{a['violation_count']} -> {b['violation_count']} "
+                       f"(+{appeared} new, -{gone} resolved)")
+    if not changes:
+        click.echo(f"no changes between run #{older} and run #{newer}")
+
+
+def _history(option: str | None):
+    from integrity.errors import IntegrityError
+    from integrity.history import History
+
+    store = History(history_url(None, option))
+    try:
+        store.ensure()
+    except IntegrityError as error:
+        _fail(str(error))
+    return store
+
+
+def _read_run(store, run_id: int):
+    from integrity.errors import IntegrityError
+
+    try:
+        return store.run(run_id)
+    except IntegrityError as error:
+        _fail(str(error))

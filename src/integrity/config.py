@@ -167,6 +167,7 @@ class DatasetConfig(Model):
     tenant_column: str | None = None
     timezone: str = "UTC"
     description: str | None = None
+    mask: list[str] = []  # columns shown masked in reports (phones, e-mails)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -204,6 +205,13 @@ class OutputConfig(Model):
     sample_limit: Annotated[int, Field(ge=0)] = 20
 
 
+class HistoryConfig(Model):
+    """The run history store: a separate database, never the audited one."""
+
+    url: str | None = None
+    enabled: bool = True
+
+
 class AuditConfig(Model):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
@@ -213,6 +221,8 @@ class AuditConfig(Model):
     datasets: dict[str, DatasetConfig] = Field(min_length=1)
     checks: list[dict[str, Any]] = Field(min_length=1)
     output: OutputConfig = OutputConfig()
+    history: HistoryConfig = HistoryConfig()
+    mask: list[str] = []  # columns shown masked in every dataset's samples
 
 
 @dataclass

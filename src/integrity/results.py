@@ -53,6 +53,14 @@ class CheckResult:
     group_column: str | None = None
     context_column: str | None = None
     engine: str | None = None
+    tenant_column: str | None = None
+    tenant_counts: dict[str, int] = field(default_factory=dict)
+    group_values: dict[str, float | None] = field(default_factory=dict)
+    # Filled from the run history (see history.History.apply).
+    lifecycle: Any = None
+    tracked: dict = field(default_factory=dict, repr=False)
+    trend: list[tuple] = field(default_factory=list)
+    status_before_acceptance: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -86,8 +94,8 @@ def thresholds_text(config: CheckConfig) -> dict[str, str]:
 
 
 def measured(check: Check, measurement: Measurement, duration_ms: float, sample_limit: int,
-             path: str) -> CheckResult:
-    """The result of a check that ran."""
+             path: str, mask: set[str] | frozenset[str] = frozenset()) -> CheckResult:
+    """The result of a check that ran. Columns in `mask` are masked in the sample."""
     config = check.config
     count, population = measurement.violation_count, measurement.population
     notes = list(measurement.notes)
@@ -102,6 +110,7 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
     frame = measurement.violations
     sample, truncated = take_sample(frame, sample_limit, measurement.group_column)
     label = f"{config.id}:{measurement.label}" if measurement.label else config.id
+    tenant = check.tenant_column()
     return CheckResult(
         id=label, kind=config.kind, datasets=check.datasets, path=path,
         description=measurement.description or check.describe(),
@@ -111,11 +120,49 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         value=measurement.value, value_text=measurement.value_text, sql=measurement.sql,
         thresholds=thresholds_text(config), notes=notes, duration_ms=duration_ms,
         columns=[str(column) for column in frame.columns],
-        sample=records(sample), sample_truncated=truncated,
+        sample=masked(records(sample), mask), sample_truncated=truncated,
         key_columns=list(measurement.keys),
         violation_keys=violation_keys(frame, measurement),
         group_column=measurement.group_column, context_column=measurement.context_column,
+        tenant_column=tenant if tenant in frame else None,
+        tenant_counts=tenant_counts(frame, tenant, measurement.context_column),
+        group_values=dict(measurement.values),
     )
+
+
+def tenant_counts(frame: pd.DataFrame, tenant: str | None, context: str | None
+                  ) -> dict[str, int]:
+    """Violations per tenant, most first (context rows excluded)."""
+    if not tenant or tenant not in frame or frame.empty:
+        return {}
+    rows = frame[frame[context] != "kept"] if context and context in frame else frame
+    counts = rows[tenant].map(lambda v: "(none)" if plain(v) is None else str(plain(v)))
+    return {name: int(count) for name, count in counts.value_counts().items()}
+
+
+def mask_value(value: Any) -> Any:
+    """Keep enough to recognise a value, not to use it: a•••@example.com, +44•••••23."""
+    if value is None:
+        return None
+    text = str(value)
+    if "@" in text:
+        local, _, domain = text.partition("@")
+        return f"{local[:1]}•••@{domain}"
+    digits = sum(ch.isdigit() for ch in text)
+    if digits >= 6:
+        return f"{text[:3]}•••••{text[-2:]}"
+    return f"{text[:1]}•••" if text else text
+
+
+def masked(rows: list[dict[str, Any]], columns: set[str] | frozenset[str]
+           ) -> list[dict[str, Any]]:
+    if not columns:
+        return rows
+    # duplicate_key is derived from the key columns: masked whenever one of them is.
+    derived = {"duplicate_key"} if any(name in columns for row in rows[:1] for name in row) \
+        else set()
+    return [{name: mask_value(value) if name in columns or name in derived else value
+             for name, value in row.items()} for row in rows]
 
 
 def errored(config: CheckConfig, datasets: list[str], message: str, path: str,
@@ -224,6 +271,8 @@ class AuditResult:
     sample_limit: int
     errors: list[str] = field(default_factory=list)
     datasets: list[DatasetLoad] = field(default_factory=list)
+    run_id: int | None = None
+    history: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:

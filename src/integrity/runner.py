@@ -14,11 +14,15 @@ import logging
 import time
 import traceback
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from integrity.checks import CHECKS, Check
 from integrity.config import Audit
 from integrity.errors import IntegrityError, SourceError
 from integrity.results import AuditResult, CheckResult, DatasetLoad, errored, measured
+
+if TYPE_CHECKING:
+    from integrity.history import History
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,10 @@ def engine_problems(audit: Audit, dialect: str, engine: str | None = None
 
 
 def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | None = None,
-              fail_on: str = "critical", engine: str | None = None) -> AuditResult:
+              fail_on: str = "critical", engine: str | None = None,
+              history: History | None = None) -> AuditResult:
+    """Run every check. With a `history`, metric baselines come from it (recording the
+    run and the violation lifecycle is `History.apply`, after this)."""
     from integrity.pushdown import Tables
     from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
                                    open_source, read_frame, sql_text)
@@ -129,16 +136,22 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
 
             if bulk is not None:
                 bulk.close()
+            baseline = None
+            if history is not None:
+                def baseline(check_id, group, runs_back, statistic):
+                    return history.baseline(audit.name, check_id, group, runs_back, statistic,
+                                            before=now)
             contexts = {
                 "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
-                                 connection=connection),
+                                 connection=connection, baseline=baseline),
                 "sql": Tables(audit=audit, source=source, connection=connection, now=now,
-                              columns=types),
+                              columns=types, baseline=baseline),
             }
             for check in checks:
                 engine = engines[check.id]
                 result.checks.extend(_run_one(check, engine, contexts[engine], connection,
-                                              broken.get(check.id), limit, paths[check.id]))
+                                              broken.get(check.id), limit, paths[check.id],
+                                              _mask(audit, check)))
     except SourceError as error:
         return fail_all(str(error))
     finally:
@@ -147,8 +160,15 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     return result
 
 
+def _mask(audit: Audit, check: Check) -> set[str]:
+    columns = set(audit.config.mask)
+    for dataset in _safe_columns(check):
+        columns |= set(audit.datasets[dataset].mask)
+    return columns
+
+
 def _run_one(check: Check, engine: str, context, connection, problem: str | None, limit: int,
-             path: str) -> list[CheckResult]:
+             path: str, mask: set[str]) -> list[CheckResult]:
     """The check's result — or results, for a check that yields several (a GX suite)."""
     if problem is not None:
         return [errored(check.config, _datasets(check), problem, path, _describe(check))]
@@ -173,7 +193,7 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
                         (time.perf_counter() - began) * 1000)]
     elapsed = (time.perf_counter() - began) * 1000
     parts = measurement if isinstance(measurement, list) else [measurement]
-    outcomes = [measured(check, part, elapsed / max(1, len(parts)), limit, path)
+    outcomes = [measured(check, part, elapsed / max(1, len(parts)), limit, path, mask)
                 for part in parts]
     for outcome in outcomes:
         outcome.engine = engine

@@ -420,6 +420,7 @@ class Frames:
     frames: dict[str, pd.DataFrame]
     now: datetime
     connection: Connection | None = None
+    baseline: Any = None  # (check id, group, runs, statistic) -> (value, runs found)
     _times: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
 
     def frame(self, dataset: str) -> pd.DataFrame:

@@ -65,6 +65,11 @@ _THRESHOLD = re.compile(
 )
 
 
+_RELATIVE = re.compile(
+    r"^\s*(<=|>=|==|!=|<|>|=)\s*(\d+(?:\.\d+)?)\s*(%|x|×)\s*(?:of\s+)?(?:the\s+)?baseline\s*$",
+    re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A bound such as '> 5%' or 'count > 10', breached when the comparison holds.
@@ -77,18 +82,22 @@ class Threshold:
     op: str
     value: float
     text: str
+    relative: bool = False  # the bound is `value` times a baseline from history
 
-    def breached(self, observed: float | None) -> bool:
+    def breached(self, observed: float | None, baseline: float | None = None) -> bool:
         if observed is None or (isinstance(observed, float) and math.isnan(observed)):
             return False
-        return _OPERATORS[self.op](observed, self.value)
+        if self.relative and baseline is None:
+            return False  # no baseline: the caller says so, it is not a breach
+        bound = self.value * baseline if self.relative else self.value
+        return _OPERATORS[self.op](observed, bound)
 
     def __str__(self) -> str:
         return self.text
 
 
 def parse_threshold(value: Any, *, default_measure: str = "count") -> Threshold:
-    """'> 0', '>= 5%', 'rate > 0.02', 'count > 10', '< 90%'.
+    """'> 0', '>= 5%', 'rate > 0.02', 'count > 10', '< 90%', '< 50% of baseline', '> 2x baseline'.
 
     Without a measure word a percentage means 'rate' (or the metric value for
     metric checks) and a plain number means `default_measure`.
@@ -99,6 +108,14 @@ def parse_threshold(value: Any, *, default_measure: str = "count") -> Threshold:
         raise ValueError(f"invalid threshold {value!r}: use e.g. '> 0', '> 5%', 'count >= 10'")
     if isinstance(value, (int, float)):
         return Threshold(default_measure, ">", float(value), f"> {value:g}")
+    relative = _RELATIVE.match(value)
+    if relative:
+        if default_measure != "value":
+            raise ValueError(f"invalid threshold {value!r}: baselines apply to metric checks")
+        op, number, unit = relative.groups()
+        factor = float(number) / 100 if unit == "%" else float(number)
+        return Threshold("value", "==" if op == "=" else op, factor, " ".join(value.split()),
+                         relative=True)
     match = _THRESHOLD.match(value)
     if not match:
         raise ValueError(f"invalid threshold {value!r}: use e.g. '> 0', '> 5%', 'count >= 10'")

@@ -59,6 +59,8 @@ class Measurement:
     description: str | None = None
     severity: str | None = None
     error: str | None = None
+    # Per-group values of a metric, kept in the run history for baselines.
+    values: dict[str, float | None] = field(default_factory=dict)
 
 
 class Check:
@@ -101,6 +103,12 @@ class Check:
         definition = self.audit.datasets[dataset]
         names = [*(definition.key or []), definition.tenant_column, *extra]
         return list(dict.fromkeys(name for name in names if name))
+
+    def tenant_column(self) -> str | None:
+        """The tenant column of the violations this check reports, if any."""
+        own = getattr(self.config, "tenant_column", None)
+        datasets = list(self.columns())
+        return own or (self.tenant_of(datasets[0]) if datasets else None)
 
     def key_of(self, dataset: str) -> list[str]:
         key = self.audit.datasets[dataset].key

@@ -17,9 +17,9 @@ check takes the worst level. No rows in the window is a pass with a note.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from integrity.checks import Check, Measurement
 from integrity.config import AggregateField, CheckConfig, Duration, Model
@@ -44,6 +44,16 @@ class MetricThresholds(Model):
         return self
 
 
+class Baseline(Model):
+    """Where relative bounds ('< 50% of baseline') get their baseline: the check's own
+    values in the previous `runs` runs of this audit (from the run history)."""
+
+    runs: Annotated[int, Field(ge=1, le=365)] = 7
+    statistic: Literal["median", "mean", "min", "max"] = "median"
+    min_runs: Annotated[int, Field(ge=1)] = 3
+    insufficient: Literal["info", "warning"] = "info"
+
+
 class MetricConfig(CheckConfig):
     kind: Literal["metric"]
     dataset: str
@@ -56,6 +66,7 @@ class MetricConfig(CheckConfig):
     time: str | None = None
     window: Duration | None = None
     thresholds: MetricThresholds  # type: ignore[assignment]
+    baseline: Baseline = Baseline()
     format: Literal["percent", "number"] | None = None
 
     @model_validator(mode="after")
@@ -112,6 +123,7 @@ class Metric(Check):
         from integrity.checks.common import aggregate
 
         config = self.config
+        self._baseline = data.baseline
         rows = data.rows(config.dataset, config.where)
         if config.window is not None:
             times = data.time_column(config.dataset, rows, config.time)
@@ -136,6 +148,7 @@ class Metric(Check):
         import sqlalchemy as sa
 
         config = self.config
+        self._baseline = db.baseline
         rows = db.alias(config.dataset, "rows")
         scope = db.where(config.dataset, rows, config.where)
         if config.window is not None:
@@ -207,10 +220,22 @@ class Metric(Check):
                                keys=list(config.by) or ["scope"], judged=True, notes=notes)
         levels = pd.Series(None, index=table.index, dtype="object")
         bounds = config.thresholds
+        groups = self.group_keys(table)
+        baselines = self.baselines(groups, notes)
         for level, bound in (("warning", bounds.warn), ("critical", bounds.critical)):
             if bound is not None:
-                breached = table["value"].map(bound.breached).astype(bool)
-                levels[breached] = level
+                breached = [bound.breached(value, baselines.get(group)) for value, group in
+                            zip(table["value"], groups)]
+                levels[pd.Series(breached, index=table.index)] = level
+        if self.relative and any(baselines.get(group) is None for group in groups):
+            # Too little history: say so, never pass silently.
+            short = [g for g in groups if baselines.get(g) is None]
+            for index, group in zip(table.index, groups):
+                if group in short and pd.isna(levels[index]):
+                    levels[index] = config.baseline.insufficient
+            notes.append(f"too little history for a baseline ({len(short)} group(s) with fewer "
+                         f"than {config.baseline.min_runs} earlier runs): "
+                         f"{config.baseline.insufficient}")
         no_data = table["value"].isna()
         if no_data.any():
             notes.append(f"{int(no_data.sum())} group(s) have no data (denominator 0)"
@@ -218,23 +243,61 @@ class Metric(Check):
         flagged = levels.notna()
         violations = table[flagged].assign(
             level=levels[flagged],
-            bound=[str(bounds.critical if level == "critical" else bounds.warn)
+            bound=[str(bounds.critical if level == "critical" else
+                       bounds.warn if level == "warning" and bounds.warn else
+                       "baseline: too little history" if self.relative else bounds.warn)
                    for level in levels[flagged]])
+        if self.relative:
+            violations["baseline"] = [None if baselines.get(g) is None else
+                                      self.format(baselines[g]) for g, keep in
+                                      zip(groups, flagged) if keep]
         violations["value"] = violations["value"].map(self.format)
         if config.by:
             violations = violations.sort_values(list(config.by), kind="stable")
         level = ("critical" if (levels == "critical").any() else
-                 "warning" if (levels == "warning").any() else None)
+                 "warning" if (levels == "warning").any() else
+                 "info" if (levels == "info").any() else None)
         single = None if config.by else table["value"].iloc[0]
         single = None if single is None or pd.isna(single) else float(single)
         shown = self.format(single) if single is not None else (
             ", ".join(f"{row[config.by[0]]}: {self.format(row['value'])}"
                       for _, row in table.iterrows()) if len(config.by) == 1 and
             len(table) <= 12 else None)
+        values = {group: (None if pd.isna(value) else float(value))
+                  for group, value in zip(groups, table["value"])}
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=population,
                            keys=list(config.by) or ["scope"], level=level, judged=True,
-                           value=single, value_text=shown, notes=notes)
+                           value=single, value_text=shown, notes=notes, values=values)
+
+    @property
+    def relative(self) -> bool:
+        bounds = self.config.thresholds
+        return any(bound is not None and bound.relative for bound in (bounds.warn,
+                                                                       bounds.critical))
+
+    def group_keys(self, table) -> list[str]:
+        """How each group is named in the run history ("all rows" without `by`)."""
+        if not self.config.by:
+            return ["all rows"] * len(table)
+        return [" | ".join("null" if v is None or v != v else str(v) for v in row)
+                for row in table[list(self.config.by)].itertuples(index=False, name=None)]
+
+    def baselines(self, groups: list[str], notes: list[str]) -> dict[str, float]:
+        """Each group's baseline from history, when there is enough of it."""
+        if not self.relative:
+            return {}
+        provider = getattr(self, "_baseline", None)
+        if provider is None:
+            notes.append("no run history: relative thresholds cannot be judged")
+            return {}
+        found = {}
+        spec = self.config.baseline
+        for group in dict.fromkeys(groups):
+            value, count = provider(self.id, group, spec.runs, spec.statistic)
+            if value is not None and count >= spec.min_runs:
+                found[group] = value
+        return found
 
     def format(self, value) -> str | None:
         if value is None or value != value:

@@ -33,11 +33,14 @@ def document(result: AuditResult) -> dict[str, Any]:
             "database": result.database,
             "dialect": result.dialect,
             "sample_limit": result.sample_limit,
+            "run_id": result.run_id,
+            "history": result.history,
         },
         "gate": {"fail_on": result.fail_on, "passed": code == ExitCode.OK,
                  "exit_code": code, "outcome": ExitCode(code).name.lower()},
         "summary": {"checks": len(result.checks), **result.counts,
-                    "violations": sum(c.violation_count or 0 for c in result.checks)},
+                    "violations": sum(c.violation_count or 0 for c in result.checks),
+                    **lifecycle_totals(result)},
         "errors": list(result.errors),
         "datasets": [{"name": d.name, "rows": d.rows, "columns": d.columns,
                       "seconds": round(d.seconds, 4), "sql": d.sql} for d in result.datasets],
@@ -69,9 +72,56 @@ def check_document(check: CheckResult) -> dict[str, Any]:
         "group_column": check.group_column,
         "context_column": check.context_column,
         "columns": check.columns,
-        "violations": check.sample,
+        "violations": [{**row, "_state": state} if state else row
+                       for row, state in zip(check.sample, row_states(check))],
         "violations_truncated": check.sample_truncated,
+        "lifecycle": lifecycle_counts(check),
+        "status_before_acceptance": check.status_before_acceptance,
+        "tenants": check.tenant_counts,
+        "trend": [{"run": run, "status": status, "violations": count}
+                  for run, status, count in check.trend],
     }
+
+
+def lifecycle_counts(check: CheckResult) -> dict[str, Any] | None:
+    life = check.lifecycle
+    if life is None:
+        return None
+    return {"previous_run": life.previous_run, "new": len(life.new),
+            "persisting": len(life.persisting), "resolved": len(life.resolved),
+            "accepted": len(life.accepted)}
+
+
+def lifecycle_totals(result: AuditResult) -> dict[str, int]:
+    counted = [lifecycle_counts(check) for check in result.checks]
+    counted = [c for c in counted if c is not None]
+    if not counted:
+        return {}
+    return {name: sum(c[name] for c in counted) for name in ("new", "persisting", "resolved",
+                                                             "accepted")}
+
+
+def row_states(check: CheckResult) -> list[str | None]:
+    """Per sample row: new / persisting since … / accepted until … (None for context rows)."""
+    from integrity.history import fingerprint
+
+    life = check.lifecycle
+    states: list[str | None] = []
+    for row in check.sample:
+        if life is None or (check.context_column and row.get(check.context_column) == "kept"):
+            states.append(None)
+            continue
+        print_ = fingerprint(check.id, [row.get(column) for column in check.key_columns])
+        if print_ in life.accepted:
+            states.append(f"accepted until {life.accepted[print_][1].isoformat()}")
+        elif print_ in life.persisting:
+            first, count = life.persisting[print_]
+            states.append(f"since {first:%Y-%m-%d %H:%M} ({count} runs)")
+        elif print_ in life.new:
+            states.append("new")
+        else:
+            states.append(None)
+    return states
 
 
 def render(result: AuditResult) -> str:

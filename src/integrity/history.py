@@ -1,0 +1,424 @@
+"""Run history: what was found, when, and what changed since the previous run.
+
+A separate database (a SQLite file under reports/ by default, any SQLAlchemy
+URL by choice — never the audited connection) records every run, every check
+result and a fingerprint of every violating row's key. From it each violation
+is *new*, *persisting* (first seen when, in how many runs) or *resolved*;
+baseline-relative thresholds read trailing values; accepted violations are
+kept with their reason and expiry; the report draws trends.
+
+The schema is versioned in `integrity_meta` and upgraded in place, in one
+transaction. Every run is written in one transaction too, so two audits
+finishing at once cannot interleave (SQLite waits on its lock; PostgreSQL
+serialises the version row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import sqlalchemy as sa
+
+from integrity import __version__
+from integrity.errors import IntegrityError, scrub
+
+if TYPE_CHECKING:
+    from integrity.results import AuditResult, CheckResult
+
+SCHEMA_VERSION = 1
+TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
+DEFAULT_URL = "sqlite:///reports/history.sqlite"
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "integrity_meta", metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+)
+runs = sa.Table(
+    "integrity_runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audit", sa.String(200), nullable=False, index=True),
+    sa.Column("audit_file", sa.String(1000), nullable=False),
+    sa.Column("engine", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=False),
+    sa.Column("data_as_of", sa.DateTime, nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("exit_code", sa.Integer, nullable=False),
+    sa.Column("fail_on", sa.String(20), nullable=False),
+    sa.Column("tool_version", sa.String(40), nullable=False),
+    sa.Column("config_hash", sa.String(64), nullable=False),
+    sa.Column("database", sa.String(1000), nullable=False),
+    sa.Column("errors", sa.Text, nullable=False),
+)
+check_results = sa.Table(
+    "integrity_check_results", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
+    sa.Column("check_id", sa.String(400), primary_key=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("violation_count", sa.Integer),
+    sa.Column("population", sa.BigInteger),
+    sa.Column("rate", sa.Float),
+    sa.Column("value", sa.Float),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text),
+)
+check_values = sa.Table(  # per-group values of metric checks, for baselines
+    "integrity_check_values", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
+    sa.Column("check_id", sa.String(400), primary_key=True),
+    sa.Column("group_key", sa.String(400), primary_key=True),
+    sa.Column("value", sa.Float),
+)
+violations = sa.Table(
+    "integrity_violations", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
+    sa.Column("check_id", sa.String(400), primary_key=True),
+    sa.Column("fingerprint", sa.String(32), primary_key=True),
+    sa.Column("key_json", sa.Text, nullable=False),
+    sa.Column("first_seen_at", sa.DateTime, nullable=False),
+    sa.Column("runs_seen", sa.Integer, nullable=False),
+)
+accepted = sa.Table(
+    "integrity_accepted", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audit", sa.String(200), nullable=False),
+    sa.Column("check_id", sa.String(400), nullable=False),
+    sa.Column("fingerprint", sa.String(32)),  # null: every violation of the check
+    sa.Column("key_json", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("until", sa.Date, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
+sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
+
+# Upgrades: version -> statements taking the schema from version - 1 to version.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+class HistoryError(IntegrityError):
+    """The history store cannot be read or written."""
+
+
+def fingerprint(check_id: str, key: Iterable[Any]) -> str:
+    """A stable id for one violation: the check and the key's values as text
+    (so 1588 and "1588" are the same key whatever the driver returned)."""
+    canonical = json.dumps([check_id, [None if v is None else str(v) for v in key]])
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Lifecycle:
+    """How a check's violations relate to the previous run that measured it."""
+
+    previous_run: int | None = None
+    new: set[str] = field(default_factory=set)
+    persisting: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    resolved: dict[str, str] = field(default_factory=dict)  # fingerprint -> key json
+    accepted: dict[str, tuple[str, date]] = field(default_factory=dict)  # fp -> reason, until
+
+
+@dataclass
+class Acceptance:
+    check_id: str
+    fingerprint: str | None
+    key: list | None
+    reason: str
+    until: date
+
+
+class History:
+    """One history database."""
+
+    def __init__(self, url: str = DEFAULT_URL):
+        try:
+            parsed = sa.engine.make_url(url)
+        except sa.exc.ArgumentError:
+            raise HistoryError("history: not a valid SQLAlchemy URL") from None
+        self._secrets = tuple(s for s in (parsed.password,) if s)
+        self.display_url = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "",
+                                                                             ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+            @sa.event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_connection, _record):
+                # Our own transactions (BEGIN IMMEDIATE below), and WAL so readers
+                # never block the writer.
+                dbapi_connection.isolation_level = None
+                dbapi_connection.execute("PRAGMA journal_mode=WAL")
+                dbapi_connection.execute("PRAGMA busy_timeout=60000")
+
+            @sa.event.listens_for(self.engine, "begin")
+            def _begin_immediate(connection):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+        self._ready = False
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _error(self, error: BaseException, action: str) -> HistoryError:
+        text = " ".join(str(getattr(error, "orig", None) or error).split())
+        text = text.split(" [SQL:")[0]
+        return HistoryError(scrub(f"history ({self.display_url}): {action}: {text}",
+                                  self._secrets))
+
+    def ensure(self) -> None:
+        """Create or upgrade the schema (idempotent, safe when two runs start together)."""
+        if self._ready:
+            return
+        try:
+            with self.engine.begin() as connection:
+                metadata.create_all(connection, checkfirst=True)
+                version = connection.execute(sa.select(meta_table.c.value).where(
+                    meta_table.c.key == "schema_version")).scalar()
+                if version is None:
+                    connection.execute(meta_table.insert().values(key="schema_version",
+                                                                  value=str(SCHEMA_VERSION)))
+                    version = SCHEMA_VERSION
+                version = int(version)
+                if version > SCHEMA_VERSION:
+                    raise HistoryError(f"history ({self.display_url}) has schema version "
+                                       f"{version}, newer than this integrity "
+                                       f"({SCHEMA_VERSION}); upgrade integrity")
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(step, []):
+                        connection.exec_driver_sql(statement)
+                    connection.execute(meta_table.update().where(
+                        meta_table.c.key == "schema_version").values(value=str(step)))
+        except sa.exc.IntegrityError:
+            # Another run created the version row first: its schema is ours.
+            pass
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot prepare the store") from None
+        self._ready = True
+
+    # -- reading ------------------------------------------------------------------------
+
+    def previous_fingerprints(self, connection, audit: str, check_id: str
+                              ) -> tuple[int | None, dict[str, tuple[str, datetime, int]]]:
+        """The last run of `audit` in which `check_id` ran, and its violations."""
+        previous = connection.execute(
+            sa.select(sa.func.max(check_results.c.run_id))
+            .select_from(check_results.join(runs, runs.c.id == check_results.c.run_id))
+            .where(runs.c.audit == audit, check_results.c.check_id == check_id,
+                   check_results.c.status != "error")).scalar()
+        if previous is None:
+            return None, {}
+        rows = connection.execute(
+            sa.select(violations.c.fingerprint, violations.c.key_json,
+                      violations.c.first_seen_at, violations.c.runs_seen)
+            .where(violations.c.run_id == previous, violations.c.check_id == check_id)).all()
+        return previous, {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+    def acceptances(self, connection, audit: str, today: date) -> list[Acceptance]:
+        rows = connection.execute(sa.select(accepted).where(accepted.c.audit == audit)).all()
+        return [Acceptance(row.check_id, row.fingerprint,
+                           None if row.key_json is None else json.loads(row.key_json),
+                           row.reason, row.until) for row in rows]
+
+    def baseline(self, audit: str, check_id: str, group_key: str, runs_back: int,
+                 statistic: str, before: datetime) -> tuple[float | None, int]:
+        """(median/mean/min/max of the last `runs_back` values, how many there were)."""
+        self.ensure()
+        try:
+            with self.engine.connect() as connection:
+                values = connection.execute(
+                    sa.select(check_values.c.value)
+                    .select_from(check_values.join(runs, runs.c.id == check_values.c.run_id))
+                    .where(runs.c.audit == audit, check_values.c.check_id == check_id,
+                           check_values.c.group_key == group_key,
+                           check_values.c.value.is_not(None),
+                           runs.c.data_as_of < _naive(before))
+                    .order_by(runs.c.data_as_of.desc()).limit(runs_back)).scalars().all()
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot read baselines") from None
+        if not values:
+            return None, 0
+        compute = {"median": statistics.median, "mean": statistics.fmean,
+                   "min": min, "max": max}[statistic]
+        return float(compute(values)), len(values)
+
+    def trend(self, connection, audit: str, check_id: str, limit: int = 30
+              ) -> list[tuple[int, str, int | None]]:
+        """(run id, status, violation count) of the last `limit` runs, oldest first."""
+        rows = connection.execute(
+            sa.select(check_results.c.run_id, check_results.c.status,
+                      check_results.c.violation_count)
+            .select_from(check_results.join(runs, runs.c.id == check_results.c.run_id))
+            .where(runs.c.audit == audit, check_results.c.check_id == check_id)
+            .order_by(check_results.c.run_id.desc()).limit(limit)).all()
+        return [tuple(row) for row in reversed(rows)]
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def apply(self, result: AuditResult) -> None:
+        """Attach lifecycle, acceptance and trends to `result`, re-judge checks whose
+        violations are all accepted, and record the run."""
+        self.ensure()
+        today = result.now.date()
+        try:
+            with self.engine.begin() as connection:
+                acceptances = self.acceptances(connection, result.audit_name, today)
+                for check in result.checks:
+                    if check.status == "error":
+                        check.lifecycle = None
+                        continue
+                    self._lifecycle(connection, result, check, acceptances, today)
+                run_id = self._record(connection, result)
+                for check in result.checks:
+                    check.trend = self.trend(connection, result.audit_name, check.id)
+                result.run_id = run_id
+                result.history = self.display_url
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the run") from None
+
+    def _lifecycle(self, connection, result: AuditResult, check: CheckResult,
+                   acceptances: list[Acceptance], today: date) -> None:
+        previous, seen = self.previous_fingerprints(connection, result.audit_name, check.id)
+        life = Lifecycle(previous_run=previous)
+        now = _naive(result.now)
+        current: dict[str, tuple[str, datetime, int]] = {}
+        for key in check.violation_keys[:TRACKED_PER_CHECK]:
+            print_ = fingerprint(check.id, key)
+            key_json = json.dumps([None if v is None else str(v) for v in key])
+            if print_ in seen:
+                _, first, count = seen[print_]
+                life.persisting[print_] = (first, count + 1)
+                current[print_] = (key_json, first, count + 1)
+            else:
+                life.new.add(print_)
+                current[print_] = (key_json, now, 1)
+        life.resolved = {fp: key_json for fp, (key_json, _, _) in seen.items()
+                         if fp not in current}
+        for acceptance in acceptances:
+            if acceptance.check_id != check.id or acceptance.until < today:
+                continue
+            for print_ in current:
+                if acceptance.fingerprint in (None, print_):
+                    life.accepted[print_] = (acceptance.reason, acceptance.until)
+        expired = [a for a in acceptances if a.check_id == check.id and a.until < today]
+        if expired:
+            check.notes.append(f"{len(expired)} acceptance(s) expired (last on "
+                               f"{max(a.until for a in expired).isoformat()})")
+        check.lifecycle = life
+        check.tracked = current
+        if len(check.violation_keys) > TRACKED_PER_CHECK:
+            check.notes.append(f"lifecycle tracks the first {TRACKED_PER_CHECK:,} violations")
+        if life.accepted and check.status in {"warn", "fail", "info"}:
+            open_count = len(current) - len(life.accepted)
+            if open_count == 0:
+                check.notes.append(f"all {len(life.accepted)} violation(s) accepted: "
+                                   f"{sorted({reason for reason, _ in life.accepted.values()})[0]}")
+                check.status_before_acceptance = check.status
+                check.status = "pass"
+            else:
+                check.notes.append(f"{len(life.accepted)} of {len(current)} violation(s) "
+                                   f"accepted; {open_count} open")
+
+    def _record(self, connection, result: AuditResult) -> int:
+        from integrity.gate import ExitCode
+
+        code = result.exit_code
+        run_id = connection.execute(runs.insert().values(
+            audit=result.audit_name, audit_file=result.audit_file, engine=result.engine,
+            started_at=_naive(result.started_at), finished_at=_naive(result.finished_at),
+            data_as_of=_naive(result.now), outcome=ExitCode(code).name.lower(), exit_code=code,
+            fail_on=result.fail_on, tool_version=__version__, config_hash=result.config_hash,
+            database=result.database, errors=json.dumps(result.errors))).inserted_primary_key[0]
+        rows, values, prints = [], [], []
+        for check in result.checks:
+            rows.append(dict(run_id=run_id, check_id=check.id, kind=check.kind,
+                             status=check.status, severity=check.severity,
+                             violation_count=check.violation_count,
+                             population=check.population, rate=check.rate, value=check.value,
+                             duration_ms=check.duration_ms, error=check.error))
+            for group_key, value in (check.group_values or {}).items():
+                values.append(dict(run_id=run_id, check_id=check.id, group_key=group_key,
+                                   value=value))
+            for print_, (key_json, first, count) in (getattr(check, "tracked", None)
+                                                      or {}).items():
+                prints.append(dict(run_id=run_id, check_id=check.id, fingerprint=print_,
+                                   key_json=key_json, first_seen_at=first, runs_seen=count))
+        for table, batch in ((check_results, rows), (check_values, values),
+                             (violations, prints)):
+            for start in range(0, len(batch), 5000):
+                connection.execute(table.insert(), batch[start:start + 5000])
+        return run_id
+
+    # -- acceptances -------------------------------------------------------------------------
+
+    def accept(self, audit: str, check_id: str, keys: list[list[str]] | None, reason: str,
+               until: date, now: datetime | None = None) -> int:
+        self.ensure()
+        now = _naive(now or datetime.now(timezone.utc))
+        rows = [dict(audit=audit, check_id=check_id, fingerprint=None, key_json=None,
+                     reason=reason, until=until, created_at=now)] if not keys else [
+            dict(audit=audit, check_id=check_id, fingerprint=fingerprint(check_id, key),
+                 key_json=json.dumps(key), reason=reason, until=until, created_at=now)
+            for key in keys]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(accepted.insert(), rows)
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the acceptance") from None
+        return len(rows)
+
+    # -- browsing ------------------------------------------------------------------------------
+
+    def list_runs(self, audit: str | None = None, limit: int = 20) -> list[dict]:
+        self.ensure()
+        statement = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if audit:
+            statement = statement.where(runs.c.audit == audit)
+        with self.engine.connect() as connection:
+            found = [dict(row._mapping) for row in connection.execute(statement)]
+            for run in found:
+                counts = connection.execute(
+                    sa.select(check_results.c.status, sa.func.count())
+                    .where(check_results.c.run_id == run["id"])
+                    .group_by(check_results.c.status)).all()
+                run["counts"] = dict(counts)
+        return found
+
+    def run(self, run_id: int) -> tuple[dict, list[dict]]:
+        self.ensure()
+        with self.engine.connect() as connection:
+            head = connection.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+            if head is None:
+                raise HistoryError(f"history: no run {run_id}")
+            results = [dict(row._mapping) for row in connection.execute(
+                sa.select(check_results).where(check_results.c.run_id == run_id)
+                .order_by(check_results.c.check_id))]
+            for row in results:
+                row["fingerprints"] = set(connection.execute(
+                    sa.select(violations.c.fingerprint).where(
+                        violations.c.run_id == run_id,
+                        violations.c.check_id == row["check_id"])).scalars())
+        return dict(head._mapping), results
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,250 @@
+"""Run history: lifecycle across runs, baselines, accepted violations, a store that holds."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from conftest import NOW, audit_text
+from integrity.cli import main
+from integrity.config import parse_audit
+from integrity.history import History, HistoryError, fingerprint, meta_table
+from integrity.runner import run_audit
+
+DATASETS = """\
+leads: {table: leads, key: id, tenant_column: tenantId, mask: [email]}
+companies: {table: companies, key: id}
+"""
+CHECKS = """\
+- {id: dupes, kind: duplicates, dataset: leads, columns: [tenantId, email]}
+- {id: orphans, kind: orphans, dataset: leads, reference: companyId, parent: companies}
+"""
+
+
+def leads(*rows):
+    return [{"id": i, "tenantId": t, "email": e, "companyId": c} for i, t, e, c in rows]
+
+
+@pytest.fixture
+def store(tmp_path):
+    history = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
+    yield history
+    history.dispose()
+
+
+def audited(db, store, now, checks=CHECKS, datasets=DATASETS):
+    audit = parse_audit(audit_text(db.url, datasets, checks), file="lifecycle.yml")
+    result = run_audit(audit, now=now, history=store, sample_limit=0)
+    store.apply(result)
+    return result
+
+
+def states(result, check_id):
+    check = result.check(check_id)
+    life = check.lifecycle
+    by_print = {fingerprint(check_id, key): key for key in check.violation_keys}
+    return {"new": {by_print[p] for p in life.new},
+            "persisting": {by_print[p]: runs for p, (_, runs) in life.persisting.items()},
+            "resolved": {tuple(json.loads(key)) for key in life.resolved.values()}}
+
+
+def test_new_persisting_and_resolved_across_three_runs(sqlite_db, store):
+    companies = [{"id": 1}, {"id": 2}]
+    # Night 1: leads 2 and 4 duplicate 1 and 3; lead 5 points to a missing company.
+    sqlite_db.tables(companies=companies, leads=leads(
+        (1, "t", "a@x", 1), (2, "t", "a@x", 1), (3, "t", "b@x", 2), (4, "t", "b@x", 2),
+        (5, "t", "c@x", 9)))
+    first = audited(sqlite_db, store, NOW - timedelta(days=2))
+    assert states(first, "dupes") == {"new": {(2,), (4,)}, "persisting": {}, "resolved": set()}
+    assert first.check("dupes").lifecycle.previous_run is None
+    # Night 2: lead 4 fixed, lead 6 duplicates lead 1 too; lead 5 still orphaned.
+    sqlite_db.tables(companies=companies, leads=leads(
+        (1, "t", "a@x", 1), (2, "t", "a@x", 1), (3, "t", "b@x", 2), (4, "t", "d@x", 2),
+        (5, "t", "c@x", 9), (6, "t", "a@x", 1)))
+    second = audited(sqlite_db, store, NOW - timedelta(days=1))
+    assert states(second, "dupes") == {"new": {(6,)}, "persisting": {(2,): 2},
+                                       "resolved": {("4",)}}
+    assert states(second, "orphans") == {"new": set(), "persisting": {(5,): 2},
+                                         "resolved": set()}
+    first_seen = second.check("orphans").lifecycle.persisting[fingerprint("orphans", (5,))][0]
+    assert first_seen == (NOW - timedelta(days=2)).replace(tzinfo=None)
+    # Night 3: everything fixed but lead 6.
+    sqlite_db.tables(companies=companies, leads=leads(
+        (1, "t", "a@x", 1), (2, "t", "e@x", 1), (3, "t", "b@x", 2), (4, "t", "d@x", 2),
+        (5, "t", "c@x", 2), (6, "t", "a@x", 1)))
+    third = audited(sqlite_db, store, NOW)
+    assert states(third, "dupes") == {"new": set(), "persisting": {(6,): 2},
+                                      "resolved": {("2",)}}
+    assert states(third, "orphans") == {"new": set(), "persisting": {}, "resolved": {("5",)}}
+    assert [count for _, _, count in third.check("dupes").trend] == [2, 2, 1]
+    # The report leads with it, masks e-mails, and says which rows are new.
+    from integrity.report.json_report import document
+
+    report = document(third)
+    assert report["summary"]["resolved"] == 2
+    dupes = next(c for c in report["checks"] if c["id"] == "dupes")
+    assert dupes["lifecycle"] == {"previous_run": second.run_id, "new": 0, "persisting": 1,
+                                  "resolved": 1, "accepted": 0}
+    assert [(row["id"], row["email"], row.get("_state")) for row in dupes["violations"]] == [
+        (1, "a•••@x", None), (6, "a•••@x", f"since {NOW - timedelta(days=1):%Y-%m-%d %H:%M} "
+                                           f"(2 runs)")]
+
+
+def test_an_errored_check_does_not_reset_the_lifecycle(sqlite_db, store):
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    audited(sqlite_db, store, NOW - timedelta(days=2))
+    sqlite_db.tables(companies=[{"id": 1}], leads=[{"id": 1, "tenantId": "t"}])  # no columns
+    broken = audited(sqlite_db, store, NOW - timedelta(days=1))
+    assert broken.check("orphans").status == "error"
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    again = audited(sqlite_db, store, NOW)
+    assert states(again, "orphans") == {"new": set(), "persisting": {(1,): 2}, "resolved": set()}
+
+
+METRIC = """\
+- id: daily_quotes
+  kind: metric
+  dataset: sends
+  value: count
+  time: at
+  window: 1d
+  thresholds: {warn: "< 50% of baseline", critical: "< 25% of baseline"}
+  baseline: {runs: 7, statistic: median, min_runs: 3}
+- id: cost_spike
+  kind: metric
+  dataset: sends
+  value: avg(cost)
+  time: at
+  window: 1d
+  thresholds: {warn: "> 2x baseline"}
+  baseline: {runs: 7, statistic: mean, min_runs: 2, insufficient: warning}
+"""
+
+
+def test_baselines_come_from_earlier_runs(sqlite_db, store):
+    def night(day: int, sends: int, cost: float):
+        moment = NOW - timedelta(days=10 - day)
+        rows = [{"id": i, "cost": cost, "at": (moment - timedelta(hours=1)).strftime(
+            "%Y-%m-%d %H:%M:%S")} for i in range(sends)]
+        sqlite_db.tables(sends=rows)
+        return audited(sqlite_db, store, moment, METRIC, "sends: {table: sends, key: id}")
+
+    first = night(1, 100, 1.0)
+    daily, cost = first.check("daily_quotes"), first.check("cost_spike")
+    assert (daily.status, cost.status) == ("info", "warn")  # no history yet: said, not passed
+    assert any("too little history" in note for note in daily.notes)
+    # cost_spike needs 2 earlier runs: one is not enough, and it says so as a warning.
+    assert [(c.status, c.value) for c in (night(2, 110, 1.0).checks)] == [("info", 110),
+                                                                          ("warn", 1.0)]
+    third = night(3, 90, 1.1)
+    assert [c.status for c in third.checks] == ["info", "pass"]      # 2 earlier runs < 3
+    assert night(4, 60, 1.0).check("daily_quotes").status == "pass"   # median 100: 60 is fine
+    dropped = night(5, 40, 1.0).check("daily_quotes")                # median(100,110,90,60)=95
+    assert (dropped.status, dropped.sample[0]["baseline"]) == ("warn", "95")
+    assert night(6, 20, 1.0).check("daily_quotes").status == "fail"   # < 25% of 90 (median)
+    spike = night(7, 80, 2.5).check("cost_spike")                     # mean of 1.0…1.1 ≈ 1.02
+    assert (spike.status, spike.sample[0]["level"]) == ("warn", "warning")
+
+
+def test_accepted_violations_pass_the_gate_until_they_expire(sqlite_db, store, tmp_path):
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9), (2, "t", "b@x", 8)))
+    store.accept("lifecycle", "orphans", [["1"]], "TICKET-12: import bug", date(2026, 2, 10))
+    partly = audited(sqlite_db, store, NOW)
+    orphans = partly.check("orphans")
+    assert orphans.status == "fail"
+    assert "1 of 2 violation(s) accepted; 1 open" in orphans.notes
+    store.accept("lifecycle", "orphans", [["2"]], "TICKET-13", date(2026, 2, 1))
+    fully = audited(sqlite_db, store, NOW)
+    orphans = fully.check("orphans")
+    assert (orphans.status, orphans.status_before_acceptance) == ("pass", "fail")
+    assert fully.exit_code == 0
+    from integrity.report.json_report import document
+
+    rows = next(c for c in document(fully)["checks"] if c["id"] == "orphans")["violations"]
+    assert [row["_state"] for row in rows] == ["accepted until 2026-02-10",
+                                               "accepted until 2026-02-01"]
+    expired = audited(sqlite_db, store, datetime(2026, 2, 5, tzinfo=timezone.utc))
+    orphans = expired.check("orphans")
+    assert orphans.status == "fail"
+    assert "1 acceptance(s) expired (last on 2026-02-01)" in orphans.notes
+
+
+def test_accept_and_history_commands(sqlite_db, tmp_path):
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    audit = tmp_path / "lifecycle.yml"
+    audit.write_text(audit_text(sqlite_db.url, DATASETS, CHECKS))
+    history = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    runner = CliRunner()
+
+    def cli(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    assert cli("run", audit, "-o", tmp_path / "a", "--history", history).exit_code == 1
+    accepted = cli("accept", audit, "orphans", "1", "--reason", "known", "--until", "2099-01-01",
+                   "--history", history)
+    assert accepted.output == "accepted 1 violation(s) of orphans until 2099-01-01: known\n"
+    assert cli("run", audit, "-o", tmp_path / "b", "--history", history).exit_code == 0
+    listed = cli("history", "list", "--history", history).output.splitlines()
+    assert [line.split()[0] for line in listed] == ["#2", "#1"]
+    assert "ok           exit 0" in listed[0] and "violations   exit 1" in listed[1]
+    diff = cli("history", "diff", "1", "2", "--history", history).output
+    assert diff == "~ orphans: fail -> pass, violations 1 -> 1 (+0 new, -0 resolved)\n"
+    shown = cli("history", "show", "2", "--history", history).output
+    assert "  PASS  orphans  1" in shown
+    missing = cli("history", "show", "9", "--history", history)
+    assert missing.exit_code == 2 and "no run 9" in missing.output
+    unknown = cli("accept", audit, "orphan", "--reason", "x", "--until", "2099-01-01",
+                  "--history", history)
+    assert unknown.exit_code == 2 and "no check 'orphan'" in unknown.output
+
+
+def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    audit = tmp_path / "lifecycle.yml"
+    audit.write_text(audit_text(sqlite_db.url, DATASETS, CHECKS))
+    history = tmp_path / "shared.sqlite"
+    command = [sys.executable, "-m", "integrity", "run", str(audit), "--history",
+               f"sqlite:///{history}"]
+    processes = [subprocess.Popen(command + ["-o", str(tmp_path / f"out{n}")],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for n in range(4)]
+    assert [process.wait(timeout=120) for process in processes] == [1, 1, 1, 1]
+    connection = sqlite3.connect(history)
+    assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert connection.execute("SELECT count(*) FROM integrity_runs").fetchone() == (4,)
+    assert connection.execute("SELECT count(*) FROM integrity_check_results").fetchone() == (8,)
+    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("1",)]
+
+
+def test_schema_versions(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    store = History(url)
+    store.ensure()
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(meta_table.update().values(value="99"))
+    engine.dispose()
+    newer = History(url)
+    with pytest.raises(HistoryError) as refused:
+        newer.ensure()
+    assert "schema version 99, newer than this integrity (1)" in str(refused.value)
+    for handle in (store, newer):
+        handle.dispose()
+
+
+def test_history_on_postgresql_in_its_own_schema(servers, sqlite_db):
+    url = servers.database("postgresql")
+    store = History(url)
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    first = audited(sqlite_db, store, NOW - timedelta(days=1))
+    second = audited(sqlite_db, store, NOW)
+    assert (first.run_id, second.run_id) == (1, 2)
+    assert states(second, "orphans")["persisting"] == {(1,): 2}
+    store.dispose()

@@ -212,6 +212,62 @@ class HistoryConfig(Model):
     enabled: bool = True
 
 
+class NotifyRules(Model):
+    """When a channel speaks: new or worsened violations at or above `min_severity`,
+    audit errors, and (PagerDuty) resolutions — at most once per `cooldown` per check."""
+
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    cooldown: Duration = timedelta(minutes=60)
+    on_errors: bool = True
+    timeout: Duration = timedelta(seconds=10)
+    retries: Annotated[int, Field(ge=0, le=5)] = 2
+    report_url: str | None = None  # where reviewers open the report (CI artifact, web server)
+
+
+class SlackChannel(NotifyRules):
+    channel: Literal["slack"]
+    webhook_url: str
+
+
+class PagerDutyChannel(NotifyRules):
+    channel: Literal["pagerduty"]
+    routing_key: str
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    min_severity: Literal["info", "warning", "critical"] = "critical"
+    cooldown: Duration = timedelta(minutes=30)
+
+
+class SmtpServer(Model):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = True
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None  # trust this CA (a private SMTP relay's certificate)
+
+
+class EmailChannel(NotifyRules):
+    channel: Literal["email"]
+    smtp: SmtpServer
+    sender: str = Field(alias="from")
+    to: Annotated[list[str], Field(min_length=1)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class WebhookChannel(NotifyRules):
+    channel: Literal["webhook"]
+    url: str
+    secret: str | None = None  # HMAC-SHA256 of the body, in X-Integrity-Signature
+
+
+Channel = Annotated[SlackChannel | PagerDutyChannel | EmailChannel | WebhookChannel,
+                    Field(discriminator="channel")]
+# Settings that are secrets: they must come from the environment (${VAR}), never the file.
+SECRET_SETTINGS = {"slack": [("webhook_url",)], "pagerduty": [("routing_key",)],
+                   "email": [("smtp", "password")], "webhook": [("url",), ("secret",)]}
+
+
 class AuditConfig(Model):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
@@ -223,6 +279,7 @@ class AuditConfig(Model):
     output: OutputConfig = OutputConfig()
     history: HistoryConfig = HistoryConfig()
     mask: list[str] = []  # columns shown masked in every dataset's samples
+    notify: list[Channel] = []
 
 
 @dataclass
@@ -280,7 +337,8 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
         errors.append(ConfigError(message, file=file, path=_format_path(path) or None,
                                   line=line, column=column))
 
-    data = _interpolate(data, (), environ or {}, error)
+    interpolated: set[tuple] = set()
+    data = _interpolate(data, (), environ or {}, error, interpolated)
     if errors:
         raise ConfigErrors(errors)
 
@@ -291,6 +349,15 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
             error(tuple(problem["loc"]), _message(problem))
         raise ConfigErrors(errors) from None
 
+    for index, channel in enumerate(audit.notify):
+        for setting in SECRET_SETTINGS[channel.channel]:
+            path = ("notify", index, *setting)
+            value = getattr(channel, setting[0])
+            for part in setting[1:]:
+                value = getattr(value, part, None)
+            if value and path not in interpolated:
+                error(path, f"a secret must come from the environment: write "
+                            f"${{{'_'.join(setting).upper()}}} and export it")
     checks = _validate_checks(audit, data.get("checks", []), error, file)
     if errors:
         raise ConfigErrors(errors)
@@ -461,15 +528,17 @@ def _message(problem: dict) -> str:
 _VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(value: Any, path: tuple, environ: dict[str, str], error) -> Any:
+def _interpolate(value: Any, path: tuple, environ: dict[str, str], error,
+                 interpolated: set[tuple]) -> Any:
     if isinstance(value, dict):
-        return {key: _interpolate(item, path + (key,), environ, error)
+        return {key: _interpolate(item, path + (key,), environ, error, interpolated)
                 for key, item in value.items()}
     if isinstance(value, list):
-        return [_interpolate(item, path + (index,), environ, error)
+        return [_interpolate(item, path + (index,), environ, error, interpolated)
                 for index, item in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
+    interpolated.add(path)
 
     def replace(match: re.Match) -> str:
         if match.group(0) == "$${":

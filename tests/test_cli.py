@@ -105,7 +105,7 @@ def test_missing_table_or_column_is_exit_2(write_audit, clean_db, tmp_path):
           - {{id: b, kind: duplicates, dataset: quotes, columns: customerMail}}
           - {{id: c, kind: duplicates, dataset: quotes, columns: customerEmail}}
         """)
-    result = invoke("run", path, "-o", tmp_path)
+    result = invoke("run", path, "-o", tmp_path, "--summary", "checks")
     assert result.exit_code == 2
     assert result.output.splitlines()[:2] == [
         "ERROR a  dataset 'leads': table \"Leads\" does not exist; did you mean 'Lead'?",

@@ -123,7 +123,7 @@ def test_unknown_expectation_is_an_audit_error_naming_it(leads, tmp_path):
     audit = write_audit(tmp_path, leads.url, json.dumps({"name": "s", "expectations": [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "phone"}},
         {"type": "expect_column_values_to_be_purple", "kwargs": {"column": "phone"}}]}))
-    result = invoke("run", audit, "-o", tmp_path / "out")
+    result = invoke("run", audit, "-o", tmp_path / "out", "--summary", "checks")
     assert result.exit_code == 2
     assert (f"ERROR s  {tmp_path / 'suite.json'}: expectations[1] "
             f"(expect_column_values_to_be_purple): expect_column_values_to_be_purple not found"
@@ -134,7 +134,7 @@ def test_a_column_the_dataset_lacks_names_suite_and_expectation(leads, tmp_path)
     audit = write_audit(tmp_path, leads.url, json.dumps({"name": "s", "expectations": [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "phone"}},
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "emial"}}]}))
-    result = invoke("run", audit, "-o", tmp_path / "out")
+    result = invoke("run", audit, "-o", tmp_path / "out", "--summary", "checks")
     assert result.exit_code == 2
     assert (f"ERROR s  {tmp_path / 'suite.json'}: expectations[1] "
             f"(expect_column_values_to_be_unique): dataset 'leads' (table \"leads\") has no "

@@ -210,7 +210,8 @@ def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
     audit = tmp_path / "lifecycle.yml"
     audit.write_text(audit_text(sqlite_db.url, DATASETS, CHECKS))
     history = tmp_path / "shared.sqlite"
-    command = [sys.executable, "-m", "integrity", "run", str(audit), "--history",
+    # --no-lock: the runs overlap on purpose, to test the history store itself.
+    command = [sys.executable, "-m", "integrity", "run", str(audit), "--no-lock", "--history",
                f"sqlite:///{history}"]
     processes = [subprocess.Popen(command + ["-o", str(tmp_path / f"out{n}")],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -220,7 +221,7 @@ def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert connection.execute("SELECT count(*) FROM integrity_runs").fetchone() == (4,)
     assert connection.execute("SELECT count(*) FROM integrity_check_results").fetchone() == (8,)
-    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("1",)]
+    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("2",)]
 
 
 def test_schema_versions(tmp_path):
@@ -234,7 +235,7 @@ def test_schema_versions(tmp_path):
     newer = History(url)
     with pytest.raises(HistoryError) as refused:
         newer.ensure()
-    assert "schema version 99, newer than this integrity (1)" in str(refused.value)
+    assert "schema version 99, newer than this integrity (2)" in str(refused.value)
     for handle in (store, newer):
         handle.dispose()
 

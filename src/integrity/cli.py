@@ -116,12 +116,22 @@ def _options(function):
                      show_default=True, help="Lowest level that fails the gate."),
         click.option("--now", "now", metavar="ISO_TIME",
                      help="Evaluate windows and freshness as of this time (default: now)."),
-        click.option("--all", "all_checks", is_flag=True,
-                     help="List passing checks in the console summary too."),
         ENGINE,
         HISTORY,
         click.option("--no-history", is_flag=True,
                      help="Do not read or record run history (no lifecycle, no baselines)."),
+        click.option("--timeout", metavar="DURATION",
+                     help="Bound the whole run (e.g. 30m); past it the run is an audit error."),
+        click.option("--no-lock", is_flag=True,
+                     help="Do not take the audit's lock (runs of the same audit may overlap)."),
+        click.option("--summary", type=click.Choice(["auto", "line", "checks", "all"]),
+                     default="auto", show_default=True,
+                     help="Console output: one line (auto when not on a terminal), the "
+                          "checks that need attention (auto on a terminal, with progress), "
+                          "or every check."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     show_default=True, help="json: one JSON object per check and per run, "
+                                             "for log shippers."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -131,18 +141,127 @@ def _options(function):
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False))
 @_options
-def run(audit, output, sample_limit, fail_on, now, all_checks, engine, history,
-        no_history) -> None:
-    """Run an audit, write its reports and exit with the gate's code."""
-    loaded = _load(audit)
-    target = output or loaded.config.output.dir or str(Path("reports") / loaded.name)
-    store = None if no_history or not loaded.config.history.enabled else \
-        history_url(loaded, history)
-    sys.exit(_run(loaded, target, sample_limit, fail_on, _parse_now(now), all_checks, engine,
-                  store))
+def run(audit, **options) -> None:
+    """Run an audit, write its reports and exit with the gate's code.
+
+    Exit codes: 0 the gate passed; 1 violations at or above --fail-on; 2 the
+    audit could not run or a check errored; 3 another run of this audit holds
+    the lock.
+    """
+    sys.exit(_job(_load(audit), **options))
 
 
-def _quiet_run(audit, folder, now, history) -> None:
+@main.command()
+@click.argument("audit", type=click.Path(dir_okay=False))
+@_options
+def gate(audit, **options) -> None:
+    """Gate a deploy: run AUDIT and exit non-zero unless it passes.
+
+    The same run as `integrity run`, listing the checks that block; in a
+    GitHub Actions job the Markdown summary goes to $GITHUB_STEP_SUMMARY, and
+    junit.xml in the output folder is for any CI's test report.
+    """
+    if options["summary"] == "auto":
+        options["summary"] = "checks"
+    sys.exit(_job(_load(audit), **options))
+
+
+def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
+         history=None, no_history=False, timeout=None, no_lock=False, summary="auto",
+         log_format="text", all_checks=False) -> int:
+    from integrity.errors import IntegrityError
+    from integrity.job import JobOptions, execute
+    from integrity.operations import Locked, lock_path
+    from integrity.units import parse_duration
+
+    _check_engines(audit, engine)
+    target = output or audit.config.output.dir or str(Path("reports") / audit.name)
+    seconds = None
+    if timeout:
+        try:
+            seconds = parse_duration(timeout).total_seconds()
+        except ValueError as error:
+            _fail(f"--timeout: {error}")
+    interactive = sys.stdout.isatty()
+    mode = ("checks" if interactive else "line") if summary == "auto" else summary
+    progress = _progress(log_format, interactive and mode != "line")
+    options = JobOptions(
+        output=target, sample_limit=sample_limit, fail_on=fail_on, now=_parse_now(now),
+        engine=engine, timeout=seconds, on_result=progress,
+        history=None if no_history or not audit.config.history.enabled
+        else history_url(audit, history),
+        lock=None if no_lock else lock_path(audit.name))
+    try:
+        outcome = execute(audit, options)
+    except Locked as error:
+        click.echo(f"integrity: {error}", err=True)
+        return 3
+    except IntegrityError as error:
+        _fail(str(error))
+    _report(outcome, mode, log_format)
+    return outcome.result.exit_code
+
+
+def _progress(log_format: str, interactive: bool):
+    """Per-check output as results arrive: JSON lines, or progress on a terminal."""
+    if log_format == "json":
+        import json
+
+        from integrity.report.json_report import check_document
+
+        def emit(check):
+            document = {key: value for key, value in check_document(check).items()
+                        if key not in {"violations", "columns", "trend"}}
+            click.echo(json.dumps({"event": "check", **document}, default=str))
+        return emit
+    if interactive:
+        def show(check):
+            count = "" if check.violation_count is None else f"{check.violation_count:,}"
+            click.echo(f"  {check.status.upper():<5} {check.id}  {count}  "
+                       f"({check.duration_ms:.0f} ms)")
+        return show
+    return None
+
+
+def _report(outcome, mode: str, log_format: str) -> None:
+    from integrity.report.text import summary_lines
+
+    result = outcome.result
+    report = outcome.written.get("html")
+    if log_format == "json":
+        import json
+
+        from integrity.gate import ExitCode
+
+        click.echo(json.dumps({
+            "event": "audit", "audit": result.audit_name, "run_id": result.run_id,
+            "exit_code": result.exit_code, "outcome": ExitCode(result.exit_code).name.lower(),
+            "counts": result.counts, "errors": result.errors,
+            "report": str(report) if report else None,
+            "notifications": [{"channel": d.channel, "ok": d.ok, "error": d.error}
+                              for d in outcome.deliveries]}))
+        return
+    for error in result.errors:
+        click.echo(f"integrity: error: {error}", err=True)
+    lines = summary_lines(result, all_checks=mode == "all")
+    if mode == "line":
+        lines = lines[-1:]
+        # One line for the log; why a check could not run still goes to stderr.
+        for check in result.checks:
+            if check.status == "error" and check.error not in result.errors:
+                click.echo(f"integrity: error: {check.id}: {check.error}", err=True)
+    for line in lines:
+        if not line.startswith("error: "):
+            click.echo(line)
+    for delivery in outcome.deliveries:
+        if not delivery.ok:
+            click.echo(f"integrity: notification to {delivery.channel} ({delivery.target}) "
+                       f"failed: {delivery.error}", err=True)
+    if report is not None:
+        click.echo(f"report: {report}")
+
+
+def _quiet_run(audit, now, history) -> None:
     """An earlier demo night: recorded in history, nothing printed or kept but that."""
     from integrity.history import History
     from integrity.runner import run_audit
@@ -150,48 +269,6 @@ def _quiet_run(audit, folder, now, history) -> None:
     store = History(f"sqlite:///{history.resolve()}")
     store.apply(run_audit(audit, now=now, history=store))
     store.dispose()
-
-
-def _run(audit, target, sample_limit, fail_on, now, all_checks, engine=None,
-         history: str | None = None) -> int:
-    from integrity.errors import IntegrityError, OutputError
-    from integrity.report import prepare_output, write_reports
-    from integrity.report.text import summary_lines
-    from integrity.runner import run_audit
-
-    _check_engines(audit, engine)
-    try:
-        prepare_output(target)  # before the audit: an unwritable folder must not cost a run
-    except OutputError as error:
-        _fail(str(error))
-    from integrity.history import History
-
-    store = None
-    if history:
-        try:
-            store = History(history)
-            store.ensure()
-        except IntegrityError as error:
-            _fail(str(error))
-    result = run_audit(audit, now=now, sample_limit=sample_limit, fail_on=fail_on,
-                       engine=engine, history=store)
-    if store is not None:
-        try:
-            store.apply(result)
-        except IntegrityError as error:
-            # The checks ran; without history their lifecycle and acceptances are unknown.
-            result.errors.append(str(error))
-        finally:
-            store.dispose()
-    try:
-        written = write_reports(result, target, audit.config.output.formats)
-    except OutputError as error:
-        _fail(str(error))
-    for line in summary_lines(result, all_checks=all_checks):
-        click.echo(line)
-    for name, path in written.items():
-        click.echo(f"{name} report: {path}")
-    return result.exit_code
 
 
 @main.command()
@@ -236,9 +313,11 @@ def demo(output: str, scale: float, nights: int, seed: int) -> None:
                    f"data (scale {scale}) in {database} and auditing it ...")
         # Overlapping seeds: some violations persist from night to night, some are new.
         generate(url, scale=scale, seed=seed + night // 2, now=now)
-        code = _run(audit, str(folder), None, "critical", now, False,
-                    history=f"sqlite:///{history.resolve()}") if last else _quiet_run(
-            audit, folder, now, history)
+        if last:
+            code = _job(audit, output=str(folder), now=now.isoformat(), summary="checks",
+                        history=f"sqlite:///{history.resolve()}", no_lock=True)
+        else:
+            _quiet_run(audit, now, history)
 
     click.echo("")
     click.echo(f"Open the report: {(folder / 'report.html').resolve().as_uri()}")
@@ -455,3 +534,56 @@ def _read_run(store, run_id: int):
         return store.run(run_id)
     except IntegrityError as error:
         _fail(str(error))
+
+
+@main.command()
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.option("--cron", "schedule", required=True, metavar="SCHEDULE",
+              help="When to run, in cron syntax: '0 3 * * *' is 03:00 every day.")
+@click.option("--env-file", type=click.Path(dir_okay=False),
+              help="A file of VAR=value lines (secrets) loaded before each run.")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False),
+              help="Where each run's output goes (default: reports/<audit name>.log).")
+@click.option("--systemd", is_flag=True, help="Print a systemd service and timer instead.")
+@click.option("--timeout", default="2h", show_default=True,
+              help="Bound each run; an overrun is recorded as an audit error.")
+@click.option("--fail-on", type=click.Choice(["critical", "warning"]), default="critical",
+              show_default=True)
+def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | None,
+             systemd: bool, timeout: str, fail_on: str) -> None:
+    """Print a ready crontab line (or systemd units) that runs AUDIT on a schedule.
+
+    The line changes to this folder, loads the environment file, appends the
+    run's output to the log, and records the exit code (0 passed, 1 violations,
+    2 audit error, 3 a previous run still holds the lock); cron mails a line only
+    when a run did not pass. Runs never overlap: each takes the audit's lock.
+    """
+    import os
+
+    from integrity.config import load_audit
+    from integrity.errors import ConfigError, IntegrityError
+    from integrity.operations import crontab_line, read_env_file, systemd_units, validate_cron
+
+    try:
+        # Validate now, with the variables the scheduled runs will have.
+        overlay = read_env_file(Path(env_file)) if env_file else {}
+        loaded = load_audit(audit, environ={**os.environ, **overlay})
+    except (ConfigError, IntegrityError) as error:
+        _fail(str(error))
+    try:
+        when = validate_cron(schedule)
+    except IntegrityError as error:
+        _fail(str(error))
+    workdir = Path.cwd()
+    audit_path = Path(audit).resolve()
+    env = Path(env_file).resolve() if env_file else None
+    log = Path(log_file).resolve() if log_file else workdir / "reports" / f"{loaded.name}.log"
+    arguments = ["--timeout", timeout, "--fail-on", fail_on]
+    if systemd:
+        for name, text in systemd_units(loaded.name, when, audit_path, workdir, env,
+                                        arguments).items():
+            click.echo(f"# /etc/systemd/system/{name}\n{text}")
+        click.echo(f"# then: systemctl daemon-reload && systemctl enable --now "
+                   f"integrity-{loaded.name}.timer")
+        return
+    click.echo(crontab_line(when, audit_path, workdir, env, log, arguments))

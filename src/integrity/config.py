@@ -201,7 +201,8 @@ class DatasetConfig(Model):
 
 class OutputConfig(Model):
     dir: str | None = None
-    formats: list[Literal["html", "json"]] = ["html", "json"]
+    formats: list[Literal["html", "json", "junit", "markdown"]] = ["html", "json", "junit",
+                                                                    "markdown"]
     sample_limit: Annotated[int, Field(ge=0)] = 20
 
 

@@ -31,7 +31,7 @@ from integrity.errors import IntegrityError, scrub
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 
@@ -100,11 +100,35 @@ accepted = sa.Table(
     sa.Column("until", sa.Date, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
+notification_state = sa.Table(  # per audit, channel and check: cooldown and open incidents
+    "integrity_notification_state", metadata,
+    sa.Column("audit", sa.String(200), primary_key=True),
+    sa.Column("channel", sa.String(60), primary_key=True),
+    sa.Column("check_id", sa.String(400), primary_key=True),
+    sa.Column("last_sent_at", sa.DateTime, nullable=False),
+    sa.Column("last_status", sa.String(10), nullable=False),
+    sa.Column("open", sa.Boolean, nullable=False),
+)
+notification_log = sa.Table(
+    "integrity_notification_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("audit", sa.String(200), nullable=False),
+    sa.Column("channel", sa.String(60), nullable=False),
+    sa.Column("sent_at", sa.DateTime, nullable=False),
+    sa.Column("checks", sa.Text, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+)
 sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
 sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
 
-# Upgrades: version -> statements taking the schema from version - 1 to version.
-MIGRATIONS: dict[int, list[str]] = {}
+# Upgrades: version -> statements taking the schema from version - 1 to version. New tables
+# need none (create_all adds them); changed columns would go here.
+MIGRATIONS: dict[int, list[str]] = {
+    2: [],  # 2: notification state and log (new tables)
+}
 
 
 class HistoryError(IntegrityError):
@@ -386,6 +410,39 @@ class History:
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot record the acceptance") from None
         return len(rows)
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def notification_state(self, audit: str, channel: str) -> dict[str, dict]:
+        self.ensure()
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(notification_state).where(
+                notification_state.c.audit == audit,
+                notification_state.c.channel == channel)).all()
+        return {row.check_id: {"last_sent_at": _aware(row.last_sent_at),
+                               "last_status": row.last_status, "open": row.open}
+                for row in rows}
+
+    def record_notifications(self, audit: str, channel: str, run_id: int | None, alerts,
+                             delivery, now: datetime) -> None:
+        """Log the attempt; move the cooldown and incident state only if it got through."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(notification_log.insert().values(
+                    run_id=run_id, audit=audit, channel=channel, sent_at=_naive(now),
+                    checks=json.dumps([alert.check_id for alert in alerts]), ok=delivery.ok,
+                    attempts=delivery.attempts, error=delivery.error))
+                if not delivery.ok:
+                    return
+                for alert in alerts:
+                    key = dict(audit=audit, channel=channel, check_id=alert.check_id)
+                    connection.execute(notification_state.delete().where(
+                        *[notification_state.c[name] == value for name, value in key.items()]))
+                    connection.execute(notification_state.insert().values(
+                        **key, last_sent_at=_naive(now), last_status=alert.status,
+                        open=alert.action == "trigger"))
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record notifications") from None
 
     # -- browsing ------------------------------------------------------------------------------
 

@@ -273,6 +273,7 @@ class AuditResult:
     datasets: list[DatasetLoad] = field(default_factory=list)
     run_id: int | None = None
     history: str | None = None
+    notifications: list = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ import logging
 import time
 import traceback
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from integrity.checks import CHECKS, Check
 from integrity.config import Audit
@@ -46,24 +46,53 @@ def engine_problems(audit: Audit, dialect: str, engine: str | None = None
 
 def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | None = None,
               fail_on: str = "critical", engine: str | None = None,
-              history: History | None = None) -> AuditResult:
+              history: History | None = None,
+              on_result: Callable[[CheckResult], None] | None = None,
+              timeout: float | None = None) -> AuditResult:
     """Run every check. With a `history`, metric baselines come from it (recording the
-    run and the violation lifecycle is `History.apply`, after this)."""
+    run and the violation lifecycle is `History.apply`, after this). `on_result` sees
+    each result as it is ready (progress on a terminal). `timeout` (seconds) bounds the
+    whole run: the database stops a statement that would overrun it, and the checks that
+    did not run are errors; the rest is kept."""
+    from integrity.operations import RunTimeout
+
+    result = _empty_result(audit, now, sample_limit, fail_on, engine)
+    deadline = None if not timeout else time.monotonic() + timeout
+    try:
+        return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
+                          timeout)
+    except RunTimeout as timeout:
+        done = {check.id.split(":", 1)[0] for check in result.checks}
+        result.errors.append(str(timeout))
+        for index, config in enumerate(audit.checks):
+            if config.id not in done:
+                result.checks.append(errored(config, list(config.datasets),
+                                             f"not run: {timeout}", f"checks[{index}]"))
+        result.finished_at = datetime.now(timezone.utc)
+        return result
+
+
+def _empty_result(audit: Audit, now, sample_limit, fail_on, engine) -> AuditResult:
+    started = datetime.now(timezone.utc)
+    limit = audit.config.output.sample_limit if sample_limit is None else sample_limit
+    return AuditResult(audit_name=audit.name, audit_file=audit.file,
+                       config_hash=audit.config_hash, engine=engine or audit.config.engine,
+                       database="", dialect=None, started_at=started, finished_at=started,
+                       now=(now or started).astimezone(timezone.utc), checks=[],
+                       fail_on=fail_on, sample_limit=limit)
+
+
+def _run_audit(audit: Audit, result: AuditResult, history: History | None,
+               on_result: Callable[[CheckResult], None], deadline: float | None,
+               timeout: float | None) -> AuditResult:
     from integrity.pushdown import Tables
     from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
                                    open_source, read_frame, sql_text)
 
-    started = datetime.now(timezone.utc)
-    now = (now or started).astimezone(timezone.utc)
-    default_engine = engine or audit.config.engine
-    limit = audit.config.output.sample_limit if sample_limit is None else sample_limit
+    now, limit, default_engine = result.now, result.sample_limit, result.engine
     checks = [CHECKS[config.kind](config, audit) for config in audit.checks]
     paths = {check.id: f"checks[{index}]" for index, check in enumerate(checks)}
     engines = {check.id: engine_of(check, default_engine) for check in checks}
-    result = AuditResult(audit_name=audit.name, audit_file=audit.file,
-                         config_hash=audit.config_hash, engine=default_engine, database="",
-                         dialect=None, started_at=started, finished_at=started, now=now,
-                         checks=[], fail_on=fail_on, sample_limit=limit)
 
     def fail_all(message: str) -> AuditResult:
         result.errors.append(message)
@@ -77,6 +106,15 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     except SourceError as error:
         return fail_all(str(error))
     result.database, result.dialect = source.display_url, source.dialect
+    source.deadline = deadline
+
+    def on_time(connection) -> None:
+        """Stop here if the run is out of time; else let the database enforce the rest."""
+        from integrity.operations import RunTimeout
+
+        if deadline is not None and time.monotonic() >= deadline:
+            raise RunTimeout(f"the run exceeded its timeout of {timeout:g}s")
+        source.clamp(connection)
 
     broken: dict[str, str] = {}
     needs: dict[str, list[str]] = {}   # every column any check reads, per dataset
@@ -103,6 +141,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
             frames = {}
             bulk = None
             for name, wanted in needs.items():
+                on_time(connection)
                 dataset = audit.datasets[name]
                 users = [c for c in checks if name in _safe_columns(c) and c.id not in broken]
                 began = time.perf_counter()
@@ -148,10 +187,16 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
                               columns=types, baseline=baseline),
             }
             for check in checks:
+                on_time(connection)
                 engine = engines[check.id]
-                result.checks.extend(_run_one(check, engine, contexts[engine], connection,
-                                              broken.get(check.id), limit, paths[check.id],
-                                              _mask(audit, check)))
+                for outcome in _run_one(check, engine, contexts[engine], connection,
+                                        broken.get(check.id), limit, paths[check.id],
+                                        _mask(audit, check)):
+                    result.checks.append(outcome)
+                    on_result(outcome)
+            if deadline is not None and time.monotonic() >= deadline:
+                # The last check was stopped by the deadline: the run overran all the same.
+                result.errors.append(f"the run exceeded its timeout of {timeout:g}s")
     except SourceError as error:
         return fail_all(str(error))
     finally:

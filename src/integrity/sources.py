@@ -52,6 +52,8 @@ class Source:
     secrets: tuple[str, ...]
     retries: int = 0
     backoff: float = 1.0
+    statement_timeout: float = 300.0
+    deadline: float | None = None  # time.monotonic() at which the whole run must stop
 
     @property
     def dialect(self) -> str:
@@ -72,6 +74,22 @@ class Source:
             raise self.error(error) from None
         finally:
             connection.close()
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def clamp(self, connection: Connection) -> None:
+        """Shorten the statement timeout to what is left of the run's time, so the
+        database itself stops a query that would overrun it."""
+        left = self.remaining()
+        if left is None or left >= self.statement_timeout:
+            return
+        milliseconds = max(1, int(left * 1000))
+        if self.dialect == "postgresql":
+            connection.exec_driver_sql(f"SET statement_timeout = {milliseconds}")
+        elif self.dialect in {"mysql", "mariadb"}:
+            connection.exec_driver_sql(f"SET SESSION max_statement_time = {milliseconds / 1000:.3f}")
+        # SQLite reads the deadline itself (see _sqlite_engine).
 
     def _open(self) -> Connection:
         """Connect, retrying transient failures with exponential backoff."""
@@ -132,11 +150,14 @@ def open_source(connection: ConnectionConfig) -> Source:
                           "(expected e.g. postgresql+psycopg://user@host/db)") from None
     secrets = tuple(secret for secret in (url.password,) if secret)
     backend = url.get_backend_name()
+    source = Source(engine=None, url=url, secrets=secrets, retries=connection.retries,
+                    backoff=connection.retry_backoff.total_seconds(),
+                    statement_timeout=connection.statement_timeout.total_seconds())
     timeout_ms = max(1, int(connection.statement_timeout.total_seconds() * 1000))
     connect_seconds = max(1, int(connection.connect_timeout.total_seconds()))
     try:
         if backend == "sqlite":
-            engine = _sqlite_engine(url, timeout_ms)
+            engine = _sqlite_engine(url, timeout_ms, lambda: source.deadline)
         elif backend == "postgresql":
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
@@ -160,11 +181,11 @@ def open_source(connection: ConnectionConfig) -> Source:
                           f"install it next to integrity") from None
     except sa.exc.ArgumentError as error:
         raise SourceError(f"cannot use connection.url: {error}", secrets=secrets) from None
-    return Source(engine=engine, url=url, secrets=secrets, retries=connection.retries,
-                  backoff=connection.retry_backoff.total_seconds())
+    source.engine, source.url = engine, url
+    return source
 
 
-def _sqlite_engine(url: URL, timeout_ms: int) -> Engine:
+def _sqlite_engine(url: URL, timeout_ms: int, run_deadline) -> Engine:
     database = url.database or ""
     if database in {"", ":memory:"}:
         raise SourceError("an in-memory SQLite database has nothing to audit; "
@@ -195,8 +216,10 @@ def _sqlite_engine(url: URL, timeout_ms: int) -> Engine:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _arm(connection, _cursor, _statement, _parameters, _context, _many):
+        limit = time.monotonic() + timeout_ms / 1000
+        whole_run = run_deadline()
         deadlines[id(connection.connection.dbapi_connection)] = (
-            time.monotonic() + timeout_ms / 1000)
+            limit if whole_run is None else min(limit, whole_run))
 
     return engine
 

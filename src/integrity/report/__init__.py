@@ -19,7 +19,7 @@ from integrity.errors import OutputError
 if TYPE_CHECKING:
     from integrity.results import AuditResult
 
-FORMATS = ("html", "json")
+FORMATS = ("html", "json", "junit", "markdown")
 
 
 def prepare_output(directory: str | os.PathLike) -> Path:
@@ -37,10 +37,11 @@ def prepare_output(directory: str | os.PathLike) -> Path:
 
 def write_reports(result: AuditResult, directory: str | os.PathLike,
                   formats: tuple[str, ...] | list[str] = FORMATS) -> dict[str, Path]:
-    from integrity.report import html, json_report
+    from integrity.report import html, json_report, junit, markdown
 
     path = prepare_output(directory)
-    writers = {"json": (json_report.render, "report.json"), "html": (html.render, "report.html")}
+    writers = {"json": (json_report.render, "report.json"), "html": (html.render, "report.html"),
+               "junit": (junit.render, "junit.xml"), "markdown": (markdown.render, "summary.md")}
     written = {}
     for name in formats:
         render, filename = writers[name]

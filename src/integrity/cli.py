@@ -132,6 +132,11 @@ def _options(function):
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                      show_default=True, help="json: one JSON object per check and per run, "
                                              "for log shippers."),
+        click.option("--check", "only", multiple=True, metavar="PATTERN",
+                     help="Run only the checks whose id or kind matches (shell pattern; "
+                          "repeatable)."),
+        click.option("--skip", multiple=True, metavar="PATTERN",
+                     help="Leave out the checks whose id or kind matches (repeatable)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -168,12 +173,14 @@ def gate(audit, **options) -> None:
 
 def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
          history=None, no_history=False, timeout=None, no_lock=False, summary="auto",
-         log_format="text", all_checks=False) -> int:
+         log_format="text", only=(), skip=()) -> int:
     from integrity.errors import IntegrityError
     from integrity.job import JobOptions, execute
     from integrity.operations import Locked, lock_path
     from integrity.units import parse_duration
 
+    if only or skip:
+        audit = _select(audit, only, skip)
     _check_engines(audit, engine)
     target = output or audit.config.output.dir or str(Path("reports") / audit.name)
     seconds = None
@@ -200,6 +207,20 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
         _fail(str(error))
     _report(outcome, mode, log_format)
     return outcome.result.exit_code
+
+
+def _select(audit, only: tuple[str, ...], skip: tuple[str, ...]):
+    """The audit with only the checks --check/--skip leave (matched on id or kind)."""
+    import dataclasses
+    from fnmatch import fnmatchcase
+
+    def matches(config, patterns) -> bool:
+        return any(fnmatchcase(config.id, p) or fnmatchcase(config.kind, p) for p in patterns)
+
+    kept = [c for c in audit.checks if (not only or matches(c, only)) and not matches(c, skip)]
+    if not kept:
+        _fail("--check/--skip leave no check to run")
+    return dataclasses.replace(audit, checks=kept)
 
 
 def _progress(log_format: str, interactive: bool):

@@ -15,7 +15,7 @@ stands for a missing or unparseable time, as NaT does in the pandas engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -60,6 +60,7 @@ class Tables:
     columns: dict[str, dict[str, Any]]  # dataset -> column name -> reflected SQL type
     baseline: Any = None  # (check id, group, runs, statistic) -> (value, runs found)
     _relations: dict[str, sa.FromClause] = field(default_factory=dict)
+    _counts: dict[tuple, int] = field(default_factory=dict)
 
     @property
     def dialect(self) -> str:
@@ -149,11 +150,19 @@ class Tables:
                 right_expr if right_text else sa.cast(right_expr, sa.String))
 
     def count(self, dataset: str, relation: sa.FromClause,
-              condition: sa.ColumnElement | None = None) -> int:
+              condition: sa.ColumnElement | None = None, same_as: Any = None) -> int:
+        """Rows of `relation` meeting `condition`. Checks that measure the same population
+        pass the same `same_as` (the dataset and its filters): it is counted once a run."""
+        cache = (dataset, same_as) if same_as is not None else None
+        if cache in self._counts:
+            return self._counts[cache]
         statement = sa.select(sa.func.count()).select_from(relation)
         if condition is not None:
             statement = statement.where(condition)
-        return int(self.scalar(statement))
+        found = int(self.scalar(statement))
+        if cache is not None:
+            self._counts[cache] = found
+        return found
 
     # -- times ---------------------------------------------------------------------
 
@@ -177,15 +186,85 @@ class Tables:
             elif zone != "UTC" and isinstance(kind, (sa.DateTime, sa.Date)) and not getattr(
                     kind, "timezone", False):
                 value = sa.func.timezone(zone, expression)  # naive local -> aware
-            return sa.cast(sa.extract("epoch", value) * 1_000_000, sa.BigInteger)
+            # date_part is float8 (EXTRACT is numeric, twice as slow per row); at µs
+            # precision the float error stays far below half a microsecond, so round()
+            # gives the exact integer.
+            return sa.cast(sa.func.round(sa.func.date_part("epoch", value) * 1_000_000),
+                           sa.BigInteger)
         if name in {"mysql", "mariadb"}:
             return sa.func.timestampdiff(sa.text("MICROSECOND"), sa.literal("1970-01-01 00:00:00"),
                                          expression, type_=sa.BigInteger)
         raise CheckError(f"the sql engine does not support {name} yet")
 
-    def floor_div(self, expression: sa.ColumnElement, divisor: int) -> sa.ColumnElement:
-        """Integer division of epoch units (e.g. the UTC day number of a time)."""
-        return expression // divisor
+    def day(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
+        """The UTC calendar day of a time column (a DATE, or ISO text on SQLite)."""
+        expression = relation.c[column]
+        if self.dialect == "sqlite":
+            return sa.func.date(expression)
+        if self.typed_time(dataset, column):
+            return sa.cast(expression, sa.Date) if self.dialect == "postgresql" else \
+                sa.func.date(expression)
+        epoch = self.epoch(dataset, expression, column)
+        return sa.cast(sa.func.to_timestamp(epoch / 1_000_000.0), sa.Date)
+
+    def axis(self, *columns: tuple[str, str]) -> Axis:
+        """The time axis for (dataset, column) pairs compared with one another."""
+        return Axis(self, all(self.typed_time(dataset, column) for dataset, column in columns))
+
+    def greatest(self, first, second) -> sa.ColumnElement:
+        """The larger of two values (SQLite spells it max(a, b))."""
+        if self.dialect == "sqlite":
+            return sa.func.max(first, second)
+        return sa.func.greatest(first, second)
+
+    def typed_time(self, dataset: str, column: str) -> bool:
+        """A real timestamp column the database can compare as it is (an index can serve),
+        read in UTC: no per-row conversion needed."""
+        kind = self.columns.get(dataset, {}).get(column)
+        return (self.dialect in {"postgresql", "mysql", "mariadb"}
+                and isinstance(kind, (sa.DateTime, sa.Date))
+                and self.audit.datasets[dataset].timezone == "UTC")
+
+    def time_literal(self, dataset: str, column: str, moment: datetime) -> sa.ColumnElement:
+        kind = self.columns[dataset][column]
+        utc = moment.astimezone(timezone.utc)
+        if isinstance(kind, sa.DateTime) and kind.timezone:
+            return sa.literal(utc, sa.DateTime(timezone=True))
+        return sa.literal(utc.replace(tzinfo=None), sa.DateTime())
+
+    def time_at_least(self, dataset: str, relation: sa.FromClause, column: str,
+                      moment: datetime) -> sa.ColumnElement:
+        """column >= moment, comparing the column as it is stored when it can."""
+        if self.typed_time(dataset, column):
+            return sa.and_(relation.c[column] >= self.time_literal(dataset, column, moment),
+                           relation.c[column].is_not(None))
+        epoch = self.epoch(dataset, relation.c[column], column)
+        return sa.and_(epoch >= self.bound(moment), epoch.is_not(None))
+
+    def time_before(self, dataset: str, relation: sa.FromClause, column: str,
+                    moment: datetime) -> sa.ColumnElement:
+        if self.typed_time(dataset, column):
+            return relation.c[column] < self.time_literal(dataset, column, moment)
+        return self.epoch(dataset, relation.c[column], column) < self.bound(moment)
+
+    def time_after(self, dataset: str, relation: sa.FromClause, column: str,
+                   moment: datetime) -> sa.ColumnElement:
+        if self.typed_time(dataset, column):
+            return relation.c[column] > self.time_literal(dataset, column, moment)
+        return self.epoch(dataset, relation.c[column], column) > self.bound(moment)
+
+    def time_at_most(self, dataset: str, relation: sa.FromClause, column: str,
+                     moment: datetime) -> sa.ColumnElement:
+        if self.typed_time(dataset, column):
+            return relation.c[column] <= self.time_literal(dataset, column, moment)
+        return self.epoch(dataset, relation.c[column], column) <= self.bound(moment)
+
+    def newest(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
+        """The epoch units of the newest time: MAX first, then one conversion, when the
+        column's own order is time order."""
+        if self.typed_time(dataset, column):
+            return self.epoch(dataset, sa.func.max(relation.c[column]), column)
+        return sa.func.max(self.epoch(dataset, relation.c[column], column))
 
     def bound(self, moment: datetime) -> int:
         """A Python time in the dialect's epoch units."""
@@ -222,9 +301,10 @@ class Tables:
         if op not in {"since", "until", "is_null"}:
             column = exact
         if op in {"since", "until"}:
-            bound = self.bound(filters.time_bound(condition, self.now))
-            moment = self.epoch(dataset, column, condition.column)
-            return moment >= bound if op == "since" else moment < bound
+            moment = filters.time_bound(condition, self.now)
+            if op == "since":
+                return self.time_at_least(dataset, relation, condition.column, moment)
+            return self.time_before(dataset, relation, condition.column, moment)
         if op == "is_null":
             return column.is_(None) if value else column.is_not(None)
         if op == "in":
@@ -332,13 +412,48 @@ def decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class Axis:
+    """How times of some columns are handled in SQL: as the database's own timestamps
+    (`native`: ordering, comparison and interval arithmetic need no per-row conversion,
+    and indexes still apply) or as integer epoch units (text timestamps, local zones)."""
+
+    db: Tables
+    native: bool
+
+    def of(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
+        expression = relation.c[column]
+        return expression if self.native else self.db.epoch(dataset, expression, column)
+
+    def later(self, current, previous, seconds: float) -> sa.ColumnElement:
+        """current is more than `seconds` after previous."""
+        if not self.native:
+            return current - previous > self.db.span(seconds)
+        if self.db.dialect == "postgresql":
+            return current - previous > sa.literal(timedelta(seconds=seconds), sa.Interval())
+        return sa.func.timestampdiff(sa.text("MICROSECOND"), previous, current) > \
+            int(round(seconds * 1_000_000))
+
+    def plus(self, moment, seconds: float) -> sa.ColumnElement:
+        if not self.native:
+            return moment + self.db.span(seconds)
+        if self.db.dialect == "postgresql":
+            return moment + sa.literal(timedelta(seconds=seconds), sa.Interval())
+        return sa.func.timestampadd(sa.text("MICROSECOND"), int(round(seconds * 1_000_000)),
+                                    moment)
+
+    def epoch(self, dataset: str, expression, column: str) -> sa.ColumnElement:
+        """Epoch units of a time on this axis (for the few rows that are shown)."""
+        return self.db.epoch(dataset, expression, column) if self.native else expression
+
+
 def burst_starts(time: sa.ColumnElement, partition: list[sa.ColumnElement],
-                 order: list[sa.ColumnElement], window: int) -> sa.ColumnElement:
-    """1 where an event opens a burst (first of its partition, or more than `window`
-    units after the previous event), else 0. Rows without a time open their own."""
+                 order: list[sa.ColumnElement], axis: Axis, seconds: float) -> sa.ColumnElement:
+    """1 where an event opens a burst (first of its partition, or more than `seconds`
+    after the previous event), else 0. Rows without a time open their own."""
     previous = sa.func.lag(time).over(partition_by=partition, order_by=[time, *order])
     return sa.case((time.is_(None), 1), (previous.is_(None), 1),
-                   (time - previous > window, 1), else_=0)
+                   (axis.later(time, previous, seconds), 1), else_=0)
 
 
 def nulls_last(expression: sa.ColumnElement) -> list[sa.ColumnElement]:

@@ -161,8 +161,10 @@ def open_source(connection: ConnectionConfig) -> Source:
         elif backend == "postgresql":
             if url.drivername == "postgresql":
                 url = url.set(drivername="postgresql+psycopg")
+            # jit=off: audit queries run once; compiling them costs more than it saves
+            # (benchmarks/RESULTS.md).
             options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
-                       f" -c TimeZone=UTC")
+                       f" -c TimeZone=UTC -c jit=off")
             args: dict[str, Any] = {"connect_timeout": connect_seconds}
             if url.get_driver_name() in {"psycopg", "psycopg2"}:
                 args.update(options=options, application_name=APPLICATION_NAME)

@@ -37,14 +37,14 @@ class Events(Model):
         return [self.entity, self.time, *([self.idempotency_key] if self.idempotency_key else []),
                 *filter_columns(self.where)]
 
-    def in_sql(self, db):
-        """For the SQL engine: (relation, entity column, epoch time, filter incl. entity
-        not null)."""
+    def in_sql(self, db, axis):
+        """For the SQL engine: (relation, entity column, time on `axis`, filter incl.
+        entity not null)."""
         import sqlalchemy as sa
 
         log = db.alias(self.dataset, "events")
         entity = db.key(self.dataset, log, self.entity)
-        moment = db.epoch(self.dataset, log.c[self.time], self.time)
+        moment = axis.of(self.dataset, log, self.time)
         return log, entity, moment, sa.and_(db.where(self.dataset, log, self.where),
                                             entity.is_not(None))
 
@@ -168,18 +168,20 @@ class CounterVsEvents(Check):
 
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
-        log, entity, moment, scoped = events.in_sql(db)
-        window = db.span(config.window.total_seconds())
+        axis = db.axis((events.dataset, events.time))
+        log, entity, moment, scoped = events.in_sql(db, axis)
+        window = config.window.total_seconds()
         idempotency = (db.key(events.dataset, log, events.idempotency_key)
                        if events.idempotency_key else None)
 
         # One pass over the log: every event, with "does it open a burst?" among the
         # events that have no idempotency key.
         if idempotency is None:
-            opens = burst_starts(moment, [entity], [], window)
+            opens = burst_starts(moment, [entity], [], axis, window)
         else:
             loose = idempotency.is_(None)
-            opens = sa.case((loose, burst_starts(moment, [entity, loose], [], window)), else_=0)
+            opens = sa.case((loose, burst_starts(moment, [entity, loose], [], axis, window)),
+                            else_=0)
         marked = sa.select(
             entity.label("entity"),
             (idempotency if idempotency is not None else sa.null()).label("idempotency"),

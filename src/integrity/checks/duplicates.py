@@ -129,6 +129,8 @@ class Duplicates(Check):
         carried = list(dict.fromkeys(shown + dataset_key +
                                      ([config.keep_first_by] if config.keep_first_by else [])))
         ordering = [*([config.keep_first_by] if config.keep_first_by else []), *dataset_key]
+        # One sort serves both windows (group size and rank); it carries only the keys
+        # and the ordering columns, and the few rows in groups are then numbered.
         keyed = (sa.select(*[rows.c[column] for column in carried], *normalised,
                            *[db.key(config.dataset, rows, column).label(f"_order_{index}")
                              for index, column in enumerate(ordering)])
@@ -136,27 +138,29 @@ class Duplicates(Check):
         parts = [keyed.c[f"_key_{index}"] for index in range(len(config.columns))]
         order = [term for index in range(len(ordering))
                  for term in nulls_last(keyed.c[f"_order_{index}"])]
-        ranked = (sa.select(keyed,
-                            sa.func.count().over(partition_by=parts).label("_size"),
-                            sa.func.row_number().over(partition_by=parts, order_by=order or parts)
-                            .label("_rank"))
-                  .where(*[part.is_not(None) for part in parts]).subquery("ranked"))
-        groups = [ranked.c[f"_key_{index}"] for index in range(len(config.columns))]
-        grouped = (sa.select(ranked, sa.func.dense_rank().over(order_by=groups)
-                             .label("duplicate_group"))
-                   .where(ranked.c._size > 1).subquery("grouped"))
-        label = groups_text(db, [grouped.c[f"_key_{index}"] for index in range(len(parts))])
-        statement = (sa.select(*[grouped.c[column] for column in shown],
-                               grouped.c.duplicate_group,
-                               sa.case((grouped.c._rank == 1, "kept"), else_="surplus")
+        sized = (sa.select(keyed,
+                           sa.func.count().over(partition_by=parts).label("_size"),
+                           sa.func.row_number().over(partition_by=parts,
+                                                     order_by=order or parts).label("_rank"))
+                 .where(*[part.is_not(None) for part in parts]).subquery("sized"))
+        members = sa.select(sized).where(sized.c._size > 1).subquery("members")
+        groups = [members.c[f"_key_{index}"] for index in range(len(parts))]
+        ranked = sa.select(
+            members, sa.func.dense_rank().over(order_by=groups).label("duplicate_group"),
+        ).subquery("ranked")
+        label = groups_text(db, [ranked.c[f"_key_{index}"] for index in range(len(parts))])
+        statement = (sa.select(*[ranked.c[column] for column in shown],
+                               ranked.c.duplicate_group,
+                               sa.case((ranked.c._rank == 1, "kept"), else_="surplus")
                                .label("duplicate_role"),
                                label.label("duplicate_key"))
-                     .order_by(grouped.c.duplicate_group, grouped.c._rank))
+                     .order_by(ranked.c.duplicate_group, ranked.c._rank))
         violations = db.frame(statement)
         return Measurement(violations=violations,
                            violation_count=int((violations["duplicate_role"] == "surplus").sum())
                            if len(violations) else 0,
-                           population=db.count(config.dataset, rows, scope),
+                           population=db.count(config.dataset, rows, scope,
+                                               same_as=config.where),
                            keys=self.key_or(shown), group_column="duplicate_group",
                            context_column="duplicate_role", sql=db.sql(statement))
 
@@ -222,50 +226,72 @@ class DuplicateEvents(Check):
         order = list(self.audit.datasets[config.dataset].key or [])
         shown = self.identity(config.dataset, *config.by, config.time)
         carried = list(dict.fromkeys(shown + order))
-        moment = db.epoch(config.dataset, rows.c[config.time], config.time)
+        axis = db.axis((config.dataset, config.time))
+        moment = axis.of(config.dataset, rows, config.time)
         scope = sa.and_(db.where(config.dataset, rows, config.where),
                         *[rows.c[column].is_not(None) for column in config.by])
-        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
-                           *[db.key(config.dataset, rows, column).label(f"_by_{index}")
-                             for index, column in enumerate(config.by)],
-                           *[db.key(config.dataset, rows, column).label(f"_tie_{index}")
-                             for index, column in enumerate(order)])
-                 .where(scope, moment.is_not(None)).subquery("timed"))
         by = [f"_by_{index}" for index in range(len(config.by))]
         ties = [f"_tie_{index}" for index in range(len(order))]
-        partition = [timed.c[column] for column in by]
-        tiebreak = [timed.c[column] for column in ties]
-        window = db.span(config.window.total_seconds())
-        marked = sa.select(timed, burst_starts(timed.c._moment, partition, tiebreak, window)
-                           .label("_opens")).subquery("marked")
-        partition = [marked.c[column] for column in by]
-        sequence = [marked.c._moment, *[marked.c[column] for column in ties]]
-        numbered = sa.select(marked, sa.func.sum(marked.c._opens).over(
-            partition_by=partition, order_by=sequence, rows=(None, 0)).label("_burst")
-        ).subquery("numbered")
-        burst = [*[numbered.c[column] for column in by], numbered.c._burst]
-        sequence = [numbered.c._moment, *[numbered.c[column] for column in ties]]
+        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
+                           *[db.key(config.dataset, rows, column).label(name)
+                             for name, column in zip(by, config.by)],
+                           *[db.key(config.dataset, rows, column).label(name)
+                             for name, column in zip(ties, order)])
+                 .where(scope, moment.is_not(None)).subquery("timed"))
+        window = config.window.total_seconds()
+
+        def marked(source, name):
+            return sa.select(source, burst_starts(source.c._moment, [source.c[c] for c in by],
+                                                  [source.c[c] for c in ties], axis, window)
+                             .label("_opens")).subquery(name)
+
+        # One pass (what a hand-written query would do) finds the partitions holding an
+        # event that repeats the previous one within the window; only their rows are
+        # read again, through the index on the partition columns where there is one.
+        everything = marked(timed, "marked")
+        flagged = (sa.select(*[everything.c[c] for c in by]).where(everything.c._opens == 0)
+                   .distinct().subquery("flagged"))
+        again = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
+                           *[db.key(config.dataset, rows, column).label(name)
+                             for name, column in zip(by, config.by)],
+                           *[db.key(config.dataset, rows, column).label(name)
+                             for name, column in zip(ties, order)])
+                 .where(scope, moment.is_not(None))
+                 .where(sa.tuple_(*[db.key(config.dataset, rows, column) for column in config.by])
+                        .in_(sa.select(*[flagged.c[c] for c in by])))
+                 .subquery("again"))
+        detail = marked(again, "detail")
+        sequence = [detail.c._moment, *[detail.c[c] for c in ties]]
+        numbered = sa.select(detail, sa.func.sum(detail.c._opens).over(
+            partition_by=[detail.c[c] for c in by], order_by=sequence, rows=(None, 0))
+            .label("_burst")).subquery("numbered")
+        burst = [*[numbered.c[c] for c in by], numbered.c._burst]
+        sequence = [numbered.c._moment, *[numbered.c[c] for c in ties]]
         sized = sa.select(
             numbered,
             sa.func.count().over(partition_by=burst).label("_size"),
             sa.func.row_number().over(partition_by=burst, order_by=sequence).label("_rank"),
             sa.func.min(numbered.c._moment).over(partition_by=burst).label("_first"),
         ).subquery("sized")
-        group_order = [*[sized.c[column] for column in by], sized.c._burst]
+        group_order = [*[sized.c[c] for c in by], sized.c._burst]
         repeated = sa.select(sized, sa.func.dense_rank().over(order_by=group_order)
                              .label("duplicate_group")).where(sized.c._size > 1).subquery("rep")
         statement = (sa.select(*[repeated.c[column] for column in shown],
                                repeated.c.duplicate_group,
                                sa.case((repeated.c._rank > 1, "surplus"), else_="kept")
                                .label("duplicate_role"),
-                               (repeated.c._moment - repeated.c._first).label("_after"))
+                               (axis.epoch(config.dataset, repeated.c._moment, config.time)
+                                - axis.epoch(config.dataset, repeated.c._first, config.time))
+                               .label("_after"))
                      .order_by(repeated.c.duplicate_group, repeated.c._rank))
         violations = db.frame(statement)
         violations["seconds_after_first"] = (violations.pop("_after").astype("float64")
                                              / db.units)
         surplus = int((violations["duplicate_role"] == "surplus").sum()) if len(violations) else 0
         return Measurement(violations=violations, violation_count=surplus,
-                           population=db.count(config.dataset, rows, scope),
+                           population=db.count(config.dataset, rows, scope,
+                                               same_as=(config.where, "not null",
+                                                        tuple(config.by))),
                            keys=list(order or shown), group_column="duplicate_group",
                            context_column="duplicate_role", sql=db.sql(statement))
 

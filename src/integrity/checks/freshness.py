@@ -83,8 +83,7 @@ class Freshness(Check):
         config = self.config
         rows = db.alias(config.dataset, "rows")
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
-        moment = db.epoch(config.dataset, rows.c[config.time], config.time)
-        statement = (sa.select(*by, sa.func.max(moment).label("newest"),
+        statement = (sa.select(*by, db.newest(config.dataset, rows, config.time).label("newest"),
                                sa.func.count().label("_rows"))
                      .where(db.where(config.dataset, rows, config.where)).group_by(*by))
         table = db.frame(statement)

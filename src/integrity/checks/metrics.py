@@ -152,9 +152,10 @@ class Metric(Check):
         rows = db.alias(config.dataset, "rows")
         scope = db.where(config.dataset, rows, config.where)
         if config.window is not None:
-            moment = db.epoch(config.dataset, rows.c[config.time], config.time)
-            scope = sa.and_(scope, moment >= db.bound(db.now - config.window),
-                            moment <= db.bound(db.now))
+            scope = sa.and_(scope,
+                            db.time_at_least(config.dataset, rows, config.time,
+                                             db.now - config.window),
+                            db.time_at_most(config.dataset, rows, config.time, db.now))
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
                       for i, part in enumerate(self.parts())]

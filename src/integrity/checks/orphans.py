@@ -107,15 +107,21 @@ class Orphans(Check):
         scope = db.where(config.dataset, children, config.where)
         present = sa.and_(*[children.c[ref].is_not(None) for ref in config.reference])
         shown = self.identity(config.dataset, *config.reference)
-        problem = sa.case((sa.not_(present), "missing_reference"), else_="no_such_parent")
-        dangling = sa.and_(present, ~found.exists())
-        flagged = sa.or_(dangling, sa.not_(present)) if config.required else dangling
         order = list(self.audit.datasets[config.dataset].key or shown)
-        statement = (sa.select(*[children.c[column] for column in shown], problem.label("problem"))
-                     .where(scope, flagged).order_by(*[children.c[c] for c in order]))
+        columns = [children.c[column] for column in shown]
+        # Separate statements, so the database plans a (parallel) anti-join for the
+        # dangling references instead of filtering row by row.
+        parts = [sa.select(*columns, sa.literal("no_such_parent").label("problem"))
+                 .where(scope, present, ~found.exists())]
+        if config.required:
+            parts.append(sa.select(*columns, sa.literal("missing_reference").label("problem"))
+                         .where(scope, sa.not_(present)))
+        union = (sa.union_all(*parts) if len(parts) > 1 else parts[0]).subquery("flagged")
+        statement = sa.select(union).order_by(*[union.c[c] for c in order])
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=db.count(config.dataset, children, scope), keys=order,
+                           population=db.count(config.dataset, children, scope,
+                                               same_as=config.where), keys=order,
                            sql=db.sql(statement))
 
     def describe(self) -> str:

@@ -192,8 +192,7 @@ class Reconciliation(Check):
             rows = db.alias(side.dataset, alias)
             keys = [(side.dataset, column, rows.c[column]) for column in side.by]
             if side.per_day:
-                moment = db.epoch(side.dataset, rows.c[side.per_day], side.per_day)
-                keys.append((None, None, db.floor_div(moment, db.units * 86_400)))
+                keys.append((None, None, db.day(side.dataset, rows, side.per_day)))
             sides.append((side, rows, keys))
         (left, left_rows, left_keys), (right, right_rows, right_keys) = sides
         aligned = [tuple(db.exact(e) if db.holds_text(a, b) else e for e in db.comparable(a, b))
@@ -213,15 +212,33 @@ class Reconciliation(Check):
                 .group_by(*expressions))
         both = sa.union_all(*parts).subquery("both")
         keys = [both.c[f"k{i}"] for i in range(len(names))]
-        statement = sa.select(*keys, sa.func.sum(both.c.l).label("l"),
-                              sa.func.sum(both.c.r).label("r")).group_by(*keys)
+        summed = sa.select(*keys, sa.func.sum(both.c.l).label("l"),
+                           sa.func.sum(both.c.r).label("r")).group_by(*keys).subquery("summed")
+        # Compare in the database; bring back the differing keys, the key count (the
+        # population), and one row even when nothing differs, to carry that count.
+        left_value = sa.func.coalesce(summed.c.l, 0)
+        right_value = sa.func.coalesce(summed.c.r, 0)
+        tolerance = config.tolerance
+        larger = db.greatest(sa.func.abs(left_value), sa.func.abs(right_value))
+        allowance = db.greatest(sa.literal(float(tolerance.absolute)),
+                                float(tolerance.relative) * larger)
+        flagged = sa.func.abs(left_value - right_value) > allowance
+        judged = sa.select(summed, flagged.label("_flag"),
+                           sa.func.count().over().label("_keys"),
+                           sa.func.row_number().over().label("_row")).subquery("judged")
+        statement = sa.select(*[judged.c[f"k{i}"] for i in range(len(names))], judged.c.l,
+                              judged.c.r, judged.c._flag, judged.c._keys).where(
+            sa.or_(judged.c._flag, judged.c._row == 1))
         table = db.frame(statement)
+        population = int(table["_keys"].iloc[0]) if len(table) else 0
+        table = table[table.pop("_flag").astype(bool)].drop(columns="_keys")
         table.columns = [*names, left_name, right_name]
         if config.left.per_day:
-            table["day"] = [None if pd.isna(day) else
-                            (pd.Timestamp(0) + pd.Timedelta(days=int(day))).strftime("%Y-%m-%d")
+            table["day"] = [None if day is None or day != day else
+                            day if isinstance(day, str) else day.isoformat()[:10]
                             for day in table["day"]]
         outcome = self.compare(table)
+        outcome.population = population
         outcome.sql = db.sql(statement)
         return outcome
 

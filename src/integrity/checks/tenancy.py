@@ -6,7 +6,8 @@ another tenant's agent). With `other_tenant_column:` two tenant columns of the
 same row must agree (an access-log row whose actor tenant is not the
 resource's tenant). A violation needs both sides present: a child without a
 parent is an orphan (see `orphans`), not also cross-tenant, and a null tenant
-is not compared.
+is not compared. The population is the rows with a tenant and a reference (or
+both tenant columns).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class CrossTenant(Check):
             shown = self.identity(config.dataset, self.tenant, *reference)
             violations = rows.loc[flagged["_row"], shown].assign(
                 **{parent_tenant: flagged[parent_tenant].to_numpy()})
-            pairs = joined
+            pairs = linked  # every row with a tenant and a reference was looked up
         violations = violations.sort_values(order, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=len(violations), population=len(pairs), keys=order)
@@ -153,8 +154,13 @@ class CrossTenant(Check):
                                    theirs.label(f"{config.parent}.{self.parent_tenant}"))
                          .select_from(joined).where(paired, differ)
                          .order_by(*[rows.c[c] for c in order]))
-            population = int(db.scalar(sa.select(sa.func.count()).select_from(joined)
-                                       .where(paired)))
+            # The population is every row with a tenant and a reference (each was looked
+            # up), counted without the join.
+            present = sa.and_(scope, mine.is_not(None),
+                              *[rows.c[ref].is_not(None) for ref in reference])
+            population = db.count(config.dataset, rows, present,
+                                  same_as=(config.where, "cross_tenant", self.tenant,
+                                           tuple(reference)))
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
                            population=population, keys=order, sql=db.sql(statement))

@@ -98,12 +98,13 @@ class TimestampPreserved(Check):
 
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
-        _, entity, moment, scope = events.in_sql(db)
+        axis = db.axis((events.dataset, events.time), (config.dataset, config.column))
+        _, entity, moment, scope = events.in_sql(db, axis)
         timed = (sa.select(entity.label("entity"), moment.label("moment"))
                  .where(scope, moment.is_not(None)).subquery("timed"))
-        window = db.span(config.window.total_seconds())
         marked = sa.select(timed.c.entity, timed.c.moment,
-                           burst_starts(timed.c.moment, [timed.c.entity], [], window)
+                           burst_starts(timed.c.moment, [timed.c.entity], [], axis,
+                                        config.window.total_seconds())
                            .label("opens")).subquery("marked")
         numbered = sa.select(
             marked.c.entity, marked.c.moment,
@@ -117,19 +118,23 @@ class TimestampPreserved(Check):
                  .group_by(numbered.c.entity, numbered.c.burst)
                  .having(sa.func.count() > 1).subquery("spans"))
         entities = db.alias(config.dataset, "entities")
-        stored = db.epoch(config.dataset, entities.c[config.column], config.column)
+        stored = axis.of(config.dataset, entities, config.column)
         joined = db.same((config.dataset, key, entities.c[key]),
                          (events.dataset, events.entity, spans.c.entity))
-        tolerance = db.span(config.tolerance.total_seconds())
+        tolerance = config.tolerance.total_seconds()
         shown = self.identity(config.dataset, config.column)
+        first = axis.epoch(events.dataset, spans.c.first, events.time)
         statement = (
             sa.select(*[entities.c[column] for column in shown],
-                      spans.c.first.label("burst_first"), spans.c.last.label("burst_last"),
+                      first.label("burst_first"),
+                      axis.epoch(events.dataset, spans.c.last, events.time).label("burst_last"),
                       spans.c.size.label("burst_events"),
-                      (stored - spans.c.first).label("moved_by"))
+                      (axis.epoch(config.dataset, stored, config.column) - first)
+                      .label("moved_by"))
             .select_from(entities.join(spans, joined))
             .where(db.where(config.dataset, entities, config.where), stored.is_not(None),
-                   stored > spans.c.first + tolerance, stored <= spans.c.last + tolerance)
+                   stored > axis.plus(spans.c.first, tolerance),
+                   stored <= axis.plus(spans.c.last, tolerance))
             .order_by(entities.c[key]))
         violations = db.frame(statement)
         violations["burst_first"] = db.to_times(violations["burst_first"])
@@ -137,7 +142,8 @@ class TimestampPreserved(Check):
         violations["moved_by_seconds"] = violations.pop("moved_by").astype("float64") / db.units
         violations = violations.drop_duplicates(subset=[key]).reset_index(drop=True)
         population = db.count(config.dataset, entities,
-                              db.where(config.dataset, entities, config.where))
+                              db.where(config.dataset, entities, config.where),
+                              same_as=config.where)
         return Measurement(violations=violations, violation_count=len(violations),
                            population=population, keys=[key], sql=db.sql(statement))
 
@@ -212,19 +218,25 @@ class TimestampValid(Check):
         config = self.config
         rows = db.alias(config.dataset, "rows")
         raw = rows.c[config.column]
-        moment = db.epoch(config.dataset, raw, config.column)
+        pair = [(config.dataset, config.column)] + (
+            [(config.dataset, config.not_before)] if config.not_before else [])
+        axis = db.axis(*pair)
+        moment = axis.of(config.dataset, rows, config.column)
         cases = []
         if config.required:
             cases.append((raw.is_(None), "null"))
-        cases.append((sa.and_(raw.is_not(None), moment.is_(None)), "unparseable"))
+        if not axis.native:  # a real timestamp column cannot hold garbage
+            cases.append((sa.and_(raw.is_not(None), moment.is_(None)), "unparseable"))
         if config.not_in_future:
-            horizon = db.bound(db.now + config.future_tolerance)
-            cases.append((moment > horizon, "in_future"))
+            horizon = db.now + config.future_tolerance
+            cases.append((db.time_after(config.dataset, rows, config.column, horizon),
+                          "in_future"))
         if config.not_before:
-            other = db.epoch(config.dataset, rows.c[config.not_before], config.not_before)
+            other = axis.of(config.dataset, rows, config.not_before)
             cases.append((moment < other, f"before_{config.not_before}"))
         if config.earliest is not None:
-            cases.append((moment < db.bound(config.earliest), "before_earliest"))
+            cases.append((db.time_before(config.dataset, rows, config.column, config.earliest),
+                          "before_earliest"))
         problem = sa.case(*cases, else_=sa.null())
         keep = self.identity(config.dataset, config.column, config.not_before)
         key = list(self.audit.datasets[config.dataset].key or keep[:1])
@@ -234,7 +246,8 @@ class TimestampValid(Check):
                      .order_by(*[rows.c[column] for column in key]))
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=db.count(config.dataset, rows, scope), keys=key,
+                           population=db.count(config.dataset, rows, scope,
+                                               same_as=config.where), keys=key,
                            sql=db.sql(statement))
 
     def describe(self) -> str:

@@ -211,6 +211,30 @@ class Tables:
         """The time axis for (dataset, column) pairs compared with one another."""
         return Axis(self, all(self.typed_time(dataset, column) for dataset, column in columns))
 
+    def index_hint(self, dataset: str, column: str, threshold: int = 100_000) -> str | None:
+        """A note recommending an index when a large PostgreSQL table has none leading with
+        `column` (a freshness or window check then reads the whole table)."""
+        definition = self.audit.datasets[dataset]
+        if self.dialect != "postgresql" or not definition.table:
+            return None
+        try:
+            inspector = sa.inspect(self.connection)
+            if any(index["column_names"][:1] == [column] for index in inspector.get_indexes(
+                    definition.table, schema=definition.schema_)):
+                return None
+            name = (f'"{definition.schema_}"."{definition.table}"' if definition.schema_
+                    else f'"{definition.table}"')
+            rows = self.connection.execute(
+                sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"),
+                {"t": name}).scalar()
+        except sa.exc.SQLAlchemyError:
+            return None
+        if not rows or rows < threshold:
+            return None
+        return (f"{name} has about {rows:,} rows and no index starting with \"{column}\": "
+                f"this check reads all of them. CREATE INDEX ON {name} (\"{column}\") "
+                f"would let it read only the newest.")
+
     def greatest(self, first, second) -> sa.ColumnElement:
         """The larger of two values (SQLite spells it max(a, b))."""
         if self.dialect == "sqlite":

@@ -75,7 +75,7 @@ class Freshness(Check):
             table.columns = [*config.by, "newest"]
         else:
             table = pd.DataFrame({"newest": [times.max() if len(times) else pd.NaT]})
-        return self.judge(table, len(rows), data.now)
+        return self.judge(table, int(times.notna().sum()), data.now)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -83,16 +83,18 @@ class Freshness(Check):
         config = self.config
         rows = db.alias(config.dataset, "rows")
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
-        statement = (sa.select(*by, db.newest(config.dataset, rows, config.time).label("newest"),
-                               sa.func.count().label("_rows"))
+        # Only MAX: with an index on the time column the database reads one entry.
+        statement = (sa.select(*by, db.newest(config.dataset, rows, config.time).label("newest"))
                      .where(db.where(config.dataset, rows, config.where)).group_by(*by))
         table = db.frame(statement)
-        count = int(table.pop("_rows").sum()) if len(table) else 0
         if not config.by and table.empty:
             table = table.reindex([0])
         table["newest"] = db.to_times(table["newest"])
-        outcome = self.judge(table, count, db.now)
+        outcome = self.judge(table, int(table["newest"].notna().sum()), db.now)
         outcome.sql = db.sql(statement)
+        hint = db.index_hint(config.dataset, config.time)
+        if hint:
+            outcome.notes.append(hint)
         return outcome
 
     def judge(self, table, row_count: int, now) -> Measurement:
@@ -117,7 +119,7 @@ class Freshness(Check):
         violations = table[flagged].assign(
             age=[format_duration(a) if a == a else "no rows" for a in age[flagged]],
             level=levels[flagged])
-        notes = [] if row_count else ["no rows at all: the dataset is stale"]
+        notes = [] if row_count else ["no rows with a time at all: the dataset is stale"]
         worst = ("critical" if (levels == "critical").any() else
                  "warning" if (levels == "warning").any() else
                  "info" if (levels == "info").any() else None)

@@ -171,6 +171,9 @@ class Metric(Check):
                               .select_from(rows).where(scope))
         outcome = self.judge(groups, None if total is None else float(total), population)
         outcome.sql = db.sql(statement)
+        hint = db.index_hint(config.dataset, config.time) if config.window else None
+        if hint:
+            outcome.notes.append(hint.replace("the newest", "the window"))
         return outcome
 
     def judge(self, groups, total, population: int) -> Measurement:

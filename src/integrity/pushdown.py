@@ -58,6 +58,7 @@ class Tables:
     connection: Connection
     now: datetime
     columns: dict[str, dict[str, Any]]  # dataset -> column name -> reflected SQL type
+    not_null: dict[str, set[str]] = field(default_factory=dict)  # declared NOT NULL
     baseline: Any = None  # (check id, group, runs, statistic) -> (value, runs found)
     _relations: dict[str, sa.FromClause] = field(default_factory=dict)
     _counts: dict[tuple, int] = field(default_factory=dict)

@@ -138,6 +138,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 # read moments apart could disagree without anything being wrong.
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             types: dict[str, dict] = {}
+            not_null: dict[str, set[str]] = {}
             frames = {}
             bulk = None
             for name, wanted in needs.items():
@@ -156,6 +157,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                     if absent:
                         broken[check.id] = check.missing_column(name, absent[0], present)
                 types[name] = {column: present[column] for column in wanted if column in present}
+                not_null[name] = getattr(present, "not_null", set())
                 if name not in pulls:
                     continue
                 loadable = {column: present[column] for column in pulls[name]
@@ -184,7 +186,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
                                  connection=connection, baseline=baseline),
                 "sql": Tables(audit=audit, source=source, connection=connection, now=now,
-                              columns=types, baseline=baseline),
+                              columns=types, not_null=not_null, baseline=baseline),
             }
             for check in checks:
                 on_time(connection)

@@ -253,6 +253,13 @@ def relation(dataset: DatasetConfig, columns: list[str]) -> sa.FromClause:
     return sa.text(dataset.sql).columns(*[sa.column(name) for name in columns]).subquery("q")
 
 
+class ColumnTypes(dict):
+    """Column name -> reflected SQL type (None for a query's columns), and which columns
+    the table declares NOT NULL."""
+
+    not_null: set[str] = set()
+
+
 def available_columns(connection: Connection, source: Source, name: str,
                       dataset: DatasetConfig) -> dict[str, Any]:
     """The columns a dataset really has, with their SQL types where the database says
@@ -260,8 +267,11 @@ def available_columns(connection: Connection, source: Source, name: str,
     if dataset.table:
         inspector = sa.inspect(connection)
         try:
-            return {column["name"]: column["type"] for column in
-                    inspector.get_columns(dataset.table, schema=dataset.schema_)}
+            reflected = inspector.get_columns(dataset.table, schema=dataset.schema_)
+            found = ColumnTypes({column["name"]: column["type"] for column in reflected})
+            found.not_null = {column["name"] for column in reflected
+                              if column.get("nullable") is False}
+            return found
         except sa.exc.NoSuchTableError:
             tables = inspector.get_table_names(schema=dataset.schema_)
             tables += inspector.get_view_names(schema=dataset.schema_)

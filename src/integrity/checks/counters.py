@@ -217,11 +217,13 @@ class CounterVsEvents(Check):
             .where(db.where(config.dataset, entities, config.where), flagged)
             .order_by(*[entities.c[column] for column in self.key_of(config.dataset)]))
         violations = db.frame(statement)
-        population, nulls = db.connection.execute(
-            sa.select(sa.func.count(),
-                      sa.func.coalesce(sa.func.sum(sa.case(
-                          (entities.c[config.counter].is_(None), 1), else_=0)), 0))
-            .select_from(entities).where(db.where(config.dataset, entities, config.where))).one()
+        scope = db.where(config.dataset, entities, config.where)
+        population = db.count(config.dataset, entities, scope, same_as=config.where)
+        # Null counters that matter (events exist) are violations already; the others are
+        # worth a note, counted where the column allows nulls at all.
+        declared = config.counter in db.not_null.get(config.dataset, set())
+        nulls = 0 if declared else db.count(config.dataset, entities, sa.and_(
+            scope, entities.c[config.counter].is_(None)))
         notes = [f"{int(nulls)} rows have a null {config.counter}; read as 0"] if nulls else []
         return Measurement(violations=violations, violation_count=len(violations),
                            population=int(population), keys=[key], notes=notes,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from conftest import keys, only, run
 
 T0 = "2026-01-30 10:00:00"

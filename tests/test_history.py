@@ -139,6 +139,8 @@ def test_baselines_come_from_earlier_runs(sqlite_db, store):
     first = night(1, 100, 1.0)
     daily, cost = first.check("daily_quotes"), first.check("cost_spike")
     assert (daily.status, cost.status) == ("info", "warn")  # no history yet: said, not passed
+    assert [(row["level"], row["bound"]) for row in cost.sample] == [
+        ("warning", "baseline: too little history")]
     assert any("too little history" in note for note in daily.notes)
     # cost_spike needs 2 earlier runs: one is not enough, and it says so as a warning.
     assert [(c.status, c.value) for c in (night(2, 110, 1.0).checks)] == [("info", 110),
@@ -150,7 +152,7 @@ def test_baselines_come_from_earlier_runs(sqlite_db, store):
     assert (dropped.status, dropped.sample[0]["baseline"]) == ("warn", "95")
     assert night(6, 20, 1.0).check("daily_quotes").status == "fail"   # < 25% of 90 (median)
     spike = night(7, 80, 2.5).check("cost_spike")                     # mean of 1.0…1.1 ≈ 1.02
-    assert (spike.status, spike.sample[0]["level"]) == ("warn", "warning")
+    assert [(row["level"], row["bound"]) for row in spike.sample] == [("warning", "> 2x baseline")]
 
 
 def test_accepted_violations_pass_the_gate_until_they_expire(sqlite_db, store, tmp_path):

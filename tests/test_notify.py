@@ -93,7 +93,8 @@ def smtp_server(tmp_path):
     context.load_cert_chain(cert_file, key_file)
 
     class Inbox:
-        messages: list = []
+        def __init__(self):
+            self.messages = []
 
         async def handle_DATA(self, server, session, envelope):  # noqa: N802
             self.messages.append(envelope)

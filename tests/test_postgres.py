@@ -59,8 +59,6 @@ def test_statement_timeout_is_enforced(pg):
 
 
 def test_freshness_recommends_an_index_on_a_large_unindexed_table(pg):
-    from conftest import NOW
-
     pg.execute("DROP TABLE IF EXISTS beats",
                "CREATE TABLE beats (id int, at timestamp)",
                "INSERT INTO beats SELECT i, timestamp '2026-01-30 12:00' - i * interval '1 second' "
@@ -74,3 +72,20 @@ def test_freshness_recommends_an_index_on_a_large_unindexed_table(pg):
                      'only the newest.']
     pg.execute("CREATE INDEX ON beats (at)")
     assert run(pg, datasets, check, engine="sql").checks[0].notes == []
+
+
+def test_a_run_timeout_names_the_run_limit_even_after_a_bulk_read(pg):
+    """Datasets read in bulk (ADBC) first, then a check that overruns the run's limit."""
+    from conftest import audit_text
+    from integrity.config import parse_audit
+    from integrity.runner import run_audit
+
+    pg.tables(t=[{"id": 1, "email": "a@x"}, {"id": 2, "email": "a@x"}])
+    text = audit_text(pg.url, "t: {table: t, key: id}", """\
+        - {id: twice, kind: duplicates, dataset: t, columns: email, engine: pandas}
+        - {id: slow, kind: custom_sql, sql: "SELECT id FROM t, pg_sleep(5)"}
+        """)
+    result = run_audit(parse_audit(text), timeout=1)
+    assert result.errors == ["the run exceeded its timeout of 1s"]
+    assert [(c.id, c.status) for c in result.checks] == [("twice", "fail"), ("slow", "error")]
+    assert result.check("twice").violation_count == 1

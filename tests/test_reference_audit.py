@@ -129,6 +129,7 @@ def test_sqlite_also_catches_unparseable_timestamps(tmp_path, monkeypatch, engin
 def test_both_engines_give_the_same_report(injected, monkeypatch):
     url, _ = injected
     pandas, sql = (audit_reference(url, monkeypatch, engine) for engine in ENGINES)
+    assert [c.id for c in pandas.checks] == [c.id for c in sql.checks]
     for left, right in zip(pandas.checks, sql.checks):
         assert (left.id, left.status, left.violation_count, left.population, left.columns) == (
             right.id, right.status, right.violation_count, right.population, right.columns)

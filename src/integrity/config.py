@@ -35,14 +35,14 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Where = Annotated[tuple[Condition, ...], BeforeValidator(parse_where)]
 Severity = Literal["critical", "warning", "info"]
 Engine = Literal["pandas", "sql"]
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
-def _as_list(value: Any) -> Any:
+def as_list(value: Any) -> Any:
+    """One value or a list of them, as a list (YAML lets users write either)."""
     return [value] if isinstance(value, str) else value
 
 
-Columns = Annotated[list[str], BeforeValidator(_as_list), Field(min_length=1)]
+Columns = Annotated[list[str], BeforeValidator(as_list), Field(min_length=1)]
 """One column name or a list of them (a compound key)."""
 
 
@@ -302,12 +302,6 @@ class Audit:
     def datasets(self) -> dict[str, DatasetConfig]:
         return self.config.datasets
 
-    def check_path(self, check_id: str) -> str:
-        for index, check in enumerate(self.checks):
-            if check.id == check_id:
-                return f"checks[{index}]"
-        return "checks"
-
 
 # ---------------------------------------------------------------------------
 # Loading.
@@ -478,9 +472,8 @@ def _index_positions(node: yaml.Node, path: tuple, positions: dict, file: str) -
                                   line=key_node.start_mark.line + 1,
                                   column=key_node.start_mark.column + 1)
             seen[key] = key_node.start_mark.line + 1
-            positions[path + (key,)] = (key_node.start_mark.line + 1,
-                                        key_node.start_mark.column + 1)
             _index_positions(value_node, path + (key,), positions, file)
+            # After the value's own entries: a key points at the key, not at its value.
             positions[path + (key,)] = (key_node.start_mark.line + 1,
                                         key_node.start_mark.column + 1)
     elif isinstance(node, yaml.SequenceNode):

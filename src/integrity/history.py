@@ -258,7 +258,7 @@ class History:
             .where(violations.c.run_id == previous, violations.c.check_id == check_id)).all()
         return previous, {row[0]: (row[1], row[2], row[3]) for row in rows}
 
-    def acceptances(self, connection, audit: str, today: date) -> list[Acceptance]:
+    def acceptances(self, connection, audit: str) -> list[Acceptance]:
         rows = connection.execute(sa.select(accepted).where(accepted.c.audit == audit)).all()
         return [Acceptance(row.check_id, row.fingerprint,
                            None if row.key_json is None else json.loads(row.key_json),
@@ -306,7 +306,7 @@ class History:
         today = result.now.date()
         try:
             with self.engine.begin() as connection:
-                acceptances = self.acceptances(connection, result.audit_name, today)
+                acceptances = self.acceptances(connection, result.audit_name)
                 for check in result.checks:
                     if check.status == "error":
                         check.lifecycle = None

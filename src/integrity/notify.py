@@ -51,7 +51,7 @@ class Alert:
     action: str          # "trigger" or "resolve"
     status: str
     summary: str
-    reason: str          # new / worse / error / resolved
+    reason: str          # new / worse / unknown (no history to compare) / error / resolved
     violation_count: int | None = None
     new_count: int = 0
 
@@ -138,7 +138,7 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime
             worse = STATUS_RANK[check.status] > STATUS_RANK.get(previous.get("last_status"), 0)
             if not (new or worse or new is None):
                 continue
-            reason = "new" if new else "worse"
+            reason = "new" if new else "worse" if worse else "unknown"
             alert = Alert(check.id, "trigger", check.status, _summary(result, check, new), reason,
                           check.violation_count, new or 0)
             (suppressed.append(check.id) if cooling(check.id) and not worse
@@ -311,7 +311,3 @@ def _email(channel, alerts, result, link) -> None:
     except (smtplib.SMTPException, ssl.SSLError, OSError) as error:
         raise ChannelError(f"SMTP {smtp.host}:{smtp.port}: {type(error).__name__}: {error}",
                            True) from None
-
-
-def as_dict(delivery: Delivery) -> dict[str, Any]:
-    return asdict(delivery)

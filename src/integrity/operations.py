@@ -78,7 +78,7 @@ def validate_cron(expression: str) -> str:
     return " ".join(fields)
 
 
-def command_line(audit: Path, workdir: Path, arguments: list[str]) -> str:
+def command_line(audit: Path, arguments: list[str]) -> str:
     executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "integrity" else None
     program = shlex.quote(str(executable)) if executable and executable.exists() else \
         f"{shlex.quote(sys.executable)} -m integrity"
@@ -115,7 +115,7 @@ def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | Non
     Exit 1 (violations) and 2 (audit error) reach cron's mail through the log
     line written after the run; 3 (another run is still going) is logged too.
     """
-    run = command_line(audit, workdir, arguments)
+    run = command_line(audit, arguments)
     source = f". {shlex.quote(str(env_file))} && " if env_file else ""
     log = shlex.quote(str(log_file))
     folder = shlex.quote(str(log_file.parent))
@@ -128,7 +128,7 @@ def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | Non
 
 def systemd_units(name: str, schedule: str, audit: Path, workdir: Path, env_file: Path | None,
                   arguments: list[str]) -> dict[str, str]:
-    run = command_line(audit, workdir, arguments)
+    run = command_line(audit, arguments)
     calendar = _calendar(schedule)
     environment = f"EnvironmentFile={env_file}\n" if env_file else ""
     return {

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import BINARY
 
 from integrity import filters
-from integrity.config import Aggregate, Audit, DatasetConfig
+from integrity.config import Aggregate, Audit
 from integrity.errors import CheckError
 
 if TYPE_CHECKING:
@@ -112,6 +112,15 @@ class Tables:
         expression = relation.c[column]
         kind = self.columns.get(dataset, {}).get(column)
         return self.exact(expression) if isinstance(kind, _TEXT_TYPES) else expression
+
+    def nulls_last(self, expression: sa.ColumnElement, dataset: str,
+                   column: str) -> list[sa.ColumnElement]:
+        """ORDER BY terms putting NULLs last, as the pandas engine does. PostgreSQL sorts
+        them last by itself; MariaDB and SQLite sort them first and MariaDB lacks NULLS
+        LAST, hence the CASE, needless on a column declared NOT NULL."""
+        if self.dialect == "postgresql" or column in self.not_null.get(dataset, ()):
+            return [expression]
+        return [sa.case((expression.is_(None), 1), else_=0), expression]
 
     def same(self, left: tuple[str, str, sa.ColumnElement],
              right: tuple[str, str, sa.ColumnElement]) -> sa.ColumnElement:
@@ -428,7 +437,7 @@ class Tables:
 
 
 def decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text read as bytes (see `Tables._exact_text`) back to text."""
+    """Text read as bytes (see `Tables.exact`) back to text."""
     for column in frame.columns:
         values = frame[column]
         if values.dtype == object and values.map(lambda v: isinstance(v, (bytes, bytearray))).any():
@@ -479,11 +488,6 @@ def burst_starts(time: sa.ColumnElement, partition: list[sa.ColumnElement],
     previous = sa.func.lag(time).over(partition_by=partition, order_by=[time, *order])
     return sa.case((time.is_(None), 1), (previous.is_(None), 1),
                    (axis.later(time, previous, seconds), 1), else_=0)
-
-
-def nulls_last(expression: sa.ColumnElement) -> list[sa.ColumnElement]:
-    """ORDER BY terms putting NULLs last on every dialect (MariaDB lacks NULLS LAST)."""
-    return [sa.case((expression.is_(None), 1), else_=0), expression]
 
 
 def install_sqlite_functions(dbapi_connection) -> None:

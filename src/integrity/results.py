@@ -136,8 +136,11 @@ def tenant_counts(frame: pd.DataFrame, tenant: str | None, context: str | None
     if not tenant or tenant not in frame or frame.empty:
         return {}
     rows = frame[frame[context] != "kept"] if context and context in frame else frame
-    counts = rows[tenant].map(lambda v: "(none)" if plain(v) is None else str(plain(v)))
-    return {name: int(count) for name, count in counts.value_counts().items()}
+    counts: dict[str, int] = {}
+    for value, count in rows[tenant].value_counts(dropna=False, sort=False).items():
+        name = "(none)" if plain(value) is None else str(plain(value))
+        counts[name] = counts.get(name, 0) + int(count)  # 7 and 7.0 are one tenant
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def mask_value(value: Any) -> Any:

@@ -10,6 +10,8 @@ still runs, and the audit as a whole can then never pass (see `gate`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 import traceback
@@ -62,10 +64,10 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
                           timeout)
     except RunTimeout as timeout:
-        done = {check.id.split(":", 1)[0] for check in result.checks}
+        done = {check.path for check in result.checks}  # a suite's results share its path
         result.errors.append(str(timeout))
         for index, config in enumerate(audit.checks):
-            if config.id not in done:
+            if f"checks[{index}]" not in done:
                 result.checks.append(errored(config, list(config.datasets),
                                              f"not run: {timeout}", f"checks[{index}]"))
         result.finished_at = datetime.now(timezone.utc)
@@ -131,6 +133,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         except (IntegrityError, ValueError) as error:
             broken[check.id] = str(error)
 
+    bulk = None
     try:
         with source.connect() as connection:
             if source.dialect in {"postgresql", "mysql", "mariadb"}:
@@ -140,7 +143,6 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
             types: dict[str, dict] = {}
             not_null: dict[str, set[str]] = {}
             frames = {}
-            bulk = None
             for name, wanted in needs.items():
                 on_time(connection)
                 dataset = audit.datasets[name]
@@ -164,8 +166,9 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                             if column in present}
                 try:
                     if bulk is None and source.dialect == "postgresql" and _psycopg(source):
-                        timeout = int(audit.connection.statement_timeout.total_seconds() * 1000)
-                        bulk = BulkReader(source, connection, timeout)
+                        statement_ms = int(
+                            audit.connection.statement_timeout.total_seconds() * 1000)
+                        bulk = BulkReader(source, connection, statement_ms)
                     frames[name] = read_frame(connection, source, name, dataset, loadable, bulk)
                 except SourceError as error:
                     for check in users:
@@ -176,12 +179,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                     sql_text(dataset_query(dataset, list(loadable)), source)))
 
             if bulk is not None:
-                bulk.close()
-            baseline = None
-            if history is not None:
-                def baseline(check_id, group, runs_back, statistic):
-                    return history.baseline(audit.name, check_id, group, runs_back, statistic,
-                                            before=now)
+                bulk.close()  # its snapshot is no longer needed; the checks run on `connection`
+                bulk = None
+            baseline = None if history is None else functools.partial(
+                _baseline, history, audit.name, now)
             contexts = {
                 "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
                                  connection=connection, baseline=baseline),
@@ -202,9 +203,18 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
     except SourceError as error:
         return fail_all(str(error))
     finally:
+        if bulk is not None:  # a timeout or error while the datasets were being read
+            with contextlib.suppress(Exception):  # keep the error that got us here
+                bulk.close()
         source.dispose()
     result.finished_at = datetime.now(timezone.utc)
     return result
+
+
+def _baseline(history: History, audit: str, now: datetime, check_id: str, group: str,
+              runs_back: int, statistic: str):
+    """A metric's baseline from the runs recorded before this one."""
+    return history.baseline(audit, check_id, group, runs_back, statistic, before=now)
 
 
 def _mask(audit: Audit, check: Check) -> set[str]:

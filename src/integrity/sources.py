@@ -417,7 +417,10 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
     present = values[values.notna()]
     if present.empty:
         return result
-    text = present.map(_as_text).astype("object")
+    if pd.api.types.infer_dtype(present, skipna=True) == "string":  # the usual case: text
+        text = present.astype("object").str.strip()
+    else:  # a mix of text and datetime objects (SQLite returns what was stored)
+        text = present.map(_as_text).astype("object")
     aware = text.str.contains(_HAS_OFFSET, na=False).astype(bool)
     if aware.any():
         result.loc[aware[aware].index] = pd.to_datetime(

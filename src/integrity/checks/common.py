@@ -1,6 +1,6 @@
 """Machinery several check families share: bursts, key alignment, aggregates.
 
-A *burst* (DESIGN.md): for one entity, events sorted by time, a maximal run in
+A *burst*: for one entity, events sorted by time, a maximal run in
 which each event follows the previous one by at most the window. 0:00, 0:04,
 0:08 with a 5-minute window is one burst. Events without a time belong to no
 burst; callers decide what that means for their rule.
@@ -130,3 +130,11 @@ def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate
         empty = 0.0 if function in {"count", "nunique", "sum"} else np.nan
         result = result.reindex(every, fill_value=empty)
     return result
+
+
+def worst_level(levels) -> str | None:
+    """The most severe level in a Series of levels (None where a row passed)."""
+    for level in ("critical", "warning", "info"):
+        if (levels == level).any():
+            return level
+    return None

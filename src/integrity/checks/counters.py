@@ -14,13 +14,16 @@ too unless `zero_counter: false`). A null counter reads as 0.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from integrity.checks import Check, Measurement, add_columns, single_key_problems
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
 from integrity.units import format_duration
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Events(Model):
@@ -78,7 +81,7 @@ class CounterVsEvents(Check):
                                                 *filter_columns(config.where))}
         return add_columns(needed, config.events.dataset, *config.events.columns)
 
-    def unique_events(self, data) -> tuple["pd.Series", "pd.Series"]:
+    def unique_events(self, data) -> tuple[pd.Series, pd.Series]:
         """(unique events, raw events) per entity id, from the event log."""
         import pandas as pd
 

@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator
 
 from integrity.checks import Check, Measurement
-from integrity.config import CheckConfig, Columns, Duration
+from integrity.config import CheckConfig, Columns, Duration, as_list
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
 from integrity.units import format_duration
@@ -32,15 +32,11 @@ from integrity.units import format_duration
 Normaliser = Literal["trim", "lower", "email", "phone", "digits"]
 
 
-def _as_list(value):
-    return [value] if isinstance(value, str) else value
-
-
 class DuplicatesConfig(CheckConfig):
     kind: Literal["duplicates"]
     dataset: str
     columns: Columns
-    normalize: dict[str, Annotated[list[Normaliser], BeforeValidator(_as_list)]] = {}
+    normalize: dict[str, Annotated[list[Normaliser], BeforeValidator(as_list)]] = {}
     default_region: str | None = None
     keep_first_by: str | None = None
 
@@ -81,31 +77,39 @@ class Duplicates(Check):
                                               *filter_columns(config.where))}
 
     def measure(self, data) -> Measurement:
+        import numpy as np
+
         config = self.config
         rows = data.rows(config.dataset, config.where)
         keys = {column: normalise(rows[column], config.normalize.get(column, []),
                                   config.default_region) for column in config.columns}
         key_columns = [f"_key_{index}" for index in range(len(config.columns))]
-        work = rows.assign(**dict(zip(key_columns, keys.values())))
-        order = [*([config.keep_first_by] if config.keep_first_by else []),
-                 *(self.audit.datasets[config.dataset].key or [])]
-        if order:
-            work = work.sort_values(list(dict.fromkeys(order)), kind="stable", na_position="last")
+        order = list(dict.fromkeys([*([config.keep_first_by] if config.keep_first_by else []),
+                                    *(self.audit.datasets[config.dataset].key or [])]))
+        shown = self.identity(config.dataset, *config.columns)
+        # Only the columns shown or ordered by, and only rows in groups of two or more,
+        # go on to the sort: the frame may hold every other check's columns too.
+        work = rows[list(dict.fromkeys(shown + order))].assign(
+            **dict(zip(key_columns, keys.values())))
         work = work[work[key_columns].notna().all(axis=1)]
         sizes = work.groupby(key_columns, sort=False)[key_columns[0]].transform("size")
         work = work[sizes > 1]
-        shown = self.identity(config.dataset, *config.columns)
+        if order:
+            work = work.sort_values(order, kind="stable", na_position="last")
         if work.empty:
             violations = work[shown].assign(duplicate_group=[], duplicate_role=[])
             return Measurement(violations=violations, violation_count=0, population=len(rows),
                                keys=self.key_or(shown), group_column="duplicate_group",
                                context_column="duplicate_role")
-        group = work.groupby(key_columns, sort=True).ngroup() + 1
-        rank = work.groupby(key_columns, sort=False).cumcount()
+        groups = work.groupby(key_columns, sort=True)
+        rank = groups.cumcount()
+        label = work[key_columns[0]].astype(str)
+        for column in key_columns[1:]:
+            label = label + " | " + work[column].astype(str)
         violations = work[shown].assign(
-            duplicate_group=group,
-            duplicate_role=rank.map(lambda position: "kept" if position == 0 else "surplus"),
-            duplicate_key=work[key_columns].astype(str).agg(" | ".join, axis=1))
+            duplicate_group=groups.ngroup() + 1,
+            duplicate_role=np.where(rank == 0, "kept", "surplus"),
+            duplicate_key=label)
         violations = violations.assign(_rank=rank).sort_values(
             ["duplicate_group", "_rank"], kind="stable").drop(columns="_rank")
         return Measurement(violations=violations.reset_index(drop=True),
@@ -116,39 +120,50 @@ class Duplicates(Check):
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
 
-        from integrity.pushdown import nulls_last
-
         config = self.config
         rows = db.alias(config.dataset, "rows")
         scope = db.where(config.dataset, rows, config.where)
         shown = self.identity(config.dataset, *config.columns)
         dataset_key = list(self.audit.datasets[config.dataset].key or [])
-        normalised = [db.normalise(rows.c[column], config.normalize.get(column, []),
-                                   config.default_region).label(f"_key_{index}")
-                      for index, column in enumerate(config.columns)]
         carried = list(dict.fromkeys(shown + dataset_key +
                                      ([config.keep_first_by] if config.keep_first_by else [])))
         ordering = [*([config.keep_first_by] if config.keep_first_by else []), *dataset_key]
-        # One sort serves both windows (group size and rank); it carries only the keys
-        # and the ordering columns, and the few rows in groups are then numbered.
-        keyed = (sa.select(*[rows.c[column] for column in carried], *normalised,
-                           *[db.key(config.dataset, rows, column).label(f"_order_{index}")
-                             for index, column in enumerate(ordering)])
+        # The sort that serves both windows (group size and rank) spills to disk on large
+        # tables, so its rows stay narrow: a key or ordering term that is a carried column
+        # as it is reuses that column instead of adding a copy.
+        extra: list[sa.ColumnElement] = []
+
+        def term(expression: sa.ColumnElement, column: str, name: str) -> str:
+            if expression is rows.c[column] and column in carried:
+                return column
+            extra.append(expression.label(name))
+            return name
+
+        key_names = [term(db.normalise(rows.c[column], config.normalize.get(column, []),
+                                       config.default_region), column, f"_key_{index}")
+                     for index, column in enumerate(config.columns)]
+        order_names = [term(db.key(config.dataset, rows, column), column, f"_order_{index}")
+                       for index, column in enumerate(ordering)]
+        keyed = (sa.select(*[rows.c[column] for column in carried], *extra)
                  .where(scope).subquery("keyed"))
-        parts = [keyed.c[f"_key_{index}"] for index in range(len(config.columns))]
-        order = [term for index in range(len(ordering))
-                 for term in nulls_last(keyed.c[f"_order_{index}"])]
+        parts = [keyed.c[name] for name in key_names]
+        order = [piece for name, column in zip(order_names, ordering)
+                 for piece in db.nulls_last(keyed.c[name], config.dataset, column)]
+        # A row belongs to a duplicate group when it is not first of its key or has a
+        # successor: rank and successor share one window, where a group count would need a
+        # second pass that holds each partition.
+        window = {"partition_by": parts, "order_by": order or parts}
         sized = (sa.select(keyed,
-                           sa.func.count().over(partition_by=parts).label("_size"),
-                           sa.func.row_number().over(partition_by=parts,
-                                                     order_by=order or parts).label("_rank"))
+                           sa.func.row_number().over(**window).label("_rank"),
+                           sa.func.lead(sa.literal_column("1")).over(**window).label("_next"))
                  .where(*[part.is_not(None) for part in parts]).subquery("sized"))
-        members = sa.select(sized).where(sized.c._size > 1).subquery("members")
-        groups = [members.c[f"_key_{index}"] for index in range(len(parts))]
+        members = (sa.select(sized).where(sa.or_(sized.c._rank > 1, sized.c._next.is_not(None)))
+                   .subquery("members"))
+        groups = [members.c[name] for name in key_names]
         ranked = sa.select(
             members, sa.func.dense_rank().over(order_by=groups).label("duplicate_group"),
         ).subquery("ranked")
-        label = groups_text(db, [ranked.c[f"_key_{index}"] for index in range(len(parts))])
+        label = groups_text(db, [ranked.c[name] for name in key_names])
         statement = (sa.select(*[ranked.c[column] for column in shown],
                                ranked.c.duplicate_group,
                                sa.case((ranked.c._rank == 1, "kept"), else_="surplus")
@@ -232,12 +247,13 @@ class DuplicateEvents(Check):
                         *[rows.c[column].is_not(None) for column in config.by])
         by = [f"_by_{index}" for index in range(len(config.by))]
         ties = [f"_tie_{index}" for index in range(len(order))]
-        timed = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
-                           *[db.key(config.dataset, rows, column).label(name)
-                             for name, column in zip(by, config.by)],
-                           *[db.key(config.dataset, rows, column).label(name)
-                             for name, column in zip(ties, order)])
-                 .where(scope, moment.is_not(None)).subquery("timed"))
+        events = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
+                            *[db.key(config.dataset, rows, column).label(name)
+                              for name, column in zip(by, config.by)],
+                            *[db.key(config.dataset, rows, column).label(name)
+                              for name, column in zip(ties, order)])
+                  .where(scope, moment.is_not(None)))
+        timed = events.subquery("timed")
         window = config.window.total_seconds()
 
         def marked(source, name):
@@ -251,12 +267,7 @@ class DuplicateEvents(Check):
         everything = marked(timed, "marked")
         flagged = (sa.select(*[everything.c[c] for c in by]).where(everything.c._opens == 0)
                    .distinct().subquery("flagged"))
-        again = (sa.select(*[rows.c[column] for column in carried], moment.label("_moment"),
-                           *[db.key(config.dataset, rows, column).label(name)
-                             for name, column in zip(by, config.by)],
-                           *[db.key(config.dataset, rows, column).label(name)
-                             for name, column in zip(ties, order)])
-                 .where(scope, moment.is_not(None))
+        again = (events
                  .where(sa.tuple_(*[db.key(config.dataset, rows, column) for column in config.by])
                         .in_(sa.select(*[flagged.c[c] for c in by])))
                  .subquery("again"))

@@ -137,11 +137,15 @@ class ExpectationSuiteCheck(Check):
 
     @classmethod
     def validate(cls, config, audit):
+        problems = []
+        if config.where:
+            problems.append((("where",), "a suite validates its whole dataset: filter with a "
+                                         "`query:` dataset or an expectation's row_condition"))
         try:
             load_suite(resolve(config.suite, getattr(audit, "file", ".")))
         except ValueError as error:
-            return [(("suite",), str(error))]
-        return []
+            problems.append((("suite",), str(error)))
+        return problems
 
     @property
     def suite(self) -> SuiteFile:
@@ -217,7 +221,7 @@ class ExpectationSuiteCheck(Check):
         config = result.expectation_config
         details = result.result or {}
         severity = suite.severity(index, self.config.severity)
-        description = _describe(config, suite, index)
+        description = _describe(config)
         error = _exception(result)
         if error is not None:
             return Measurement(violations=pd.DataFrame(), violation_count=0, population=None,
@@ -329,7 +333,7 @@ def _expectation_problem(expectation: dict) -> str | None:
     return None
 
 
-def _describe(config, suite: SuiteFile, index: int) -> str:
+def _describe(config) -> str:
     own = getattr(config, "description", None)
     arguments = ", ".join(f"{name}={value!r}" for name, value in (config.kwargs or {}).items()
                           if name not in {"batch_id"})

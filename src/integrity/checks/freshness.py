@@ -120,9 +120,9 @@ class Freshness(Check):
             age=[format_duration(a) if a == a else "no rows" for a in age[flagged]],
             level=levels[flagged])
         notes = [] if row_count else ["no rows with a time at all: the dataset is stale"]
-        worst = ("critical" if (levels == "critical").any() else
-                 "warning" if (levels == "warning").any() else
-                 "info" if (levels == "info").any() else None)
+        from integrity.checks.common import worst_level
+
+        worst = worst_level(levels)
         single = None if config.by or age.isna().iloc[0] else float(age.iloc[0])
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=len(table),

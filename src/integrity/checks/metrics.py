@@ -97,14 +97,10 @@ class Metric(Check):
     Config = MetricConfig
     config: MetricConfig
 
-    def aggregates(self):
-        config = self.config
-        return [a for a in (config.value, config.numerator, config.denominator, config.share) if a]
-
     def columns(self):
         config = self.config
         wanted = [*config.by, config.time, *filter_columns(config.where)]
-        for aggregate in self.aggregates():
+        for aggregate in self.parts():
             wanted += aggregate.columns
         return {config.dataset: list(dict.fromkeys(c for c in wanted if c))}
 
@@ -145,6 +141,7 @@ class Metric(Check):
         return self.judge(groups, total, population=len(rows))
 
     def measure_sql(self, db) -> Measurement:
+        import pandas as pd
         import sqlalchemy as sa
 
         config = self.config
@@ -167,8 +164,12 @@ class Metric(Check):
             groups = groups.iloc[0:0]
         total = None
         if config.share is not None and population:
-            total = db.scalar(sa.select(db.aggregate(rows, config.dataset, config.share))
-                              .select_from(rows).where(scope))
+            if config.share.function in {"count", "sum"}:  # additive: the groups add up
+                total = pd.to_numeric(groups["a0"], errors="coerce").sum(min_count=1)
+                total = None if pd.isna(total) else total  # SUM of nothing but NULLs
+            else:
+                total = db.scalar(sa.select(db.aggregate(rows, config.dataset, config.share))
+                                  .select_from(rows).where(scope))
         outcome = self.judge(groups, None if total is None else float(total), population)
         outcome.sql = db.sql(statement)
         hint = db.index_hint(config.dataset, config.time) if config.window else None
@@ -231,12 +232,14 @@ class Metric(Check):
                 breached = [bound.breached(value, baselines.get(group)) for value, group in
                             zip(table["value"], groups)]
                 levels[pd.Series(breached, index=table.index)] = level
+        unjudged = pd.Series(False, index=table.index)  # flagged for want of a baseline
         if self.relative and any(baselines.get(group) is None for group in groups):
             # Too little history: say so, never pass silently.
             short = [g for g in groups if baselines.get(g) is None]
             for index, group in zip(table.index, groups):
                 if group in short and pd.isna(levels[index]):
                     levels[index] = config.baseline.insufficient
+                    unjudged[index] = True
             notes.append(f"too little history for a baseline ({len(short)} group(s) with fewer "
                          f"than {config.baseline.min_runs} earlier runs): "
                          f"{config.baseline.insufficient}")
@@ -247,10 +250,9 @@ class Metric(Check):
         flagged = levels.notna()
         violations = table[flagged].assign(
             level=levels[flagged],
-            bound=[str(bounds.critical if level == "critical" else
-                       bounds.warn if level == "warning" and bounds.warn else
-                       "baseline: too little history" if self.relative else bounds.warn)
-                   for level in levels[flagged]])
+            bound=["baseline: too little history" if short else
+                   str(bounds.critical if level == "critical" else bounds.warn)
+                   for level, short in zip(levels[flagged], unjudged[flagged])])
         if self.relative:
             violations["baseline"] = [None if baselines.get(g) is None else
                                       self.format(baselines[g]) for g, keep in
@@ -258,9 +260,9 @@ class Metric(Check):
         violations["value"] = violations["value"].map(self.format)
         if config.by:
             violations = violations.sort_values(list(config.by), kind="stable")
-        level = ("critical" if (levels == "critical").any() else
-                 "warning" if (levels == "warning").any() else
-                 "info" if (levels == "info").any() else None)
+        from integrity.checks.common import worst_level
+
+        level = worst_level(levels)
         single = None if config.by else table["value"].iloc[0]
         single = None if single is None or pd.isna(single) else float(single)
         shown = self.format(single) if single is not None else (

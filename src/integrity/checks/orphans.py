@@ -35,7 +35,7 @@ def parent_key(check: Check, parent: str, explicit: list[str] | None) -> list[st
     return list(explicit or check.audit.datasets[parent].key or [])
 
 
-def validate_reference(config, audit, reference: list[str], parent: str,
+def validate_reference(audit, reference: list[str], parent: str,
                        explicit: list[str] | None) -> list[tuple[tuple, str]]:
     if parent not in audit.datasets:
         return [(("parent",), f"unknown dataset {parent!r} (defined: {', '.join(audit.datasets)})")]
@@ -55,7 +55,7 @@ class Orphans(Check):
 
     @classmethod
     def validate(cls, config, audit):
-        return validate_reference(config, audit, config.reference, config.parent,
+        return validate_reference(audit, config.reference, config.parent,
                                   config.parent_key)
 
     def columns(self):

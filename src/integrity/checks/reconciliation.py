@@ -181,7 +181,6 @@ class Reconciliation(Check):
                            keys=names)
 
     def measure_sql(self, db) -> Measurement:
-        import pandas as pd
         import sqlalchemy as sa
 
         config = self.config

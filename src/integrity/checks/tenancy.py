@@ -58,7 +58,7 @@ class CrossTenant(Check):
             problems.append((("tenant_column",), f"dataset {config.dataset!r} has no "
                                                  f"tenant_column; set one here or on the dataset"))
         if config.parent:
-            problems += validate_reference(config, audit, config.reference, config.parent,
+            problems += validate_reference(audit, config.reference, config.parent,
                                            config.parent_key)
             if config.parent in audit.datasets and not (
                     config.parent_tenant_column or audit.datasets[config.parent].tenant_column):

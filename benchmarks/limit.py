@@ -68,7 +68,7 @@ QUERIES: dict[str, str] = {
         SELECT id FROM (
           SELECT id, row_number() OVER (PARTITION BY "tenantId", e ORDER BY "createdAt", id) AS rank
           FROM (SELECT id, "tenantId", "createdAt",
-                       nullif(lower(btrim(email, E' \\t\\n\\r\\f\\v')), '') AS e FROM "Lead") k
+                       nullif(lower(btrim(email, E' \\t\\n\\r\\f\\x0B')), '') AS e FROM "Lead") k
           WHERE "tenantId" IS NOT NULL AND e IS NOT NULL) r
         WHERE rank > 1""",
     "message_orphans": """

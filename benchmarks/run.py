@@ -11,7 +11,8 @@ and `--runs` times:
 - naive pandas: read_sql of the tables plus pandas code (benchmarks/naive_pandas.py);
 - Great Expectations 1.x on the same database (benchmarks/gx_equivalent.py).
 
-It measures wall time, CPU time and peak RSS, requires every variant to find
+The runs go round-robin (every variant once per round). It measures wall
+time, CPU time and peak RSS, requires every variant to find
 the same violations, and writes benchmarks/RESULTS.md with the medians, the
 ratios to the limit and the targets. The E.164 duplicate-phone check is timed
 on its own (libphonenumber's parsing costs the same in any tool), and so is
@@ -24,16 +25,19 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from naive_pandas import TABLES as NAIVE_TABLES  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = "2026-01-30T12:30:00Z"
@@ -50,6 +54,8 @@ class Measure:
     cpu: list[float] = field(default_factory=list)
     peak_mb: list[float] = field(default_factory=list)
     violations: dict | None = None
+    per_check: list[dict[str, float]] = field(default_factory=list)  # seconds per check
+    statements: list[dict[str, float]] = field(default_factory=list)  # GX: count, seconds
 
     @property
     def wall(self) -> float:
@@ -80,6 +86,15 @@ def integrity_counts(folder: Path) -> dict[str, int]:
     return {check["id"]: check["violation_count"] for check in report["checks"]}
 
 
+def per_check_seconds(name: str, stdout: str, folder: Path) -> dict[str, float]:
+    if name == "integrity --engine sql":
+        report = json.loads((folder / "sql" / "report.json").read_text())
+        return {check["id"]: check["duration_ms"] / 1000 for check in report["checks"]}
+    if name.startswith("the limit"):
+        return json.loads(stdout.strip().splitlines()[-1])["seconds"]
+    return {}
+
+
 def variants(url: str, folder: Path) -> dict[str, tuple[list[str], dict, callable]]:
     env = {"REFERENCE_DATABASE_URL": url}
 
@@ -105,7 +120,12 @@ def variants(url: str, folder: Path) -> dict[str, tuple[list[str], dict, callabl
     }
 
 
-def ensure_data(url: str, scale: float, regenerate: bool) -> int:
+def messages_at(scale: float) -> int:
+    """Rows of "Message" the reference generator writes at this scale."""
+    return max(500, int(100_000 * scale)) * 5
+
+
+def ensure_data(url: str, scale: float, regenerate: bool = False) -> int:
     from integrity.reference.generator import generate
 
     target = sa.engine.make_url(url)
@@ -115,7 +135,6 @@ def ensure_data(url: str, scale: float, regenerate: bool) -> int:
                                   {"n": target.database}).first():
             connection.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
     admin.dispose()
-    expected_messages = max(500, int(100_000 * scale)) * 5
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         try:
@@ -123,7 +142,7 @@ def ensure_data(url: str, scale: float, regenerate: bool) -> int:
         except sa.exc.ProgrammingError:
             messages = 0
     engine.dispose()
-    if regenerate or messages != expected_messages:
+    if regenerate or messages != messages_at(scale):
         print(f"  generating scale {scale:g} ...", flush=True)
         began = time.perf_counter()
         generate(url, scale=scale, seed=7, now=datetime.fromisoformat(NOW.replace("Z",
@@ -168,7 +187,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    parser.add_argument("--render", metavar="RAW_JSON",
+                        help="Only rewrite the output from the raw figures of an earlier run.")
     args = parser.parse_args()
+    raw_path = Path(args.output).with_suffix(".json")
+    if args.render:
+        raw = json.loads(Path(args.render).read_text())
+        write(args.output, *load_raw(raw))
+        return
 
     results: dict[float, dict[str, Measure]] = {}
     rows: dict[float, int] = {}
@@ -178,23 +204,58 @@ def main() -> None:
         url = args.url_template.format(scale=f"{scale:g}")
         print(f"scale {scale:g}: {sa.engine.make_url(url).render_as_string()}", flush=True)
         rows[scale] = ensure_data(url, scale, args.regenerate)
-        measured: dict[str, Measure] = {}
-        for name, (command, env, counts) in variants(url, folder).items():
-            measure = Measure()
-            for _ in range(args.runs):
+        todo = variants(url, folder)
+        measured = {name: Measure() for name in todo}
+        # Round-robin: each round runs every variant once, so a machine that slows down
+        # or speeds up during the benchmark does so for all of them alike.
+        for round_ in range(args.runs):
+            for name, (command, env, counts) in todo.items():
+                measure = measured[name]
                 wall, cpu, peak, stdout = run_measured(command, env)
                 measure.seconds.append(wall)
                 measure.cpu.append(cpu)
                 measure.peak_mb.append(peak)
                 measure.violations = counts(stdout)
-            measured[name] = measure
-            print(f"  {name}: {measure.wall:.2f} s, peak {max(measure.peak_mb):.0f} MB",
-                  flush=True)
+                measure.per_check.append(per_check_seconds(name, stdout, folder))
+                if name.startswith("Great Expectations"):
+                    last = json.loads(stdout.strip().splitlines()[-1])
+                    measure.statements.append({key: last[key] for key in
+                                               ("statements", "database_seconds")})
+                print(f"  round {round_ + 1}: {name}: {wall:.2f} s, peak {peak:.0f} MB",
+                      flush=True)
         check_answers(measured)
         results[scale] = measured
         phones[scale] = phone_check(url, folder, args.runs)
-    Path(args.output).write_text(render(results, rows, phones, args.runs))
-    print(f"wrote {args.output}")
+    extras = [side_benchmark("extraction.py", "--runs", str(args.runs)),
+              side_benchmark("startup.py", "--runs", "5")]
+    date = f"{datetime.now(timezone.utc):%Y-%m-%d}"
+    # The raw figures first: rendering can then be redone without re-measuring.
+    raw_path.write_text(json.dumps({
+        "runs": args.runs, "extras": extras, "date": date,
+        "scales": [{"scale": scale, "rows": rows[scale], "phone": phones[scale],
+                    "variants": {name: asdict(m) for name, m in results[scale].items()}}
+                   for scale in results]}, indent=1))
+    write(args.output, results, rows, phones, args.runs, extras, date)
+
+
+def load_raw(raw: dict) -> tuple:
+    results = {entry["scale"]: {name: Measure(**m) for name, m in entry["variants"].items()}
+               for entry in raw["scales"]}
+    rows = {entry["scale"]: entry["rows"] for entry in raw["scales"]}
+    phones = {entry["scale"]: entry["phone"] for entry in raw["scales"]}
+    return results, rows, phones, raw["runs"], raw["extras"], raw["date"]
+
+
+def write(output: str, *figures) -> None:
+    Path(output).write_text(render(*figures))
+    print(f"wrote {output}")
+
+
+def side_benchmark(script: str, *arguments: str) -> str:
+    print(f"  {script} ...", flush=True)
+    completed = subprocess.run([PYTHON, f"benchmarks/{script}", *arguments], cwd=ROOT,
+                               capture_output=True, text=True, check=True)
+    return completed.stdout.strip()
 
 
 def check_answers(measured: dict[str, Measure]) -> None:
@@ -213,10 +274,10 @@ def check_answers(measured: dict[str, Measure]) -> None:
         assert gx >= limit[check], (check, gx, limit[check])
 
 
-def render(results, rows, phones, runs) -> str:
+def render(results, rows, phones, runs, extras, date) -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     lines = ["# Benchmark results", "",
-             f"Produced by `python benchmarks/run.py` on {datetime.now(timezone.utc):%Y-%m-%d}: "
+             f"Produced by `python benchmarks/run.py` on {date}: "
              f"{os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.platform()}, "
              f"Python {platform.python_version()}, PostgreSQL on the same machine. Each figure is "
              f"the median of {runs} runs, each in a fresh process (imports included); peak RSS "
@@ -238,8 +299,28 @@ def render(results, rows, phones, runs) -> str:
                          f"{rows[scale] / measure.wall:,.0f} |")
         lines += ["", "E.164 duplicate-phone check alone: " + ", ".join(
             f"{name} {seconds:.2f} s" for name, seconds in phones[scale].items()), ""]
+    lines += per_check(results[max(results)], max(results))
     lines += targets(results)
+    lines += analysis(results, phones, extras)
+    lines += ["", "## Extraction (pandas engine, PostgreSQL)", "", extras[0], "",
+              "## Start-up", "", extras[1]]
     return "\n".join(lines) + "\n"
+
+
+def per_check(measured: dict[str, Measure], scale: float) -> list[str]:
+    """Where the time goes, check by check (integrity's own timing against the limit's)."""
+    ours, theirs = measured["integrity --engine sql"], measured["the limit (hand-written SQL)"]
+
+    def median(measure: Measure, check: str) -> float | None:
+        values = [run[check] for run in measure.per_check if check in run]
+        return statistics.median(values) if values else None
+
+    lines = [f"### Check by check at SF {scale:g} (seconds; integrity's includes counting its "
+             f"population)", "", "| check | integrity sql | limit |", "|---|---:|---:|"]
+    for check in ours.per_check[0]:
+        mine, limit = median(ours, check), median(theirs, check)
+        lines.append(f"| {check} | {mine:.3f} | {'–' if limit is None else f'{limit:.3f}'} |")
+    return lines + [""]
 
 
 def targets(results) -> list[str]:
@@ -262,6 +343,61 @@ def targets(results) -> list[str]:
                  f"| {low:.0f} MB → {high:.0f} MB | {'yes' if flat else 'no'} |")
     return lines
 
+
+
+def analysis(results, phones, extras) -> list[str]:
+    """The reading of the figures; every number in it comes from this run."""
+    largest = max(results)
+    big = results[largest]
+    sql, limit = big["integrity --engine sql"].wall, big["the limit (hand-written SQL)"].wall
+    gx, naive = big["Great Expectations 1.x"].wall, big["naive pandas (read_sql + pandas)"].wall
+    started = re.search(r"\| integrity run \(1 check, no suite\) \| ([\d.]+) \|", extras[1])
+    fixed = float(started.group(1)) if started else 0.0
+    pandas_mb = statistics.median(big["integrity --engine pandas"].peak_mb)
+    naive_mb = statistics.median(big["naive pandas (read_sql + pandas)"].peak_mb)
+    phone = phones[largest]
+    profile = big["Great Expectations 1.x"].statements
+    statements = statistics.median(run["statements"] for run in profile) if profile else 0
+    gx_db = statistics.median(run["database_seconds"] for run in profile) if profile else 0
+    ours_phone = phone["integrity"]
+    hand_phone = phone["hand-written (pull + libphonenumber)"]
+    return ["", "## What the numbers say", "",
+            f"- **The SQL engine takes {sql / limit:.2f}× the time of hand-written SQL at SF "
+            f"{largest:g}** ({sql - limit:.1f} s more). "
+            + (f"About {fixed:.1f} s of that does not grow with the data: a run of one check "
+               "takes that long (Start-up, below) — importing pandas, SQLAlchemy and pydantic, "
+               "validating the audit, reflecting the tables, writing four reports. "
+               if fixed else "")
+            + "The rest is a population count per distinct filtered dataset, which "
+            "hand-written SQL skips and which gives every check its rate, and the sample rows "
+            "and kept rows the reports show. The check-by-check table shows the queries do the "
+            "same work: they were reshaped with EXPLAIN ANALYZE until each ran like the "
+            "hand-written one (native timestamp arithmetic, anti-joins instead of OR filters, "
+            "one sort per window, reading only the partitions that hold repeats, comparing "
+            "reconciliations in the database, no JIT for one-off queries).",
+            f"- **Against Great Expectations the SQL engine is {gx / sql:.1f}× faster.** The GX "
+            "variant is itself pushdown: a GX user's cross-table rules are the same hand-written "
+            "SQL as the limit, run through query assets, so GX costs the limit plus its own "
+            f"overhead ({gx / limit:.1f}× the limit). Counting its statements shows where that "
+            f"goes: {statements:.0f} statements, {gx_db:.1f} s of its {gx:.1f} s in the "
+            "database, against one query per check for the limit: for each query asset GX "
+            "runs the query itself once (in full, to inspect it), then its row count, its "
+            "unexpected count and its unexpected values, each a separate query over the same "
+            "joins; table assets add reflection. No tool can be 5× faster than that variant while "
+            f"it is within {gx / limit:.1f}× of the limit; a GX user who validates pulled "
+            "frames instead pays at least the naive-pandas figure. What integrity adds over "
+            "the GX variant is that nobody had to hand-write the queries.",
+            f"- **Against naive pandas the SQL engine is {naive / sql:.1f}× faster.** The naive "
+            f"variant spends most of its time in `read_sql` of {len(NAIVE_TABLES)} tables and "
+            "most of its memory holding them.",
+            "- **Memory.** The SQL engine's peak RSS is flat across scales: only violations and "
+            "counts come back. The pandas engine's grows with the data, as it must, but is "
+            f"{pandas_mb:.0f} MB against naive pandas' {naive_mb:.0f} MB at SF {largest:g}: it "
+            "reads only the columns the checks use, as Arrow.",
+            f"- **E.164.** Normalising phone numbers needs libphonenumber, in Python; at SF "
+            f"{largest:g} integrity takes {ours_phone:.1f} s against {hand_phone:.1f} s for the "
+            "hand-written loop (it normalises each distinct value once). It is timed apart "
+            "because no database can run it."]
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -186,6 +187,49 @@ def test_statement_timeout_on_every_database(sleep, servers, tmp_path, request):
     assert slow.status == "error"
     assert any(word in slow.error.lower() for word in ("timeout", "interrupted")), slow.error
     assert time.monotonic() - began < 2.5
+
+
+BEATS = {  # 150,000 heartbeats one second apart, no index, statistics fresh
+    "postgresql": ["CREATE TABLE beats (id int, at timestamp)",
+                   "INSERT INTO beats SELECT i, timestamp '2026-01-30 12:00' - "
+                   "i * interval '1 second' FROM generate_series(1, 150000) AS i",
+                   "ANALYZE beats"],
+    "mariadb": ["CREATE TABLE beats (id int, at DATETIME)",
+                "INSERT INTO beats SELECT seq, TIMESTAMP '2026-01-30 12:00' - "
+                "INTERVAL seq SECOND FROM seq_1_to_150000",
+                "ANALYZE TABLE beats"],
+}
+
+
+@pytest.mark.parametrize("kind", list(BEATS))
+def test_a_window_check_on_a_large_unindexed_table_recommends_the_index(kind, servers):
+    db = Database(servers.database(kind))
+    db.execute(*BEATS[kind])
+    q = '"' if kind == "postgresql" else "`"
+    datasets = "beats: {table: beats, key: id}"
+    checks = """\
+        - {id: fresh, kind: freshness, dataset: beats, time: at, max_age: 1h}
+        - {id: busy, kind: metric, dataset: beats, time: at, window: 1h, value: count,
+           thresholds: {critical: "< 1"}}
+        - {id: quiet, kind: metric, dataset: beats, value: count, thresholds: {critical: "< 1"}}
+        """
+    result = run(db, datasets, checks, "sql")
+    # The size is the database's estimate: exact on PostgreSQL after ANALYZE, sampled by
+    # InnoDB.
+    pattern = (rf"{q}beats{q} has about ([0-9,]+) rows and no index starting with {q}at{q}: "
+               rf"this check reads all of them\. CREATE INDEX {q}beats_at_idx{q} ON {q}beats{q} "
+               rf"\({q}at{q}\) would let it read only the (newest|window)\.")
+    for check, reads in [("fresh", "newest"), ("busy", "window")]:
+        notes = result.check(check).notes
+        assert len(notes) == 1 and re.fullmatch(pattern, notes[0]), notes
+        assert re.fullmatch(pattern, notes[0]).group(2) == reads
+        estimate = int(re.fullmatch(pattern, notes[0]).group(1).replace(",", ""))
+        assert 0.8 * 150_000 <= estimate <= 1.2 * 150_000
+    assert result.check("quiet").notes == []  # no window: reading every row is the point
+
+    db.execute("CREATE INDEX beats_at ON beats (at)")
+    result = run(db, datasets, checks, "sql")
+    assert [result.check(c).notes for c in ("fresh", "busy", "quiet")] == [[], [], []]
 
 
 def test_postgresql_sessions_are_named_for_the_dba(servers):

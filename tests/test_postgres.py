@@ -58,22 +58,6 @@ def test_statement_timeout_is_enforced(pg):
     assert "canceling statement due to statement timeout" in slow.error
 
 
-def test_freshness_recommends_an_index_on_a_large_unindexed_table(pg):
-    pg.execute("DROP TABLE IF EXISTS beats",
-               "CREATE TABLE beats (id int, at timestamp)",
-               "INSERT INTO beats SELECT i, timestamp '2026-01-30 12:00' - i * interval '1 second' "
-               "FROM generate_series(1, 150000) AS i",
-               "ANALYZE beats")
-    datasets = "beats: {table: beats, key: id}"
-    check = "- {kind: freshness, dataset: beats, time: at, max_age: 1h}"
-    notes = run(pg, datasets, check, engine="sql").checks[0].notes
-    assert notes == ['"beats" has about 150,000 rows and no index starting with "at": this '
-                     'check reads all of them. CREATE INDEX ON "beats" ("at") would let it read '
-                     'only the newest.']
-    pg.execute("CREATE INDEX ON beats (at)")
-    assert run(pg, datasets, check, engine="sql").checks[0].notes == []
-
-
 def test_a_run_timeout_names_the_run_limit_even_after_a_bulk_read(pg):
     """Datasets read in bulk (ADBC) first, then a check that overruns the run's limit."""
     from conftest import audit_text

@@ -222,28 +222,43 @@ class Tables:
         return Axis(self, all(self.typed_time(dataset, column) for dataset, column in columns))
 
     def index_hint(self, dataset: str, column: str, threshold: int = 100_000) -> str | None:
-        """A note recommending an index when a large PostgreSQL table has none leading with
-        `column` (a freshness or window check then reads the whole table)."""
+        """A note recommending an index when a large table has none leading with `column`
+        (a freshness or window check then reads the whole table). The size is the
+        planner's estimate (PostgreSQL `reltuples`, MariaDB/MySQL `TABLE_ROWS`): no count."""
         definition = self.audit.datasets[dataset]
-        if self.dialect != "postgresql" or not definition.table:
+        if self.dialect not in {"postgresql", "mysql", "mariadb"} or not definition.table:
             return None
+        table, schema = definition.table, definition.schema_
         try:
             inspector = sa.inspect(self.connection)
-            if any(index["column_names"][:1] == [column] for index in inspector.get_indexes(
-                    definition.table, schema=definition.schema_)):
+            leading = [index["column_names"][:1] for index in
+                       inspector.get_indexes(table, schema=schema)]
+            leading.append(inspector.get_pk_constraint(table, schema=schema)
+                           .get("constrained_columns", [])[:1])
+            if [column] in leading:
                 return None
-            name = (f'"{definition.schema_}"."{definition.table}"' if definition.schema_
-                    else f'"{definition.table}"')
-            rows = self.connection.execute(
-                sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"),
-                {"t": name}).scalar()
+            rows = self.connection.execute(*self._estimated_rows(table, schema)).scalar()
         except sa.exc.SQLAlchemyError:
             return None
         if not rows or rows < threshold:
             return None
-        return (f"{name} has about {rows:,} rows and no index starting with \"{column}\": "
-                f"this check reads all of them. CREATE INDEX ON {name} (\"{column}\") "
-                f"would let it read only the newest.")
+        quote = self.connection.dialect.identifier_preparer.quote_identifier
+        name = ".".join(quote(part) for part in (schema, table) if part)
+        index = quote(f"{table}_{column}_idx"[:60])  # MariaDB/MySQL want a name
+        return (f"{name} has about {int(rows):,} rows and no index starting with "
+                f"{quote(column)}: this check reads all of them. CREATE INDEX {index} ON "
+                f"{name} ({quote(column)}) would let it read only the newest.")
+
+    def _estimated_rows(self, table: str, schema: str | None) -> tuple:
+        """The statement and parameters reading a table's estimated row count."""
+        if self.dialect == "postgresql":
+            quote = self.connection.dialect.identifier_preparer.quote_identifier
+            name = ".".join(quote(part) for part in (schema, table) if part)
+            return (sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"),
+                    {"t": name})
+        return (sa.text("SELECT table_rows FROM information_schema.tables "
+                        "WHERE table_schema = COALESCE(:s, DATABASE()) AND table_name = :t"),
+                {"s": schema, "t": table})
 
     def greatest(self, first, second) -> sa.ColumnElement:
         """The larger of two values (SQLite spells it max(a, b))."""

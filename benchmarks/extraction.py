@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 
-from run import ensure_data, messages_at  # benchmarks/ is the script's folder
+from data import messages_at, prepare  # benchmarks/ is the script's folder
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/integrity_bench_sf2"
 COLUMNS = ["id", "tenantId", "conversationId", "direction", "sentAt"]
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=2.0, help="2 = 1M messages")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    ensure_data(args.url, args.scale)
+    prepare(args.url, args.scale)
     rows = messages_at(args.scale)
     results = {}
     for name, body in (("pandas.read_sql", READ_SQL), ("integrity (ADBC, Arrow)", INTEGRITY)):

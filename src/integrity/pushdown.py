@@ -229,6 +229,8 @@ class Tables:
         if self.dialect not in {"postgresql", "mysql", "mariadb"} or not definition.table:
             return None
         table, schema = definition.table, definition.schema_
+        quote = self.connection.dialect.identifier_preparer.quote_identifier
+        name = ".".join(quote(part) for part in (schema, table) if part)
         try:
             inspector = sa.inspect(self.connection)
             leading = [index["column_names"][:1] for index in
@@ -237,23 +239,20 @@ class Tables:
                            .get("constrained_columns", [])[:1])
             if [column] in leading:
                 return None
-            rows = self.connection.execute(*self._estimated_rows(table, schema)).scalar()
+            rows = self.connection.execute(*self._estimated_rows(name, table, schema)).scalar()
         except sa.exc.SQLAlchemyError:
             return None
         if not rows or rows < threshold:
             return None
-        quote = self.connection.dialect.identifier_preparer.quote_identifier
-        name = ".".join(quote(part) for part in (schema, table) if part)
         index = quote(f"{table}_{column}_idx"[:60])  # MariaDB/MySQL want a name
         return (f"{name} has about {int(rows):,} rows and no index starting with "
                 f"{quote(column)}: this check reads all of them. CREATE INDEX {index} ON "
                 f"{name} ({quote(column)}) would let it read only the newest.")
 
-    def _estimated_rows(self, table: str, schema: str | None) -> tuple:
-        """The statement and parameters reading a table's estimated row count."""
+    def _estimated_rows(self, name: str, table: str, schema: str | None) -> tuple:
+        """The statement and parameters reading the estimated row count of a table
+        (`name` quoted and qualified)."""
         if self.dialect == "postgresql":
-            quote = self.connection.dialect.identifier_preparer.quote_identifier
-            name = ".".join(quote(part) for part in (schema, table) if part)
             return (sa.text("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"),
                     {"t": name})
         return (sa.text("SELECT table_rows FROM information_schema.tables "

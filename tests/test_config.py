@@ -145,6 +145,34 @@ def test_custom_sql_must_be_a_single_select():
     assert audit.checks[0].sql == {"default": "SELECT ';' AS a -- ;"}
 
 
+@pytest.mark.parametrize("sql, problem", [
+    # '--' inside a string is not a comment: the statements after it are real.
+    ("SELECT id FROM quotes WHERE s = '--'; COMMIT; BEGIN READ WRITE; DELETE FROM quotes; "
+     "COMMIT; SELECT 1 AS id", "only one statement is allowed"),
+    # MySQL reads \\' as an escaped quote, PostgreSQL as a backslash then a closing quote.
+    ("SELECT 'a\\' ; DELETE FROM quotes; SELECT '", "unterminated quote ' at character 42"),
+    ("SELECT 1 /*! ; DELETE FROM quotes */", "only one statement is allowed"),  # MySQL runs it
+    ("SELECT 1 /* never closed", "unterminated comment /* at character 10"),
+])
+def test_custom_sql_cannot_hide_a_second_statement(sql, problem):
+    from integrity.checks.custom_sql import read_only_query
+
+    with pytest.raises(ValueError) as caught:
+        read_only_query(sql)
+    assert str(caught.value) == problem
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 'it''s; fine' AS a -- a comment; with a semicolon\nFROM quotes",
+    'SELECT "odd;name", `other;name` FROM quotes /* ; */;',
+    "/* lead */ WITH a AS (SELECT 1 AS id) SELECT * FROM a",
+])
+def test_custom_sql_semicolons_in_strings_names_and_comments(sql):
+    from integrity.checks.custom_sql import read_only_query
+
+    assert read_only_query(sql) == sql.strip()
+
+
 def test_check_specific_rules():
     assert errors("""\
         - kind: reconciliation

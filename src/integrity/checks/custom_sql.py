@@ -19,23 +19,48 @@ from pydantic import field_validator
 from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig, Columns
 
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_LITERALS = re.compile(r"'(?:[^']|'')*'")
 _DIALECTS = {"postgresql", "sqlite", "mysql", "mariadb", "default"}
+# One left-to-right pass, so whichever of a comment, a string or a quoted name opens
+# first wins, as in the database's own scanner ('--' inside a string is not a comment).
+# MySQL's executable comments (/*! ... */, /*M! ... */) run, so they count as code.
+_TOKENS = {
+    escapes: re.compile(
+        r"(?P<comment>--[^\n]*|/\*(?!M?!).*?\*/)"
+        + (r"|(?P<string>'(?:[^'\\]|''|\\.)*')" if escapes else r"|(?P<string>'(?:[^']|'')*')")
+        + r"|(?P<name>\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`)"
+        + r"|(?P<open>/\*(?!M?!)|['\"`])", re.DOTALL)
+    for escapes in (False, True)
+}
 
 
 def read_only_query(sql: str) -> str:
-    """The query if it is one SELECT/WITH statement; ValueError otherwise."""
-    text = _LITERALS.sub("''", _COMMENTS.sub(" ", sql)).strip().rstrip(";").strip()
-    if not text:
-        raise ValueError("the query is empty")
-    if ";" in text:
-        raise ValueError("only one statement is allowed")
-    first = text.split(None, 1)[0].upper()
+    """The query if it is one SELECT/WITH statement; ValueError otherwise.
+
+    Strings are read both as PostgreSQL and SQLite do (a backslash is a character) and
+    as MySQL does (a backslash escapes): a query is accepted only if it is one
+    statement both ways, so no reading can hide a second statement in a string."""
+    for escapes in (False, True):
+        code = _code(sql, _TOKENS[escapes]).strip().rstrip(";").strip()
+        if not code:
+            raise ValueError("the query is empty")
+        if ";" in code:
+            raise ValueError("only one statement is allowed")
+    first = code.split(None, 1)[0].upper()
     if first not in {"SELECT", "WITH"}:
         raise ValueError(f"custom SQL runs read-only: it must be a SELECT (or WITH ... SELECT), "
                          f"not {first}")
     return sql.strip()
+
+
+def _code(sql: str, tokens: re.Pattern) -> str:
+    """`sql` with comments blanked and strings and quoted names emptied."""
+    def blank(match: re.Match) -> str:
+        if match.group("open"):
+            what = "comment" if match.group("open") == "/*" else "quote"
+            raise ValueError(f"unterminated {what} {match.group('open')} at character "
+                             f"{match.start() + 1}")
+        return " " if match.group("comment") else "''"
+    return tokens.sub(blank, sql)
 
 
 def _per_dialect(value):

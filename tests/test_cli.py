@@ -136,6 +136,31 @@ def test_unreachable_database_masks_the_password(write_audit, tmp_path):
         assert "Sup3r-S3cret" not in text
 
 
+def test_a_password_given_as_a_url_parameter_is_masked_too(write_audit, tmp_path,
+                                                           postgres_database):
+    """Drivers take ?password= (and ?sslpassword=) as well as user:password@."""
+    secret = "Qu3ry-S3cret"
+    found = f"{postgres_database}?password={secret}"
+    missing = f"{postgres_database.rsplit('/', 1)[0]}/no_such_db?sslpassword={secret}"
+    outputs = []
+    for url in (found, missing):
+        path = write_audit(f"""\
+            connection: {{url: "{url}", retries: 0}}
+            datasets: {{t: {{sql: "SELECT 1 AS id, now() AS at", key: id}}}}
+            checks: [{{kind: freshness, dataset: t, time: at, max_age: 1h}}]
+            """)
+        out = tmp_path / str(len(outputs))
+        result = invoke("run", path, "-o", out, "--no-history", "--no-lock")
+        outputs.append(result)
+        for text in (result.output, *(file.read_text() for file in out.iterdir())):
+            assert secret not in text
+    assert outputs[0].exit_code == 0
+    database = json.loads((tmp_path / "0" / "report.json").read_text())["run"]["database"]
+    assert database == f"{postgres_database}?password=***"
+    assert outputs[1].exit_code == 2
+    assert f"{postgres_database.rsplit('/', 1)[0]}/no_such_db?sslpassword=***" in outputs[1].output
+
+
 def test_unwritable_output_folder_is_exit_2_before_the_audit(write_audit, tmp_path):
     path = write_audit("""\
         connection: {url: "sqlite:///nowhere.db"}

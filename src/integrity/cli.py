@@ -358,17 +358,17 @@ def generate(url: str, scale: float, seed: int, now: str | None, clean: bool) ->
     """Create the reference schema at URL (dropping its tables) and fill it."""
     import sqlalchemy as sa
 
-    from integrity.errors import scrub
+    from integrity.errors import scrub, url_secrets
     from integrity.reference.generator import generate as fill
 
     try:
-        secret = sa.engine.make_url(url).password
+        secrets = url_secrets(sa.engine.make_url(url))
     except sa.exc.ArgumentError:
         _fail("not a valid SQLAlchemy URL")
     try:
         reference = fill(url, scale=scale, seed=seed, now=_parse_now(now), inject=not clean)
     except sa.exc.SQLAlchemyError as error:
-        _fail(scrub(" ".join(str(getattr(error, "orig", error)).split()), [secret or ""]))
+        _fail(scrub(" ".join(str(getattr(error, "orig", error)).split()), secrets))
     rows = sum(len(frame) for frame in reference.tables.values())
     click.echo(f"{rows:,} rows written; {sum(map(len, reference.expected.values()))} "
                f"violations injected")

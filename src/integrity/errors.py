@@ -8,7 +8,12 @@ a password: SourceError scrubs the secrets it is given.
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 class IntegrityError(Exception):
@@ -73,3 +78,24 @@ def scrub(message: str, secrets: tuple[str, ...] | list[str]) -> str:
         for form in {secret, quote(secret, safe=""), quote(secret)}:
             message = message.replace(form, "***")
     return message
+
+
+# Drivers also take credentials as query parameters (?password=, ?sslpassword=, ?token=).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|api_?key|credential", re.IGNORECASE)
+_MASK = "MASKEDSECRET"
+
+
+def url_secrets(url: URL) -> tuple[str, ...]:
+    """Every secret a database URL carries: its password and its secret-looking parameters."""
+    found = [url.password] if url.password else []
+    for name, value in url.query.items():
+        if _SECRET_PARAMETER.search(name):
+            found += [value] if isinstance(value, str) else list(value)
+    return tuple(str(secret) for secret in found if secret)
+
+
+def masked_url(url: URL) -> str:
+    """The URL to show: `postgresql+psycopg://auditor:***@db/app?sslpassword=***`."""
+    hidden = {name: _MASK for name in url.query if _SECRET_PARAMETER.search(name)}
+    shown = url.update_query_dict(hidden) if hidden else url
+    return shown.render_as_string(hide_password=True).replace(_MASK, "***")

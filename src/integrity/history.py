@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import sqlalchemy as sa
 
 from integrity import __version__
-from integrity.errors import IntegrityError, scrub
+from integrity.errors import IntegrityError, masked_url, scrub, url_secrets
 
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
@@ -180,8 +180,8 @@ class History:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError:
             raise HistoryError("history: not a valid SQLAlchemy URL") from None
-        self._secrets = tuple(s for s in (parsed.password,) if s)
-        self.display_url = parsed.render_as_string(hide_password=True)
+        self._secrets = url_secrets(parsed)
+        self.display_url = masked_url(parsed)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "",
                                                                              ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 
 from integrity import filters
 from integrity.config import Audit, ConnectionConfig, DatasetConfig
-from integrity.errors import SourceError
+from integrity.errors import SourceError, masked_url, url_secrets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, URL
@@ -61,7 +61,7 @@ class Source:
 
     @property
     def display_url(self) -> str:
-        return self.url.render_as_string(hide_password=True)
+        return masked_url(self.url)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -148,7 +148,7 @@ def open_source(connection: ConnectionConfig) -> Source:
         # The URL may itself contain the password: never echo it.
         raise SourceError("connection.url is not a valid SQLAlchemy URL "
                           "(expected e.g. postgresql+psycopg://user@host/db)") from None
-    secrets = tuple(secret for secret in (url.password,) if secret)
+    secrets = url_secrets(url)
     backend = url.get_backend_name()
     source = Source(engine=None, url=url, secrets=secrets, retries=connection.retries,
                     backoff=connection.retry_backoff.total_seconds(),

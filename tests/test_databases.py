@@ -100,6 +100,22 @@ def test_reserved_words_schemas_and_mixed_id_types(db, engine):
                      "tenants": {("ckq3",)}, "clicks": {("ckq2",)}, "select_clicks": set()}
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_empty_key_part_is_no_key(db, engine):
+    db.tables(leads=[{"id": 1, "tenantId": "t1", "email": ""},
+                     {"id": 2, "tenantId": "t1", "email": ""},
+                     {"id": 3, "tenantId": "t1", "email": " "},  # a key: nothing trims it
+                     {"id": 4, "tenantId": "t1", "email": " "},
+                     {"id": 5, "tenantId": "t1", "email": "a@x.com"},
+                     {"id": 6, "tenantId": "t1", "email": "a@x.com"}])
+    result = run(db, "leads: {table: leads, key: id}",
+                 "- {id: d, kind: duplicates, dataset: leads, columns: [tenantId, email]}", engine)
+    check = result.check("d")
+    assert (check.status, check.violation_count) == ("fail", 2)
+    assert [(row["id"], row["duplicate_role"]) for row in check.sample] == [
+        (3, "kept"), (4, "surplus"), (5, "kept"), (6, "surplus")]
+
+
 def test_timestamptz_and_timestamp_compare_in_utc(servers, tmp_path):
     db = Database(servers.database("postgresql"))
     db.execute('CREATE TABLE t (id int, local_naive timestamp, aware timestamptz)',

@@ -156,7 +156,12 @@ class Duplicates(Check):
         sized = (sa.select(keyed,
                            sa.func.row_number().over(**window).label("_rank"),
                            sa.func.lead(sa.literal_column("1")).over(**window).label("_next"))
-                 .where(*[part.is_not(None) for part in parts]).subquery("sized"))
+                 .where(*[part.is_not(None) for part in parts],
+                        # '' is no key either (normalisers already turn it into NULL)
+                        *[part != "" for part, column in zip(parts, config.columns)
+                          if not config.normalize.get(column)
+                          and db.is_text(config.dataset, column)])
+                 .subquery("sized"))
         members = (sa.select(sized).where(sa.or_(sized.c._rank > 1, sized.c._next.is_not(None)))
                    .subquery("members"))
         groups = [members.c[name] for name in key_names]
@@ -331,7 +336,11 @@ def groups_text(db, parts):
 
 def normalise(values, steps: list[str], region: str | None):
     """Apply normalisation steps to a column; empty results become null."""
+    import pandas as pd
+
     if not steps:
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            return values.where(values.isna() | (values != ""), None)  # '' is no key either
         return values
     # Normalise each distinct value once: phone parsing is slow and keys repeat.
     mapping = {value: normalise_one(value, steps, region) for value in values.dropna().unique()}

@@ -116,6 +116,52 @@ def test_an_empty_key_part_is_no_key(db, engine):
         (3, "kept"), (4, "surplus"), (5, "kept"), (6, "surplus")]
 
 
+TEXT_TIMES = [  # (id, text) -> what both engines must read
+    (1, "2026-01-30 10:00:00"),         # 10:00 UTC
+    (2, "2026-01-30T12:00:00+02:00"),   # 10:00 UTC: the offset wins
+    (3, "2026-01-30T09:00:00Z"),        # 09:00 UTC
+    (4, " 2026-01-30 15:30:00+0530 "),  # 10:00 UTC
+    (5, "garbage"),                     # no time, and no error either
+    (6, None),
+    (7, "2026-01-29"),                  # midnight, the day before
+    (8, "2026/01/30 10:00"),            # not ISO 8601 (MariaDB alone would take it)
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_text_times_read_alike_on_every_database(db, engine):
+    db.tables(ev=[{"id": i, "at": text} for i, text in TEXT_TIMES])
+    result = run(db, "ev: {table: ev, key: id}", """\
+        - {id: valid, kind: timestamp_valid, dataset: ev, column: at,
+           earliest: "2026-01-30T09:30:00Z"}
+        - {id: fresh, kind: freshness, dataset: ev, time: at, max_age: 1h}
+        - id: daily
+          kind: reconciliation
+          left: {dataset: ev, per_day: at}
+          right: {dataset: ev, per_day: at, where: {id: {in: [1, 2, 3, 4]}}}
+        """, engine)
+    valid = result.check("valid")
+    assert sorted((row["id"], row["problem"]) for row in valid.sample) == [
+        (3, "before_earliest"), (5, "unparseable"), (6, "null"), (7, "before_earliest"),
+        (8, "unparseable")]
+    assert result.check("fresh").value == 2.5 * 3600  # newest 10:00, now 12:30
+    daily = result.check("daily")  # rows without a time meet as one day: no day
+    assert (daily.status, daily.violation_keys) == ("fail", [(None,), ("2026-01-29",)])
+    assert [(row["left ev"], row["right ev"]) for row in daily.sample] == [(3, 0), (1, 0)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_naive_text_times_are_read_in_the_dataset_time_zone_on_postgresql(servers, engine):
+    db = Database(servers.database("postgresql"))
+    db.tables(ev=[{"id": i, "at": text} for i, text in TEXT_TIMES])
+    check = "- {id: fresh, kind: freshness, dataset: ev, time: at, max_age: 1h}"
+    # Newest at 12:30 UTC: 10:00 UTC from the rows with an offset, unless naive 10:00 in
+    # New York (15:00 UTC) is later still.
+    for zone, age in [("UTC", 2.5), ("Europe/Paris", 2.5), ("America/New_York", -2.5)]:
+        result = run(db, f"ev: {{table: ev, key: id, timezone: {zone}}}", check, engine)
+        assert result.check("fresh").value == age * 3600, zone
+
+
 def test_timestamptz_and_timestamp_compare_in_utc(servers, tmp_path):
     db = Database(servers.database("postgresql"))
     db.execute('CREATE TABLE t (id int, local_naive timestamp, aware timestamptz)',

@@ -14,6 +14,7 @@ stands for a missing or unparseable time, as NaT does in the pandas engine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from sqlalchemy.dialects.mysql import BINARY
 from integrity import filters
 from integrity.config import Aggregate, Audit
 from integrity.errors import CheckError
+from integrity.units import ISO_TIME, ISO_TIME_WITH_OFFSET, OFFSET_AT_END
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -184,15 +186,15 @@ class Tables:
         kind = self.columns.get(dataset, {}).get(column) if column else None
         zone = self.audit.datasets[dataset].timezone
         if name == "sqlite":
-            day = sa.func.julianday(expression)
-            text = sa.cast(sa.func.round((day - 2440587.5) * 86_400_000), sa.BigInteger)
+            # Text through the pandas engine's own rules (SQLite runs in this process);
+            # julianday() would miss "+0530" and read other text its own way.
             number = sa.cast(expression * 1000, sa.BigInteger)
             return sa.case((sa.func.typeof(expression).in_(["integer", "real"]), number),
-                           else_=text)
+                           else_=sa.func.integrity_epoch_ms(expression))
         if name == "postgresql":
             value = expression
             if kind is None or isinstance(kind, _TEXT_TYPES):
-                value = sa.cast(expression, sa.TIMESTAMP(timezone=True))
+                value = self._parsed_text(expression, zone)
             elif zone != "UTC" and isinstance(kind, (sa.DateTime, sa.Date)) and not getattr(
                     kind, "timezone", False):
                 value = sa.func.timezone(zone, expression)  # naive local -> aware
@@ -202,20 +204,57 @@ class Tables:
             return sa.cast(sa.func.round(sa.func.date_part("epoch", value) * 1_000_000),
                            sa.BigInteger)
         if name in {"mysql", "mariadb"}:
+            if kind is None or isinstance(kind, _TEXT_TYPES):
+                return self._parsed_text_mysql(expression)
             return sa.func.timestampdiff(sa.text("MICROSECOND"), sa.literal("1970-01-01 00:00:00"),
                                          expression, type_=sa.BigInteger)
         raise CheckError(f"the sql engine does not support {name} yet")
+
+    # Text times are read as the pandas engine reads them (units.ISO_TIME): an offset
+    # wins, else the dataset's time zone; anything else is no time (NULL) rather than an
+    # error that would stop the check. A date the pattern lets through but the calendar
+    # lacks (02-30) is still PostgreSQL's error.
+
+    def _parsed_text(self, expression: sa.ColumnElement, zone: str) -> sa.ColumnElement:
+        """PostgreSQL: text to timestamptz, NULL when it is no ISO time."""
+        text = sa.func.btrim(sa.cast(expression, sa.Text), sa.literal(" \t\n\r\f\v"))
+        aware = sa.cast(text, sa.TIMESTAMP(timezone=True))
+        if zone != "UTC":  # the session is in UTC: naive text is read in the dataset's zone
+            aware = sa.case((text.op("~")(sa.literal(ISO_TIME_WITH_OFFSET)), aware),
+                            else_=sa.func.timezone(zone, sa.cast(text, sa.TIMESTAMP())))
+        return sa.case((text.op("~")(sa.literal(ISO_TIME)), aware), else_=sa.null())
+
+    def _parsed_text_mysql(self, expression: sa.ColumnElement) -> sa.ColumnElement:
+        """MariaDB/MySQL: text to epoch microseconds, the offset applied (their date
+        functions ignore it), NULL when it is no ISO time."""
+        text = sa.func.trim(expression)
+        aware = text.op("REGEXP")(sa.literal(ISO_TIME_WITH_OFFSET))
+        suffix = sa.case((aware, sa.func.coalesce(
+            sa.func.regexp_substr(text, r"[+-][0-9]{2}(:?[0-9]{2})?$"), "")), else_="")
+        digits = sa.func.replace(sa.func.substring(suffix, 2), ":", "")
+        offset = sa.case((suffix == "", 0), else_=(
+            sa.case((sa.func.left(suffix, 1) == "-", -1), else_=1)
+            * (sa.cast(sa.func.left(digits, 2), sa.Integer) * 3600
+               + sa.cast(sa.func.coalesce(sa.func.nullif(sa.func.substring(digits, 3, 2), ""),
+                                          "0"), sa.Integer) * 60)))
+        local = sa.case((aware, sa.func.regexp_replace(text, OFFSET_AT_END, "")), else_=text)
+        epoch = sa.func.timestampdiff(sa.text("MICROSECOND"), sa.literal("1970-01-01 00:00:00"),
+                                      local, type_=sa.BigInteger) - offset * 1_000_000
+        return sa.case((text.op("REGEXP")(sa.literal(ISO_TIME)), epoch), else_=sa.null())
 
     def day(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
         """The UTC calendar day of a time column (a DATE, or ISO text on SQLite)."""
         expression = relation.c[column]
         if self.dialect == "sqlite":
-            return sa.func.date(expression)
+            return sa.func.date(self.epoch(dataset, expression, column) / 1000.0, "unixepoch")
         if self.typed_time(dataset, column):
             return sa.cast(expression, sa.Date) if self.dialect == "postgresql" else \
                 sa.func.date(expression)
         epoch = self.epoch(dataset, expression, column)
-        return sa.cast(sa.func.to_timestamp(epoch / 1_000_000.0), sa.Date)
+        if self.dialect == "postgresql":
+            return sa.cast(sa.func.to_timestamp(epoch / 1_000_000.0), sa.Date)
+        return sa.func.date(sa.func.timestampadd(sa.text("MICROSECOND"), epoch,
+                                                 sa.literal("1970-01-01 00:00:00")))
 
     def axis(self, *columns: tuple[str, str]) -> Axis:
         """The time axis for (dataset, column) pairs compared with one another."""
@@ -514,3 +553,21 @@ def install_sqlite_functions(dbapi_connection) -> None:
         return normalise_one(value, steps.split(","), region or None)
 
     dbapi_connection.create_function("integrity_normalise", 3, normalise, deterministic=True)
+    dbapi_connection.create_function("integrity_epoch_ms", 1, epoch_ms, deterministic=True)
+
+
+_ISO = re.compile(ISO_TIME)
+
+
+def epoch_ms(value) -> int | None:
+    """Milliseconds since the epoch of a text time (units.ISO_TIME; naive is UTC, as the
+    sql engine on SQLite runs only UTC datasets), None when it is no time."""
+    text = str(value).strip() if value is not None else ""
+    if not _ISO.match(text):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:  # 02-30: the pattern's shape, not a date
+        return None
+    delta = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + round(delta.microseconds / 1000)

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from integrity import filters
 from integrity.config import Audit, ConnectionConfig, DatasetConfig
 from integrity.errors import SourceError, masked_url, url_secrets
+from integrity.units import ISO_TIME, ISO_TIME_WITH_OFFSET
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine, URL
@@ -396,7 +397,6 @@ class BulkReader:
 # ---------------------------------------------------------------------------
 # Times.
 
-_HAS_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 
 
 def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
@@ -421,7 +421,8 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
         text = present.astype("object").str.strip()
     else:  # a mix of text and datetime objects (SQLite returns what was stored)
         text = present.map(_as_text).astype("object")
-    aware = text.str.contains(_HAS_OFFSET, na=False).astype(bool)
+    text = text[text.str.fullmatch(ISO_TIME).astype(bool)]  # the rest stays NaT
+    aware = text.str.fullmatch(ISO_TIME_WITH_OFFSET).astype(bool)
     if aware.any():
         result.loc[aware[aware].index] = pd.to_datetime(
             text[aware], utc=True, errors="coerce", format="ISO8601")

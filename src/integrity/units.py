@@ -148,3 +148,15 @@ def parse_fraction(value: Any) -> float:
         except ValueError:
             pass
     raise ValueError(f"invalid fraction {value!r}: use e.g. 0.05 or '5%'")
+
+
+# The text times integrity reads, alike on both engines and every database: an ISO 8601
+# date, optionally a time after "T" or a space, optionally an offset right after it (Z,
+# +02, +0200, +02:00). Anything else is no time ("unparseable"), never an error. The
+# patterns run in Python, PostgreSQL and MariaDB/MySQL as they are.
+_DATE = r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_CLOCK = r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]+)?)?)?"
+_OFFSET = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"
+ISO_TIME = f"^{_DATE}{_CLOCK}{_OFFSET}?$"
+ISO_TIME_WITH_OFFSET = f"^{_DATE}{_CLOCK}{_OFFSET}$"
+OFFSET_AT_END = f"{_OFFSET}$"  # only ever applied to a time ISO_TIME_WITH_OFFSET matched

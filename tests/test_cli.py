@@ -218,3 +218,14 @@ def test_help_and_validate_do_not_import_pandas(write_audit):
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout
     assert output.strip().splitlines()[-1] == "[]"
+
+
+def test_checks_lists_every_kind_with_its_own_line():
+    from integrity.checks import CHECKS
+
+    result = invoke("checks")
+    assert result.exit_code == 0
+    lines = dict(line.split(None, 1) for line in result.output.splitlines())
+    assert list(lines) == list(CHECKS)
+    assert lines["timestamp_valid"] == "Null, unparseable, future or impossible timestamps."
+    assert len(set(lines.values())) == len(lines)  # no two kinds described alike

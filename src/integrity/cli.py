@@ -380,8 +380,7 @@ def list_checks() -> None:
     from integrity.checks import CHECKS
 
     for kind, family in CHECKS.items():
-        doc = (sys.modules[family.__module__].__doc__ or "").strip().splitlines()[0]
-        click.echo(f"{kind:<20} {doc}")
+        click.echo(f"{kind:<20} {family.__doc__}")
 
 
 @main.group()

@@ -67,6 +67,8 @@ class CounterConfig(CheckConfig):
 
 
 class CounterVsEvents(Check):
+    """A stored counter equals the unique events it counts."""
+
     kind = "counter_vs_events"
     Config = CounterConfig
     config: CounterConfig

@@ -96,6 +96,8 @@ class CustomSqlConfig(CheckConfig):
 
 
 class CustomSql(Check):
+    """Any query whose rows are violations: the escape hatch."""
+
     kind = "custom_sql"
     Config = CustomSqlConfig
     config: CustomSqlConfig

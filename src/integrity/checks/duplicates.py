@@ -42,6 +42,8 @@ class DuplicatesConfig(CheckConfig):
 
 
 class Duplicates(Check):
+    """Rows sharing a (normalised) key."""
+
     kind = "duplicates"
     Config = DuplicatesConfig
     config: DuplicatesConfig
@@ -207,6 +209,8 @@ class DuplicateEventsConfig(CheckConfig):
 
 
 class DuplicateEvents(Check):
+    """The same thing twice within seconds (double clicks)."""
+
     kind = "duplicate_events"
     Config = DuplicateEventsConfig
     config: DuplicateEventsConfig

@@ -131,6 +131,8 @@ def load_suite(path: Path) -> SuiteFile:
 
 
 class ExpectationSuiteCheck(Check):
+    """Great Expectations suites for column-level rules."""
+
     kind = "expectation_suite"
     Config = SuiteConfig
     config: SuiteConfig

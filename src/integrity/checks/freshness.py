@@ -54,6 +54,8 @@ class FreshnessConfig(CheckConfig):
 
 
 class Freshness(Check):
+    """Is anything still arriving?"""
+
     kind = "freshness"
     Config = FreshnessConfig
     config: FreshnessConfig

@@ -93,6 +93,8 @@ class MetricConfig(CheckConfig):
 
 
 class Metric(Check):
+    """A value or rate over a window against bounds."""
+
     kind = "metric"
     Config = MetricConfig
     config: MetricConfig

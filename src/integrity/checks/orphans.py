@@ -49,6 +49,8 @@ def validate_reference(audit, reference: list[str], parent: str,
 
 
 class Orphans(Check):
+    """References to nothing."""
+
     kind = "orphans"
     Config = OrphansConfig
     config: OrphansConfig

@@ -88,6 +88,8 @@ class ReconciliationConfig(CheckConfig):
 
 
 class Reconciliation(Check):
+    """An aggregate on each side, per key, within a tolerance."""
+
     kind = "reconciliation"
     Config = ReconciliationConfig
     config: ReconciliationConfig

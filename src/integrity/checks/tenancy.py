@@ -46,6 +46,8 @@ class CrossTenantConfig(CheckConfig):
 
 
 class CrossTenant(Check):
+    """Data that crosses tenants (any occurrence is critical)."""
+
     kind = "cross_tenant"
     Config = CrossTenantConfig
     config: CrossTenantConfig

@@ -43,6 +43,8 @@ class PreservedConfig(CheckConfig):
 
 
 class TimestampPreserved(Check):
+    """A re-send within the window must not move the timestamp."""
+
     kind = "timestamp_preserved"
     Config = PreservedConfig
     config: PreservedConfig
@@ -175,6 +177,8 @@ class ValidConfig(CheckConfig):
 
 
 class TimestampValid(Check):
+    """Null, unparseable, future or impossible timestamps."""
+
     kind = "timestamp_valid"
     Config = ValidConfig
     config: ValidConfig

@@ -65,6 +65,20 @@ def test_reference_audit_exits_1_and_writes_reports(reference_db, tmp_path):
     assert (tmp_path / "report.html").read_text().startswith("<!doctype html>")
 
 
+def test_a_subset_of_checks_keeps_the_paths_of_the_file(reference_db, tmp_path):
+    result = invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
+                    "--check", "quote_*", "--skip", "quote_sent_at_preserved", "--no-history",
+                    "--no-lock", env={"REFERENCE_DATABASE_URL": reference_db})
+    assert result.exit_code == 1, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    paths = [(check["id"].split(":")[0], check["path"]) for check in report["checks"]]
+    assert list(dict.fromkeys(paths)) == [  # a suite's results share its path
+        ("quote_email_counter", "checks[0]"), ("quote_sms_counter", "checks[1]"),
+        ("quote_sent_at_valid", "checks[3]"), ("quote_send_double_clicks", "checks[4]"),
+        ("quote_channel_distribution", "checks[6]"), ("quote_agent_cross_tenant", "checks[13]"),
+        ("quote_columns", "checks[24]")]
+
+
 def test_sample_limit_zero_keeps_every_row(reference_db, tmp_path):
     result = invoke("run", "audits/reference.yml", "-o", tmp_path, "--now", NOW_TEXT,
                     "--sample-limit", "0", env={"REFERENCE_DATABASE_URL": reference_db})

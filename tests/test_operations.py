@@ -97,6 +97,52 @@ def test_a_run_over_its_timeout_is_an_audit_error_recorded_in_history(slow_audit
     assert outcome[:2] == ("audit_error", 2) and "timeout" in outcome[2]
 
 
+def test_a_report_that_cannot_be_written_is_an_audit_error_everywhere(sqlite_db, tmp_path):
+    """A passing audit whose summary.md cannot be written: exit 2, and neither the other
+    reports nor the history claim the pass."""
+    sqlite_db.tables(leads=[{"id": 1, "email": "a"}, {"id": 2, "email": "b"}])
+    audit = tmp_path / "a.yml"
+    audit.write_text(audit_text(sqlite_db.url, "leads: {table: leads, key: id}",
+                                "- {id: dupes, kind: duplicates, dataset: leads, columns: email}"))
+    (tmp_path / "out" / "summary.md").mkdir(parents=True)  # a folder where the file goes
+    history = tmp_path / "history.sqlite"
+    result = integrity("run", audit, "-o", tmp_path / "out", "--history", f"sqlite:///{history}",
+                       "--no-lock", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"cannot write {tmp_path / 'out' / 'summary.md'}: Is a directory" in result.stderr
+    gate = json.loads((tmp_path / "out" / "report.json").read_text())["gate"]
+    assert (gate["exit_code"], gate["passed"]) == (2, False)
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("errors")) == ("2", "1")  # dupes + (audit)
+    recorded = sqlite3.connect(history).execute(
+        "SELECT outcome, exit_code, errors FROM integrity_runs").fetchall()
+    assert [row[:2] for row in recorded] == [("audit_error", 2)]
+    assert "summary.md: Is a directory" in recorded[0][2]
+
+
+def test_the_step_summary_is_written_whatever_the_formats_and_never_crashes(sqlite_db,
+                                                                           tmp_path):
+    sqlite_db.tables(leads=[{"id": 1, "email": "a"}])
+    audit = tmp_path / "a.yml"
+    audit.write_text(audit_text(sqlite_db.url, "leads: {table: leads, key: id}",
+                                "- {id: dupes, kind: duplicates, dataset: leads, columns: email}")
+                     + "output: {formats: [json]}\n")
+    step_summary = tmp_path / "step-summary.md"
+    result = integrity("gate", audit, "-o", tmp_path / "out", "--no-history", "--no-lock",
+                       cwd=tmp_path, env={"GITHUB_STEP_SUMMARY": str(step_summary)})
+    assert result.returncode == 0, result.stderr
+    assert step_summary.read_text().startswith("### integrity · a: ✅ gate passed (exit 0)")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.json"]
+
+    missing = tmp_path / "no-such-folder" / "summary.md"
+    result = integrity("gate", audit, "-o", tmp_path / "out", "--no-history", "--no-lock",
+                       cwd=tmp_path, env={"GITHUB_STEP_SUMMARY": str(missing)})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (f"cannot write $GITHUB_STEP_SUMMARY ({missing}): No such file or directory"
+            in result.stderr)
+
+
 def test_the_crontab_line_runs_the_audit(sqlite_db, tmp_path):
     sqlite_db.tables(leads=[{"id": 1, "email": "a"}, {"id": 2, "email": "a"}])
     (tmp_path / "audits").mkdir()

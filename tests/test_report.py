@@ -54,3 +54,15 @@ def test_info_severity_never_fails_the_gate(sqlite_db):
         - {kind: duplicates, dataset: leads, columns: email, severity: info}
         """, fail_on="warning")
     assert (result.checks[0].status, result.exit_code) == ("info", 0)
+
+
+def test_a_missing_time_is_null_in_the_report_not_nat(sqlite_db, tmp_path):
+    """A job that never wrote a heartbeat: its newest time is missing, not the text "NaT"."""
+    sqlite_db.tables(beats=[{"id": 1, "job": "a", "at": "2026-01-30 12:00:00"}])
+    result = run(sqlite_db, "beats: {table: beats, key: id}", """\
+        - {id: jobs, kind: freshness, dataset: beats, time: at, by: [job], max_age: 1h,
+           expect_groups: [a, b]}
+        """)
+    document = json.loads(write_reports(result, tmp_path, ["json"])["json"].read_text())
+    assert document["checks"][0]["violations"] == [
+        {"job": "b", "newest": None, "age": "no rows", "level": "critical"}]

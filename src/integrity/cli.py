@@ -220,7 +220,8 @@ def _select(audit, only: tuple[str, ...], skip: tuple[str, ...]):
     kept = [c for c in audit.checks if (not only or matches(c, only)) and not matches(c, skip)]
     if not kept:
         _fail("--check/--skip leave no check to run")
-    return dataclasses.replace(audit, checks=kept)
+    return dataclasses.replace(audit, checks=kept,
+                               indices={c.id: i for i, c in enumerate(audit.checks)})
 
 
 def _progress(log_format: str, interactive: bool):

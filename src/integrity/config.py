@@ -293,6 +293,13 @@ class Audit:
     checks: list[CheckConfig]
     config_hash: str
     positions: dict[tuple, tuple[int, int]] = field(default_factory=dict, repr=False)
+    # Where each check stands in the file (check id -> index), so `checks[3]` keeps naming
+    # the same check when --check/--skip run a subset.
+    indices: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def path(self, index: int) -> str:
+        """`checks[N]` of the check at `index` of `checks`, as numbered in the file."""
+        return f"checks[{self.indices.get(self.checks[index].id, index)}]"
 
     @property
     def connection(self) -> ConnectionConfig:

@@ -67,7 +67,11 @@ class CheckError(IntegrityError):
 
 
 class OutputError(IntegrityError):
-    """A report could not be written."""
+    """A report could not be written. `written`: the reports that were."""
+
+    def __init__(self, message: str, written: dict | None = None):
+        super().__init__(message)
+        self.written = written or {}
 
 
 def scrub(message: str, secrets: tuple[str, ...] | list[str]) -> str:

@@ -320,6 +320,21 @@ class History:
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot record the run") from None
 
+    def amend(self, result: AuditResult) -> None:
+        """Correct a recorded run's outcome after errors found once it was recorded (a
+        report that could not be written): history never keeps a pass the process did
+        not give."""
+        from integrity.gate import ExitCode
+
+        code = result.exit_code
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(runs.update().where(runs.c.id == result.run_id).values(
+                    outcome=ExitCode(code).name.lower(), exit_code=code,
+                    errors=json.dumps(result.errors)))
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the run") from None
+
     def _lifecycle(self, connection, result: AuditResult, check: CheckResult,
                    acceptances: list[Acceptance], today: date) -> None:
         previous, seen = self.previous_fingerprints(connection, result.audit_name, check.id)

@@ -4,8 +4,10 @@ The order matters. The output folder is proven writable and the lock taken
 before anything connects; history is recorded before the reports are written
 (the reports show the lifecycle); notifications go out after the reports
 exist (they link to them), and the reports are written once more with what
-the notifications did. A timeout stops the run where it is, errors the
-checks that did not run, and is recorded like any other outcome.
+the notifications did. A report (or $GITHUB_STEP_SUMMARY) that cannot be
+written makes the run an audit error: the other reports are rewritten and the
+recorded run amended to say so. A timeout stops the run where it is, errors
+the checks that did not run, and is recorded like any other outcome.
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ def execute(audit: Audit, options: JobOptions) -> JobOutcome:
 
 def _run(audit: Audit, options: JobOptions, store) -> JobOutcome:
     from integrity.notify import deliver
-    from integrity.report import write_reports
     from integrity.runner import run_audit
 
     result = run_audit(audit, now=options.now, sample_limit=options.sample_limit,
@@ -71,19 +72,54 @@ def _run(audit: Audit, options: JobOptions, store) -> JobOutcome:
         except IntegrityError as error:
             # The checks ran; without history their lifecycle and acceptances are unknown.
             result.errors.append(str(error))
+    recorded = len(result.errors)
     formats = audit.config.output.formats
-    outcome = JobOutcome(result, write_reports(result, options.output, formats))
+    outcome = JobOutcome(result, _write(result, options.output, formats))
     if audit.config.notify:
         report = outcome.written.get("html")
         outcome.deliveries = deliver(result, audit, store,
                                      str(report.resolve()) if report else None)
         result.notifications = outcome.deliveries
-        outcome.written = write_reports(result, options.output, formats)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary and "markdown" in formats:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(outcome.written["markdown"].read_text(encoding="utf-8") + "\n")
+    _step_summary(result)
+    if audit.config.notify or len(result.errors) > recorded:
+        # Once more, with what the notifications did and any output that failed: no
+        # report may claim a verdict the process does not give.
+        outcome.written = _write(result, options.output, formats)
+    if store is not None and result.run_id is not None and len(result.errors) > recorded:
+        try:
+            store.amend(result)
+        except IntegrityError as error:
+            result.errors.append(str(error))
     return outcome
+
+
+def _write(result: AuditResult, directory: str, formats) -> dict[str, Path]:
+    """The reports written; a file that cannot be written is an audit error (exit 2)."""
+    from integrity.errors import OutputError
+    from integrity.report import write_reports
+
+    try:
+        return write_reports(result, directory, formats)
+    except OutputError as error:
+        if str(error) not in result.errors:
+            result.errors.append(str(error))
+        return error.written
+
+
+def _step_summary(result: AuditResult) -> None:
+    """The Markdown verdict appended to $GITHUB_STEP_SUMMARY (GitHub Actions), whatever
+    the audit's output formats."""
+    from integrity.report import markdown
+
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(markdown.render(result) + "\n")
+    except OSError as error:
+        result.errors.append(f"cannot write $GITHUB_STEP_SUMMARY ({path}): "
+                             f"{error.strerror or error}")
 
 
 def _history(url: str | None):

@@ -211,7 +211,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def plain(value: Any) -> Any:
     """A JSON-safe Python value: timestamps as ISO 8601 (UTC 'Z'), NaN/NaT as None."""
-    if value is None:
+    if value is None or (isinstance(value, datetime) and value != value):  # NaT is a datetime
         return None
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         try:

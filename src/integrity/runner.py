@@ -42,7 +42,7 @@ def engine_problems(audit: Audit, dialect: str, engine: str | None = None
     for index, config in enumerate(audit.checks):
         check = CHECKS[config.kind](config, audit)
         if engine_of(check, default) == "sql":
-            problems += [(f"checks[{index}]", problem) for problem in check.sql_problems(dialect)]
+            problems += [(audit.path(index), problem) for problem in check.sql_problems(dialect)]
     return problems
 
 
@@ -67,9 +67,9 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
         done = {check.path for check in result.checks}  # a suite's results share its path
         result.errors.append(str(timeout))
         for index, config in enumerate(audit.checks):
-            if f"checks[{index}]" not in done:
+            if audit.path(index) not in done:
                 result.checks.append(errored(config, list(config.datasets),
-                                             f"not run: {timeout}", f"checks[{index}]"))
+                                             f"not run: {timeout}", audit.path(index)))
         result.finished_at = datetime.now(timezone.utc)
         return result
 
@@ -93,7 +93,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
 
     now, limit, default_engine = result.now, result.sample_limit, result.engine
     checks = [CHECKS[config.kind](config, audit) for config in audit.checks]
-    paths = {check.id: f"checks[{index}]" for index, check in enumerate(checks)}
+    paths = {check.id: audit.path(index) for index, check in enumerate(checks)}
     engines = {check.id: engine_of(check, default_engine) for check in checks}
 
     def fail_all(message: str) -> AuditResult:

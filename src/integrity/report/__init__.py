@@ -42,15 +42,18 @@ def write_reports(result: AuditResult, directory: str | os.PathLike,
     path = prepare_output(directory)
     writers = {"json": (json_report.render, "report.json"), "html": (html.render, "report.html"),
                "junit": (junit.render, "junit.xml"), "markdown": (markdown.render, "summary.md")}
-    written = {}
-    for name in formats:
+    written, failures = {}, []
+    for name in formats:  # one unwritable file must not cost the others
         render, filename = writers[name]
         target = path / filename
         try:
             _atomic_write(target, render(result))
         except OSError as error:
-            raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+            failures.append(f"cannot write {target}: {error.strerror or error}")
+            continue
         written[name] = target
+    if failures:
+        raise OutputError("; ".join(failures), written)
     return written
 
 

@@ -17,7 +17,7 @@ def render(result: AuditResult) -> str:
     failing = failing_statuses(result.fail_on)
     suite = ET.Element("testsuite", {
         "name": f"integrity.{result.audit_name}",
-        "tests": str(len(result.checks)),
+        "tests": str(len(result.checks) + len(result.errors)),  # the (audit) cases too
         "failures": str(sum(c.status in failing for c in result.checks)),
         "errors": str(sum(c.status == "error" for c in result.checks) + len(result.errors)),
         "skipped": "0",

@@ -243,3 +243,35 @@ def test_checks_lists_every_kind_with_its_own_line():
     assert list(lines) == list(CHECKS)
     assert lines["timestamp_valid"] == "Null, unparseable, future or impossible timestamps."
     assert len(set(lines.values())) == len(lines)  # no two kinds described alike
+
+
+def test_the_history_can_never_be_the_audited_database(write_audit, tmp_path):
+    import sqlite3
+
+    audited = tmp_path / "app.sqlite"
+    sqlite3.connect(audited).executescript("CREATE TABLE t (id int, at text);")
+    path = write_audit(f"""\
+        connection: {{url: "sqlite:///{audited}"}}
+        datasets: {{t: {{table: t, key: id}}}}
+        checks: [{{kind: freshness, dataset: t, time: at, max_age: 1h}}]
+        """)
+    # The same file by another spelling, from --history and from the environment.
+    for args, env in [(["--history", f"sqlite:///{tmp_path}/./app.sqlite"], None),
+                      ([], {"INTEGRITY_HISTORY_URL": f"sqlite:///{audited}"})]:
+        result = invoke("run", path, "-o", tmp_path / "out", "--no-lock", *args, env=env)
+        assert result.exit_code == 2
+        assert "is the audited database, which integrity never writes to" in result.output
+    tables = sqlite3.connect(audited).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("t",)]
+
+
+def test_same_database_compares_servers_by_what_they_are():
+    from integrity.history import is_same_database
+
+    pg = "postgresql+psycopg://auditor:pw@localhost/app"
+    assert is_same_database(pg, "postgresql+psycopg://other@127.0.0.1/app")
+    assert not is_same_database(pg, "postgresql+psycopg://auditor:pw@localhost/history")
+    assert not is_same_database(pg, "postgresql+psycopg://auditor:pw@db.internal/app")
+    assert not is_same_database(pg, "sqlite:///app")
+    assert not is_same_database(pg, f"{pg}?options=-csearch_path%3Dintegrity")  # own schema
+    assert not is_same_database("sqlite://", "sqlite://")  # in-memory: nothing shared

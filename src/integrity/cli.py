@@ -96,8 +96,18 @@ def history_url(audit=None, option: str | None = None) -> str:
 
     from integrity.history import DEFAULT_URL
 
+    from integrity.history import is_same_database
+
     configured = audit.config.history.url if audit is not None else None
-    return option or configured or os.environ.get("INTEGRITY_HISTORY_URL") or DEFAULT_URL
+    url = option or configured or os.environ.get("INTEGRITY_HISTORY_URL") or DEFAULT_URL
+    if audit is not None and is_same_database(url, audit.connection.url):
+        from sqlalchemy.engine import make_url
+
+        from integrity.errors import masked_url
+
+        _fail(f"the run history ({masked_url(make_url(url))}) is the audited database, which "
+              f"integrity never writes to: give --history or history.url another database")
+    return url
 
 
 HISTORY = click.option("--history", "history", metavar="URL",

@@ -172,6 +172,31 @@ class Acceptance:
     until: date
 
 
+def is_same_database(first: str, second: str) -> bool:
+    """Whether two URLs name the same database (the same SQLite file, or the same
+    server, port, database name and session options — a history in its own PostgreSQL
+    schema, `?options=-csearch_path%3Dintegrity`, is apart). Unparseable URLs are not
+    compared here."""
+    try:
+        a, b = sa.engine.make_url(first), sa.engine.make_url(second)
+    except sa.exc.ArgumentError:
+        return False
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        files = [url.database for url in (a, b)]
+        if any(name in (None, "", ":memory:") for name in files):
+            return False
+        return Path(files[0]).resolve() == Path(files[1]).resolve()
+    local = {None, "", "localhost", "127.0.0.1", "::1"}
+
+    def host(url) -> str | None:
+        return "localhost" if url.host in local else url.host
+
+    return ((host(a), a.port, a.database, a.query.get("options"))
+            == (host(b), b.port, b.database, b.query.get("options")))
+
+
 class History:
     """One history database."""
 

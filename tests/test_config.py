@@ -246,3 +246,24 @@ def test_the_shipped_audits_are_valid():
     audit = load_audit(paths[0], environ={})
     assert [check.kind for check in audit.checks].count("expectation_suite") == 5
     assert len(audit.checks) == 28
+
+
+def test_notification_errors_name_the_setting_where_it_is_written():
+    text = HEAD + textwrap.dedent("""\
+          - {kind: freshness, dataset: sends, time: sentAt, max_age: 1h}
+        notify:
+          - channel: slack
+            webhook_url: ${SLACK_URL}
+          - channel: email
+            from: a@b.c
+            to: someone
+            smtp:
+              host: smtp.example.com
+              prot: 25
+        """)
+    with pytest.raises(ConfigError) as caught:
+        parse_audit(text, file="a.yml", environ={"SLACK_URL": "https://hooks.example.com/x"})
+    assert str(caught.value).splitlines() == [
+        "a.yml:16:7: notify[1].smtp.prot: unknown setting (check the spelling; see README "
+        "for the allowed keys)",
+        "a.yml:13:5: notify[1].to: input should be a valid list"]

@@ -348,7 +348,7 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
         audit = AuditConfig.model_validate(data)
     except ValidationError as exc:
         for problem in exc.errors():
-            error(tuple(problem["loc"]), _message(problem))
+            error(_in_file(data, problem["loc"]), _message(problem))
         raise ConfigErrors(errors) from None
 
     for index, channel in enumerate(audit.notify):
@@ -400,7 +400,7 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
             check = family.Config.model_validate(raw)
         except ValidationError as exc:
             for problem in exc.errors():
-                error(where + tuple(problem["loc"]), _message(problem))
+                error(where + _in_file(raw, problem["loc"]), _message(problem))
             continue
         if not check.id:
             base = check.datasets[0] if check.datasets else "audit"
@@ -495,6 +495,28 @@ def _index_positions(node: yaml.Node, path: tuple, positions: dict, file: str) -
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _index_positions(item, path + (index,), positions, file)
+
+
+def _in_file(data: Any, loc: tuple) -> tuple:
+    """A pydantic error location as a path in the file: without the names pydantic gives
+    union members (`notify[1].email.smtp` is `notify[1].smtp` in the file)."""
+    path, node = [], data
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, dict):
+            if part in node:
+                node = node[part]
+            elif not last:
+                continue  # a union member's name, not a key of the file
+        elif isinstance(node, list):
+            if isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            elif not last:
+                continue
+        else:
+            break  # below a scalar: only type names (`str`, `list[str]`) remain
+        path.append(part)
+    return tuple(path)
 
 
 def _position(positions: dict, path: tuple) -> tuple[int | None, int | None]:

@@ -275,3 +275,11 @@ def test_same_database_compares_servers_by_what_they_are():
     assert not is_same_database(pg, "sqlite:///app")
     assert not is_same_database(pg, f"{pg}?options=-csearch_path%3Dintegrity")  # own schema
     assert not is_same_database("sqlite://", "sqlite://")  # in-memory: nothing shared
+
+
+def test_accepting_a_whole_suite_is_refused_with_the_ids_to_use(tmp_path):
+    result = invoke("accept", "audits/reference.yml", "lead_columns", "--reason", "T-4",
+                    "--until", "2099-01-01", "--history", f"sqlite:///{tmp_path / 'h.sqlite'}")
+    assert result.exit_code == 2
+    assert ("lead_columns is a Great Expectations suite: accept one of its expectations by "
+            "the id the report shows") in result.output

@@ -205,6 +205,11 @@ def test_accept_and_history_commands(sqlite_db, tmp_path):
     unknown = cli("accept", audit, "orphan", "--reason", "x", "--until", "2099-01-01",
                   "--history", history)
     assert unknown.exit_code == 2 and "no check 'orphan'" in unknown.output
+    typo = cli("accept", audit, "orphans", "1", "99", "--reason", "x", "--until", "2099-01-01",
+               "--history", history)
+    assert typo.exit_code == 0  # recorded all the same: it may be about to appear
+    assert ("integrity: warning: 1 of these keys match no violation of orphans in its last "
+            "recorded run (99)") in typo.output
 
 
 def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):

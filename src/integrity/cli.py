@@ -462,23 +462,33 @@ def accept(audit: str, check: str, keys: tuple[str, ...], reason: str, until: st
     from integrity.history import History
 
     loaded = _load(audit)
-    known = {config.id for config in loaded.checks}
-    if check not in known and check.split(":", 1)[0] not in known:
-        _fail(f"{audit}: no check {check!r} (checks: {', '.join(sorted(known))})")
+    kinds = {config.id: config.kind for config in loaded.checks}
+    if check not in kinds and check.split(":", 1)[0] not in kinds:
+        _fail(f"{audit}: no check {check!r} (checks: {', '.join(sorted(kinds))})")
+    if kinds.get(check) == "expectation_suite":
+        # A suite's results are its expectations; an acceptance of the suite's own id
+        # would match none of them.
+        _fail(f"{check} is a Great Expectations suite: accept one of its expectations by "
+              f"the id the report shows, e.g. {check}:expect_column_values_to_not_be_null(email)")
     try:
         last_day = date.fromisoformat(until)
     except ValueError:
         _fail(f"--until: not a date: {until!r} (e.g. 2026-12-31)")
     store = History(history_url(loaded, history))
     try:
-        count = store.accept(loaded.name, check, [key.split(",") for key in keys] or None,
-                             reason, last_day)
+        count, unknown = store.accept(loaded.name, check,
+                                      [key.split(",") for key in keys] or None, reason, last_day)
     except IntegrityError as error:
         _fail(str(error))
     finally:
         store.dispose()
     what = f"{count} violation(s)" if keys else "every violation"
     click.echo(f"accepted {what} of {check} until {last_day.isoformat()}: {reason}")
+    if unknown:
+        click.echo(f"integrity: warning: {len(unknown)} of these keys match no violation of "
+                   f"{check} in its last recorded run ({', '.join(map(','.join, unknown))}); "
+                   f"check the spelling — a compound key is comma-separated, as the report "
+                   f"shows it", err=True)
 
 
 @main.group(name="history")

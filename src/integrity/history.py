@@ -436,7 +436,9 @@ class History:
     # -- acceptances -------------------------------------------------------------------------
 
     def accept(self, audit: str, check_id: str, keys: list[list[str]] | None, reason: str,
-               until: date, now: datetime | None = None) -> int:
+               until: date, now: datetime | None = None) -> tuple[int, list[list[str]]]:
+        """Record the acceptance; (rows recorded, the keys no violation of the check's last
+        recorded run has — accepted all the same, they may be about to appear)."""
         self.ensure()
         now = _naive(now or datetime.now(timezone.utc))
         rows = [dict(audit=audit, check_id=check_id, fingerprint=None, key_json=None,
@@ -446,10 +448,12 @@ class History:
             for key in keys]
         try:
             with self.engine.begin() as connection:
+                _, seen = self.previous_fingerprints(connection, audit, check_id)
                 connection.execute(accepted.insert(), rows)
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot record the acceptance") from None
-        return len(rows)
+        unknown = [key for key, row in zip(keys or [], rows) if row["fingerprint"] not in seen]
+        return len(rows), unknown
 
     # -- notifications -------------------------------------------------------------------------
 

@@ -318,8 +318,8 @@ class TestReconciliation:
 
 class TestMetricsAndFreshness:
     def test_rates_per_group_with_expected_groups(self, sqlite_db):
-        rows = ([{"id": i, "channel": "EMAIL", "ok": 1, "at": at(-i)} for i in range(8)] +
-                [{"id": 10 + i, "channel": "SMS", "ok": int(i < 1), "at": at(-i)}
+        rows = ([{"id": i, "channel": "EMAIL", "ok": 1, "at": at(-1 - i)} for i in range(8)] +
+                [{"id": 10 + i, "channel": "SMS", "ok": int(i < 1), "at": at(-1 - i)}
                  for i in range(2)] +
                 [{"id": 20, "channel": "LINK", "ok": 1, "at": at(-60 * 24 * 3)}])
         sqlite_db.tables(sends=rows)

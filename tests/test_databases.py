@@ -162,6 +162,21 @@ def test_naive_text_times_are_read_in_the_dataset_time_zone_on_postgresql(server
         assert result.check("fresh").value == age * 3600, zone
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_metric_window_includes_its_start_and_excludes_now(db, engine):
+    """Nightly runs at midnight with `window: 1d` measure each day once: a row at 00:00
+    belongs to the day it starts."""
+    db.tables(sends=[{"id": 1, "at": "2026-01-29 12:30:00"},   # now - 1d: in
+                     {"id": 2, "at": "2026-01-29 12:29:59"},   # just before: out
+                     {"id": 3, "at": "2026-01-30 12:29:59"},   # in
+                     {"id": 4, "at": "2026-01-30 12:30:00"}])  # now: the next window's
+    result = run(db, "sends: {table: sends, key: id}", """\
+        - {id: daily, kind: metric, dataset: sends, value: count, time: at, window: 1d,
+           thresholds: {critical: "< 1"}}
+        """, engine)
+    assert result.check("daily").value == 2
+
+
 def test_timestamptz_and_timestamp_compare_in_utc(servers, tmp_path):
     db = Database(servers.database("postgresql"))
     db.execute('CREATE TABLE t (id int, local_naive timestamp, aware timestamptz)',

@@ -340,12 +340,6 @@ class Tables:
             return relation.c[column] > self.time_literal(dataset, column, moment)
         return self.epoch(dataset, relation.c[column], column) > self.bound(moment)
 
-    def time_at_most(self, dataset: str, relation: sa.FromClause, column: str,
-                     moment: datetime) -> sa.ColumnElement:
-        if self.typed_time(dataset, column):
-            return relation.c[column] <= self.time_literal(dataset, column, moment)
-        return self.epoch(dataset, relation.c[column], column) <= self.bound(moment)
-
     def newest(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
         """The epoch units of the newest time: MAX first, then one conversion, when the
         column's own order is time order."""

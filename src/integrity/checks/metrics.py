@@ -8,7 +8,8 @@ at 0%". A metric is one of
 * `share: count` — each group's part of the total (needs `by`).
 
 computed over the rows of `dataset` whose `time` lies in the last `window`
-before the run's `now` (all rows without a window), optionally per group
+before the run's `now`, [now − window, now): consecutive nightly runs never
+count a row twice (all rows without a window), optionally per group
 (`by: [channel]`; `expect_groups` lists groups that must exist, so a channel
 with no rows at all is measured as 0). Bounds are `thresholds: {warn: "< 95%",
 critical: "< 90%"}`; each group breaching a bound is one violation, and the
@@ -126,7 +127,7 @@ class Metric(Check):
         if config.window is not None:
             times = data.time_column(config.dataset, rows, config.time)
             now = pd.Timestamp(data.now)
-            rows = rows[((times >= now - pd.Timedelta(config.window)) & (times <= now)).to_numpy()]
+            rows = rows[((times >= now - pd.Timedelta(config.window)) & (times < now)).to_numpy()]
         by = list(config.by)
         if rows.empty:
             groups = pd.DataFrame(columns=[*by, *[f"a{i}" for i in range(len(self.parts()))]])
@@ -154,7 +155,7 @@ class Metric(Check):
             scope = sa.and_(scope,
                             db.time_at_least(config.dataset, rows, config.time,
                                              db.now - config.window),
-                            db.time_at_most(config.dataset, rows, config.time, db.now))
+                            db.time_before(config.dataset, rows, config.time, db.now))
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
                       for i, part in enumerate(self.parts())]

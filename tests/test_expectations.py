@@ -120,7 +120,8 @@ def test_invalid_json_is_a_config_error_naming_the_file(leads, tmp_path):
 
 
 def test_a_where_on_a_suite_is_refused_not_ignored(leads, tmp_path):
-    audit = write_audit(tmp_path, leads.url, json.dumps({"name": "s", "expectations": []}))
+    audit = write_audit(tmp_path, leads.url, json.dumps({"name": "s", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "phone"}}]}))
     audit.write_text(audit.read_text().replace("suite: suite.json}",
                                                "suite: suite.json, where: {phone: x}}"))
     result = invoke("validate", audit)
@@ -128,6 +129,15 @@ def test_a_where_on_a_suite_is_refused_not_ignored(leads, tmp_path):
     assert result.output == (f"integrity: error: {audit}:4:73: checks[0].where: a suite "
                              "validates its whole dataset: filter with a `query:` dataset or "
                              "an expectation's row_condition\n")
+
+
+def test_an_empty_suite_is_refused_with_the_reason(leads, tmp_path):
+    audit = write_audit(tmp_path, leads.url, json.dumps({"name": "s", "expectations": []}))
+    result = invoke("validate", audit)
+    assert result.exit_code == 2
+    assert result.output == (f"integrity: error: {audit}:4:54: checks[0].suite: "
+                             f"{tmp_path / 'suite.json'}: the suite has no expectations: "
+                             "nothing to check\n")
 
 
 def test_unknown_expectation_is_an_audit_error_naming_it(leads, tmp_path):

@@ -114,6 +114,9 @@ def _read(path: Path, modified: float) -> SuiteFile:
             from None
     if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
         raise ValueError(f"{path}: not a Great Expectations suite (no `expectations` list)")
+    if not document["expectations"]:
+        # An empty suite would run as no check at all, and an audit of nothing never passes.
+        raise ValueError(f"{path}: the suite has no expectations: nothing to check")
     for index, expectation in enumerate(document["expectations"]):
         if not isinstance(expectation, dict) or not isinstance(expectation.get("type"), str) \
                 or not isinstance(expectation.get("kwargs", {}), dict):

@@ -94,9 +94,7 @@ def history_url(audit=None, option: str | None = None) -> str:
     """--history, else the audit's history.url, else $INTEGRITY_HISTORY_URL, else the default."""
     import os
 
-    from integrity.history import DEFAULT_URL
-
-    from integrity.history import is_same_database
+    from integrity.history import DEFAULT_URL, is_same_database
 
     configured = audit.config.history.url if audit is not None else None
     url = option or configured or os.environ.get("INTEGRITY_HISTORY_URL") or DEFAULT_URL

@@ -502,19 +502,14 @@ def _in_file(data: Any, loc: tuple) -> tuple:
     union members (`notify[1].email.smtp` is `notify[1].smtp` in the file)."""
     path, node = [], data
     for index, part in enumerate(loc):
-        last = index == len(loc) - 1
-        if isinstance(node, dict):
-            if part in node:
-                node = node[part]
-            elif not last:
-                continue  # a union member's name, not a key of the file
-        elif isinstance(node, list):
-            if isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
-            elif not last:
-                continue
-        else:
+        if not isinstance(node, (dict, list)):
             break  # below a scalar: only type names (`str`, `list[str]`) remain
+        present = (part in node) if isinstance(node, dict) else (
+            isinstance(part, int) and 0 <= part < len(node))
+        if present:
+            node = node[part]
+        elif index < len(loc) - 1:
+            continue  # a union member's name, not a key of the file
         path.append(part)
     return tuple(path)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from integrity.errors import ConfigError
+
 from conftest import keys, only, run
 
 T0 = "2026-01-30 10:00:00"
@@ -389,21 +393,18 @@ class TestCustomSqlAndIsolation:
             """))
         assert (keys(check), check.population, check.rate) == ({(2,)}, 2, 0.5)
 
-    def test_the_audit_session_cannot_write(self, sqlite_db):
-        # WITH ... passes the static guard; the read-only session must still refuse it.
+    def test_a_data_modifying_with_is_refused_before_connecting(self, sqlite_db):
+        # The layers below the parser are attacked one by one in test_attacks.py.
         sqlite_db.tables(quotes=[{"id": 1}])
-        result = run(sqlite_db, "quotes: {table: quotes, key: id}", """\
-            - id: sneaky
-              kind: custom_sql
-              sql: WITH extra AS (SELECT 2) INSERT INTO quotes SELECT * FROM extra
-            """)
-        sneaky = result.check("sneaky")
-        assert sneaky.status == "error"
-        assert "attempt to write a readonly database" in sneaky.error
-        import sqlite3
-
-        path = sqlite_db.url.removeprefix("sqlite:///")
-        assert sqlite3.connect(path).execute("SELECT id FROM quotes").fetchall() == [(1,)]
+        with pytest.raises(ConfigError) as refused:
+            run(sqlite_db, "quotes: {table: quotes, key: id}", """\
+                - id: sneaky
+                  kind: custom_sql
+                  sql: WITH extra AS (SELECT 2) INSERT INTO quotes SELECT * FROM extra
+                """)
+        assert str(refused.value) == (
+            "test.yml:8:5: checks[0].sql: audit SQL runs read-only: it must be one SELECT "
+            "(or WITH ... SELECT), not INSERT")
 
     def test_a_crashing_check_does_not_hide_the_others(self, sqlite_db):
         sqlite_db.tables(quotes=[{"id": 1, "email": "a"}, {"id": 2, "email": "a"}])

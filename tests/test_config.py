@@ -136,41 +136,34 @@ def test_duplicate_check_ids():
 
 def test_custom_sql_must_be_a_single_select():
     assert errors("- {id: x, kind: custom_sql, sql: 'DELETE FROM quotes'}") == [
-        "a.yml:7:31: checks[0].sql: custom SQL runs read-only: it must be a SELECT "
+        "a.yml:7:31: checks[0].sql: audit SQL runs read-only: it must be one SELECT "
         "(or WITH ... SELECT), not DELETE"]
     assert errors("- {id: x, kind: custom_sql, sql: 'SELECT 1; DROP TABLE quotes'}") == [
-        "a.yml:7:31: checks[0].sql: only one statement is allowed"]
+        "a.yml:7:31: checks[0].sql: only one statement is allowed (SQLite reads 2: SELECT, "
+        "DROP)"]
+    assert errors("- {id: x, kind: custom_sql, sql: {mysql: 'SELECT 1 INTO OUTFILE \"/x\"',"
+                  " default: 'SELECT 1'}, population_sql: 'SELECT 1 FOR UPDATE'}") == [
+        "a.yml:7:37: checks[0].sql.mysql: SELECT ... INTO writes (a table, a file or "
+        "variables): only a read is allowed",
+        "a.yml:7:96: checks[0].population_sql: FOR UPDATE / FOR SHARE locks rows: an audit "
+        "only reads"]
     # A semicolon inside a string literal or a comment is not a second statement.
     audit = parse_audit(HEAD + "  - {id: x, kind: custom_sql, sql: \"SELECT ';' AS a -- ;\"}\n")
     assert audit.checks[0].sql == {"default": "SELECT ';' AS a -- ;"}
 
 
-@pytest.mark.parametrize("sql, problem", [
-    # '--' inside a string is not a comment: the statements after it are real.
-    ("SELECT id FROM quotes WHERE s = '--'; COMMIT; BEGIN READ WRITE; DELETE FROM quotes; "
-     "COMMIT; SELECT 1 AS id", "only one statement is allowed"),
-    # MySQL reads \\' as an escaped quote, PostgreSQL as a backslash then a closing quote.
-    ("SELECT 'a\\' ; DELETE FROM quotes; SELECT '", "unterminated quote ' at character 42"),
-    ("SELECT 1 /*! ; DELETE FROM quotes */", "only one statement is allowed"),  # MySQL runs it
-    ("SELECT 1 /* never closed", "unterminated comment /* at character 10"),
-])
-def test_custom_sql_cannot_hide_a_second_statement(sql, problem):
-    from integrity.checks.custom_sql import read_only_query
-
-    with pytest.raises(ValueError) as caught:
-        read_only_query(sql)
-    assert str(caught.value) == problem
-
-
-@pytest.mark.parametrize("sql", [
-    "SELECT 'it''s; fine' AS a -- a comment; with a semicolon\nFROM quotes",
-    'SELECT "odd;name", `other;name` FROM quotes /* ; */;',
-    "/* lead */ WITH a AS (SELECT 1 AS id) SELECT * FROM a",
-])
-def test_custom_sql_semicolons_in_strings_names_and_comments(sql):
-    from integrity.checks.custom_sql import read_only_query
-
-    assert read_only_query(sql) == sql.strip()
+def test_a_dataset_query_must_be_one_read_query_too():
+    head = HEAD.replace("  sends: {table: QuoteSend, key: id}\n", (
+        "  sends: {sql: 'SELECT 1 AS id) AS q; COMMIT; BEGIN READ WRITE; CREATE TABLE p(x int);"
+        " COMMIT; SELECT * FROM (SELECT 1 AS id', key: id}\n"
+        "  gone: {sql: 'DELETE FROM Tenant RETURNING id', key: id}\n"))
+    assert errors("- {kind: freshness, dataset: quotes, time: sentAt, max_age: 1h}",
+                  head=head) == [
+        "a.yml:5:11: datasets.sends.sql: cannot read this as one SQLite query (Invalid "
+        "expression / Unexpected token at line 1, column 15 of the query); integrity runs "
+        "only SQL it can prove is a single read",
+        "a.yml:6:10: datasets.gone.sql: audit SQL runs read-only: it must be one SELECT (or "
+        "WITH ... SELECT), not DELETE"]
 
 
 def test_check_specific_rules():

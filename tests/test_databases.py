@@ -240,7 +240,7 @@ def test_the_audit_session_refuses_every_write(db, statement):
         with source.connect() as connection:
             connection.execute(sa.text(statement))
     assert any(word in str(refused.value).lower() for word in
-               ("read-only", "read only", "readonly")), refused.value
+               ("read-only", "read only", "readonly", "not authorized")), refused.value
     source.dispose()
     engine = sa.create_engine(db.url)
     with engine.connect() as connection:

@@ -13,21 +13,6 @@ def pg(postgres_database) -> Database:
     return Database(postgres_database)
 
 
-def test_read_only_session_refuses_writes_hidden_in_a_cte(pg):
-    pg.tables(quotes=[{"id": 1}])
-    result = run(pg, "quotes: {table: quotes, key: id}", """\
-        - id: sneaky
-          kind: custom_sql
-          sql: WITH gone AS (DELETE FROM quotes RETURNING id) SELECT id FROM gone
-        """)
-    assert result.check("sneaky").status == "error"
-    assert "in a read-only transaction" in result.check("sneaky").error
-    engine = sa.create_engine(pg.url)
-    with engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT count(*) FROM quotes")).scalar_one() == 1
-    engine.dispose()
-
-
 def test_camel_case_reserved_and_schema_qualified_names(pg):
     pg.execute('CREATE SCHEMA IF NOT EXISTS app',
                'DROP TABLE IF EXISTS app."order"',

@@ -360,6 +360,7 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
             if value and path not in interpolated:
                 error(path, f"a secret must come from the environment: write "
                             f"${{{'_'.join(setting).upper()}}} and export it")
+    _validate_dataset_queries(audit, error)
     checks = _validate_checks(audit, data.get("checks", []), error, file)
     if errors:
         raise ConfigErrors(errors)
@@ -367,6 +368,17 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return Audit(file=file, name=name, config=audit, checks=checks, config_hash=digest,
                  positions=positions)
+
+
+def _validate_dataset_queries(audit: AuditConfig, error) -> None:
+    """A dataset's `sql:` must be one read query as the audited database reads it."""
+    from integrity.usersql import validation_problem
+
+    for name, dataset in audit.datasets.items():
+        if dataset.sql:
+            problem = validation_problem(dataset.sql, "default", audit.connection.url)
+            if problem:
+                error(("datasets", name, "sql"), problem)
 
 
 def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
@@ -416,7 +428,7 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
                 error(where + dataset_path, f"unknown dataset {dataset!r}{suggestion} "
                                             f"(defined: {', '.join(audit.datasets)})")
         for problem_path, message in family.validate(check, scope):
-            error(where + problem_path, message)
+            error(where + _in_file(raw, problem_path), message)
         checks.append(check)
     return checks
 

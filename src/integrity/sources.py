@@ -1,11 +1,27 @@
 """Sources: read-only database connections and the datasets pulled from them.
 
 Everything that talks to the audited database goes through here, and none of
-it may write: sessions are opened read-only (PostgreSQL
-`default_transaction_read_only`, MariaDB/MySQL `SESSION TRANSACTION READ ONLY`,
-SQLite `mode=ro`), with a statement timeout and an application name a DBA can
-see. Identifiers are quoted by SQLAlchemy; values are bound parameters. Errors
-leave as SourceError with the password masked.
+it may write. Read-only is kept by mechanism, in layers (README, "Read-only,
+always"):
+
+- SQL from the audit file is proven to be one read query (`usersql`) before
+  it is sent — at validation and again here, in the dialect of the server;
+- the database itself refuses a second statement in one call: PostgreSQL gets
+  every statement over the extended protocol (psycopg prepares them all;
+  ADBC always does), MariaDB/MySQL connect without multi-statements whatever
+  the URL asks, SQLite's API runs one statement per call;
+- every transaction is read-only by its own declaration, not only by default
+  (PostgreSQL `BEGIN … READ ONLY`, MariaDB/MySQL `START TRANSACTION READ ONLY`),
+  and on SQLite an authorizer refuses every action but reading (no ATTACH,
+  no PRAGMA that sets anything, no extension loading) on a `mode=ro` file;
+- strings are read as the parser reads them (PostgreSQL
+  `standard_conforming_strings=on`; MariaDB/MySQL without
+  `NO_BACKSLASH_ESCAPES`/`ANSI_QUOTES`), so a quote cannot mean one thing to
+  the check and another to the server.
+
+Sessions have a statement timeout and an application name a DBA can see.
+Identifiers are quoted by SQLAlchemy; values are bound parameters. Errors leave
+as SourceError with the password masked.
 """
 
 from __future__ import annotations
@@ -75,6 +91,23 @@ class Source:
             raise self.error(error) from None
         finally:
             connection.close()
+
+    def read_query(self, sql: str) -> str:
+        """`sql` if it is one read query as this database reads it (`usersql`), checked
+        again right before it is sent; SourceError saying why not otherwise."""
+        from integrity.usersql import UnsafeSql, read_query
+
+        try:
+            return read_query(sql, self.dialect)
+        except UnsafeSql as problem:
+            raise SourceError(f"refused to send this SQL: {problem}") from None
+
+    def user_query(self, sql: str, name: str) -> sa.TextClause:
+        """A query from the audit file, checked, as the derived table `name`: inside
+        `SELECT * FROM (...)` a COMMIT, BEGIN or SET cannot stand, PostgreSQL refuses a
+        data-modifying WITH and MariaDB/MySQL a misplaced INTO — the database's own
+        grammar as one more layer. (Newlines: a trailing `--` comment stays inside.)"""
+        return sa.text(f"SELECT * FROM (\n{self.read_query(sql)}\n) AS {name}")
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -164,12 +197,13 @@ def open_source(connection: ConnectionConfig) -> Source:
                 url = url.set(drivername="postgresql+psycopg")
             # jit=off: audit queries run once; compiling them costs more than it saves
             # (benchmarks/RESULTS.md).
-            options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
-                       f" -c TimeZone=UTC -c jit=off")
+            options = (f"{POSTGRES_SESSION} -c statement_timeout={timeout_ms} -c jit=off")
             args: dict[str, Any] = {"connect_timeout": connect_seconds}
             if url.get_driver_name() in {"psycopg", "psycopg2"}:
                 args.update(options=options, application_name=APPLICATION_NAME)
             engine = sa.create_engine(url, connect_args=args, pool_pre_ping=True)
+            if url.get_driver_name() == "psycopg":
+                _read_only_postgres(engine)
         elif backend in {"mysql", "mariadb"}:
             if url.drivername in {"mysql", "mariadb"}:
                 url = url.set(drivername=f"{backend}+pymysql")
@@ -201,6 +235,7 @@ def _sqlite_engine(url: URL, timeout_ms: int, run_deadline) -> Engine:
     def connect() -> sqlite3.Connection:
         connection = sqlite3.connect(target, uri=True, check_same_thread=False)
         connection.execute("PRAGMA query_only = ON")
+        connection.set_authorizer(_sqlite_reads_only)
         return connection
 
     engine = sa.create_engine("sqlite://", creator=connect)
@@ -227,12 +262,43 @@ def _sqlite_engine(url: URL, timeout_ms: int, run_deadline) -> Engine:
     return engine
 
 
+# Strings read as the standard says (a backslash is a character), as `usersql` reads them.
+POSTGRES_SESSION = ("-c default_transaction_read_only=on -c standard_conforming_strings=on"
+                    " -c TimeZone=UTC")
+
+
+def _read_only_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _session(dbapi_connection, _record):
+        # Prepare every statement: the extended protocol, where the server refuses a
+        # second command in one call ("cannot insert multiple commands into a prepared
+        # statement"), whatever quoting hid it from a scanner.
+        dbapi_connection.prepare_threshold = 0
+        # BEGIN ... READ ONLY: the transaction itself is read-only, not only by default.
+        dbapi_connection.read_only = True
+
+
+# MariaDB/MySQL would run `a; b` in one call only with this capability: never ask for it.
+_MULTI_STATEMENTS = 1 << 16
+
+
 def _read_only_mysql(engine: Engine, timeout_ms: int) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _single_statements(_dialect, _record, _cargs, cparams):
+        cparams["client_flag"] = int(cparams.get("client_flag") or 0) & ~_MULTI_STATEMENTS
+
+    @event.listens_for(engine, "begin")
+    def _begin_read_only(connection):
+        connection.exec_driver_sql("START TRANSACTION READ ONLY")
+
     @event.listens_for(engine, "connect")
     def _session(dbapi_connection, _record):
         cursor = dbapi_connection.cursor()
         cursor.execute("SET SESSION TRANSACTION READ ONLY")
         cursor.execute("SET time_zone = '+00:00'")
+        # A backslash escapes and "..." is a string, as `usersql` reads them.
+        cursor.execute("SET SESSION sql_mode = REPLACE(REPLACE(@@sql_mode, "
+                       "'NO_BACKSLASH_ESCAPES', ''), 'ANSI_QUOTES', '')")
         cursor.execute("SELECT VERSION()")
         version = cursor.fetchone()[0]
         if "mariadb" in version.lower():
@@ -240,6 +306,31 @@ def _read_only_mysql(engine: Engine, timeout_ms: int) -> None:
         else:
             cursor.execute(f"SET SESSION max_execution_time = {int(timeout_ms)}")
         cursor.close()
+
+
+# SQLite actions an audit needs: reading, its own functions, transactions. Everything else
+# (writes, ATTACH, schema changes, PRAGMAs that set a value) is refused by SQLite itself.
+_SQLITE_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                   sqlite3.SQLITE_RECURSIVE, sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT}
+_SQLITE_FORBIDDEN_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit",
+                               "fts3_tokenizer"}
+# PRAGMAs SQLAlchemy reads to reflect tables (their argument names a table or index), and
+# settings it reads (never sets: a value given is refused).
+_SQLITE_PRAGMAS_OF_A_TABLE = {"table_info", "table_xinfo", "index_list", "index_info",
+                              "index_xinfo", "foreign_key_list"}
+_SQLITE_READ_PRAGMAS = {"database_list", "read_uncommitted", "query_only"}
+
+
+def _sqlite_reads_only(action: int, first, second, _database, _trigger) -> int:
+    if action == sqlite3.SQLITE_FUNCTION:
+        allowed = (second or "").lower() not in _SQLITE_FORBIDDEN_FUNCTIONS
+    elif action == sqlite3.SQLITE_PRAGMA:
+        pragma = (first or "").lower()
+        allowed = pragma in _SQLITE_PRAGMAS_OF_A_TABLE or (
+            pragma in _SQLITE_READ_PRAGMAS and second is None)
+    else:
+        allowed = action in _SQLITE_ALLOWED
+    return sqlite3.SQLITE_OK if allowed else sqlite3.SQLITE_DENY
 
 
 # ---------------------------------------------------------------------------
@@ -251,7 +342,7 @@ def relation(dataset: DatasetConfig, columns: list[str]) -> sa.FromClause:
     if dataset.table:
         return sa.table(dataset.table, *[sa.column(name) for name in columns],
                         schema=dataset.schema_)
-    return sa.text(dataset.sql).columns(*[sa.column(name) for name in columns]).subquery("q")
+    return sa.text(f"{dataset.sql}\n").columns(*[sa.column(name) for name in columns]).subquery("q")
 
 
 class ColumnTypes(dict):
@@ -281,7 +372,11 @@ def available_columns(connection: Connection, source: Source, name: str,
                               secrets=source.secrets) from None
         except sa.exc.SQLAlchemyError as error:
             raise source.error(error, f"dataset {name!r}") from None
-    probe = sa.select(sa.text("*")).select_from(sa.text(f"({dataset.sql}) AS q")).where(
+    try:
+        source.read_query(dataset.sql)
+    except SourceError as error:
+        raise SourceError(f"dataset {name!r}: {error}") from None
+    probe = sa.select(sa.text("*")).select_from(sa.text(f"(\n{dataset.sql}\n) AS q")).where(
         sa.false())
     try:
         return dict.fromkeys(connection.execute(probe).keys())
@@ -352,8 +447,7 @@ class BulkReader:
             # A standby cannot export snapshots: read in a snapshot of our own instead.
             connection.rollback()
             snapshot = None
-        options = (f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"
-                   f" -c TimeZone=UTC")
+        options = f"{POSTGRES_SESSION} -c statement_timeout={timeout_ms}"
         # libpq decodes %-escapes only (a '+' stays a '+'), so build the query by hand.
         query = {**source.url.query, "options": options, "application_name": APPLICATION_NAME}
         base = source.url.set(drivername="postgresql", query={})
@@ -362,7 +456,7 @@ class BulkReader:
         try:
             self.connection = adbc.connect(uri)
             with self.connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 if snapshot and re.fullmatch(r"[0-9A-Fa-f-]+", snapshot):
                     cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         except adbc.Error as error:

@@ -1,8 +1,9 @@
 """Custom SQL: any query whose rows are violations — the escape hatch (all seeds).
 
-The one place where text from the audit file runs as SQL, so it is held to
-more: only a single SELECT (or WITH … SELECT) is accepted at validation time,
-and it runs in the audit's read-only session with its statement timeout. The
+Text from the audit file runs as SQL here, so it is held to more: it must be
+one read query as the audit's database reads it (`usersql`, at validation and
+again before it is sent), and it runs in the audit's read-only session with its
+statement timeout, where the database itself refuses a second statement. The
 query may differ per database: `sql: {postgresql: ..., sqlite: ..., default: ...}`.
 `key` names the columns that identify a violating row (all columns if
 omitted); `population_sql` (a query returning one number) gives the rate its
@@ -11,7 +12,6 @@ denominator.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import field_validator
@@ -20,58 +20,17 @@ from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig, Columns
 
 _DIALECTS = {"postgresql", "sqlite", "mysql", "mariadb", "default"}
-# One left-to-right pass, so whichever of a comment, a string or a quoted name opens
-# first wins, as in the database's own scanner ('--' inside a string is not a comment).
-# MySQL's executable comments (/*! ... */, /*M! ... */) run, so they count as code.
-_TOKENS = {
-    escapes: re.compile(
-        r"(?P<comment>--[^\n]*|/\*(?!M?!).*?\*/)"
-        + (r"|(?P<string>'(?:[^'\\]|''|\\.)*')" if escapes else r"|(?P<string>'(?:[^']|'')*')")
-        + r"|(?P<name>\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`)"
-        + r"|(?P<open>/\*(?!M?!)|['\"`])", re.DOTALL)
-    for escapes in (False, True)
-}
-
-
-def read_only_query(sql: str) -> str:
-    """The query if it is one SELECT/WITH statement; ValueError otherwise.
-
-    Strings are read both as PostgreSQL and SQLite do (a backslash is a character) and
-    as MySQL does (a backslash escapes): a query is accepted only if it is one
-    statement both ways, so no reading can hide a second statement in a string."""
-    for escapes in (False, True):
-        code = _code(sql, _TOKENS[escapes]).strip().rstrip(";").strip()
-        if not code:
-            raise ValueError("the query is empty")
-        if ";" in code:
-            raise ValueError("only one statement is allowed")
-    first = code.split(None, 1)[0].upper()
-    if first not in {"SELECT", "WITH"}:
-        raise ValueError(f"custom SQL runs read-only: it must be a SELECT (or WITH ... SELECT), "
-                         f"not {first}")
-    return sql.strip()
-
-
-def _code(sql: str, tokens: re.Pattern) -> str:
-    """`sql` with comments blanked and strings and quoted names emptied."""
-    def blank(match: re.Match) -> str:
-        if match.group("open"):
-            what = "comment" if match.group("open") == "/*" else "quote"
-            raise ValueError(f"unterminated {what} {match.group('open')} at character "
-                             f"{match.start() + 1}")
-        return " " if match.group("comment") else "''"
-    return tokens.sub(blank, sql)
 
 
 def _per_dialect(value):
     if isinstance(value, str):
-        return {"default": read_only_query(value)}
+        return {"default": value.strip()}
     if isinstance(value, dict) and value:
         unknown = set(value) - _DIALECTS
         if unknown:
             raise ValueError(f"unknown database {sorted(unknown)[0]!r} "
                              f"(use {', '.join(sorted(_DIALECTS))})")
-        return {name: read_only_query(sql) if isinstance(sql, str) else sql
+        return {name: sql.strip() if isinstance(sql, str) else sql
                 for name, sql in value.items()}
     raise ValueError("sql must be a query, or a mapping of database name to query")
 
@@ -104,9 +63,15 @@ class CustomSql(Check):
 
     @classmethod
     def validate(cls, config, audit):
-        if config.where:
-            return [(("where",), "write the filter into the query")]
-        return []
+        from integrity.usersql import validation_problem
+
+        problems = [(("where",), "write the filter into the query")] if config.where else []
+        for setting in ("sql", "population_sql"):
+            for database, sql in (getattr(config, setting) or {}).items():
+                problem = validation_problem(sql, database, audit.config.connection.url)
+                if problem:
+                    problems.append(((setting, database), problem))
+        return problems
 
     def columns(self):
         return {}
@@ -122,15 +87,16 @@ class CustomSql(Check):
         if sql is None:
             raise CheckError(f"no query for {source.dialect} (give sql.{source.dialect} or "
                              f"sql.default)")
+        population_sql = (config.query_for(source.dialect, config.population_sql)
+                          if config.population_sql else None)
         try:
-            result = connection.execute(sa.text(sql))
+            result = connection.execute(source.user_query(sql, "custom_sql"))
             frame = pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys()),
                                               coerce_float=False)
             population = None
-            population_sql = (config.query_for(source.dialect, config.population_sql)
-                              if config.population_sql else None)
             if population_sql:
-                population = int(connection.execute(sa.text(population_sql)).scalar_one())
+                population = int(connection.execute(
+                    source.user_query(population_sql, "population")).scalar_one())
         except sa.exc.SQLAlchemyError as error:
             raise source.error(error, "custom SQL failed") from None
         keys = list(config.key or frame.columns)

@@ -313,3 +313,93 @@ def test_validate_refuses_an_attack_with_its_position(write_audit):
         f"SELECT, COMMIT, TRANSACTION, DELETE)")
     with pytest.raises(ConfigError):
         parse_audit(path.read_text(), file=str(path))
+
+
+# ---------------------------------------------------------------------------
+# The run history is never the audited database, however it is spelled.
+
+
+def _history_tables(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        return [name for name in sa.inspect(engine).get_table_names()
+                if name.startswith("integrity_")]
+    finally:
+        engine.dispose()
+
+
+def _run_with_history(write_audit, tmp_path, audited_url: str, history_url: str):
+    from click.testing import CliRunner
+
+    from integrity.cli import main
+
+    path = write_audit(f"""\
+        connection: {{url: "{audited_url}"}}
+        datasets: {{t: {{table: t, key: id}}}}
+        checks: [{{kind: duplicates, dataset: t, columns: id}}]
+        """)
+    return CliRunner().invoke(main, ["run", str(path), "-o", str(tmp_path / "out"),
+                                     "--no-lock", "--history", history_url])
+
+
+REFUSAL = "is the audited database, which integrity never writes to"
+
+
+def test_an_sqlite_history_that_is_a_hard_link_of_the_audited_file(sqlite_db, tmp_path,
+                                                                   write_audit):
+    import os
+
+    sqlite_db.tables(t=[{"id": 1}])
+    audited = Path(sqlite_db.url.removeprefix("sqlite:///"))
+    alias = tmp_path / "elsewhere" / "history.sqlite"
+    alias.parent.mkdir()
+    os.link(audited, alias)
+    before = fingerprint(sqlite_db.url)
+    result = _run_with_history(write_audit, tmp_path, sqlite_db.url, f"sqlite:///{alias}")
+    assert result.exit_code == 2, result.output
+    assert REFUSAL in result.output
+    assert fingerprint(sqlite_db.url) == before  # the file's bytes too: no WAL switch
+    assert not Path(f"{audited}-wal").exists()
+
+
+def _spellings(kind: str, url: str) -> list[str]:
+    """Other names of the same database: localhost for 127.0.0.1, the default port left
+    out, the server's unix socket."""
+    parsed = sa.engine.make_url(url)
+    names = [parsed.set(host="localhost"), parsed.set(port=None)]
+    if kind == "postgresql":
+        names.append(parsed.set(host=None, port=None).update_query_dict(
+            {"host": "/var/run/postgresql"}))
+    else:
+        names.append(parsed.set(host="localhost", port=None).update_query_dict(
+            {"unix_socket": "/run/mysqld/mysqld.sock"}))
+    return [name.render_as_string(hide_password=False) for name in names]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_server_history_by_another_name_is_refused_by_identity(kind, servers, tmp_path,
+                                                                 write_audit, monkeypatch):
+    # Only the servers' answers decide here: the URL-spelling pre-check is switched off.
+    monkeypatch.setattr("integrity.history.is_same_database", lambda first, second: False)
+    monkeypatch.setattr("integrity.cli.history_url", lambda audit=None, option=None: option)
+    url = database_url(kind, servers, tmp_path)
+    Database(url).tables(t=[{"id": 1}])
+    for spelling in _spellings(kind, url):
+        result = _run_with_history(write_audit, tmp_path, url, spelling)
+        assert result.exit_code == 2, (spelling, result.output)
+        assert REFUSAL in result.output
+    assert _history_tables(url) == []
+
+
+def test_a_postgresql_history_in_a_schema_of_its_own_is_apart(servers, tmp_path, write_audit):
+    url = database_url("postgresql", servers, tmp_path)
+    Database(url).tables(t=[{"id": 1}])
+    Database(url).execute("CREATE SCHEMA integrity")
+    own_schema = sa.engine.make_url(url).set(host="localhost").update_query_dict(
+        {"options": "-csearch_path=integrity"}).render_as_string(hide_password=False)
+    result = _run_with_history(write_audit, tmp_path, url, own_schema)
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(url)
+    assert "integrity_runs" in sa.inspect(engine).get_table_names(schema="integrity")
+    assert _history_tables(url) == []  # nothing in the audited (public) schema
+    engine.dispose()

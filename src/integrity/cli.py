@@ -458,6 +458,7 @@ def accept(audit: str, check: str, keys: tuple[str, ...], reason: str, until: st
 
     from integrity.errors import IntegrityError
     from integrity.history import History
+    from integrity.job import refuse_the_audited_database
 
     loaded = _load(audit)
     kinds = {config.id: config.kind for config in loaded.checks}
@@ -474,6 +475,7 @@ def accept(audit: str, check: str, keys: tuple[str, ...], reason: str, until: st
         _fail(f"--until: not a date: {until!r} (e.g. 2026-12-31)")
     store = History(history_url(loaded, history))
     try:
+        refuse_the_audited_database(store, loaded)
         count, unknown = store.accept(loaded.name, check,
                                       [key.split(",") for key in keys] or None, reason, last_day)
     except IntegrityError as error:

@@ -206,6 +206,7 @@ class History:
         except sa.exc.ArgumentError:
             raise HistoryError("history: not a valid SQLAlchemy URL") from None
         self._secrets = url_secrets(parsed)
+        self.url = parsed
         self.display_url = masked_url(parsed)
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "",
                                                                              ":memory:"):
@@ -226,6 +227,19 @@ class History:
         else:
             self.engine = sa.create_engine(parsed, pool_pre_ping=True)
         self._ready = False
+
+    def identity(self):
+        """Which database this store is, as its server says (`identity`); None for an
+        SQLite file that does not exist yet. Reads only: call it before `ensure`."""
+        from integrity.identity import identify, sqlite_file
+
+        if self.url.get_backend_name() == "sqlite":
+            return sqlite_file(self.url.database) if self.url.database else None
+        try:
+            with self.engine.connect() as connection:
+                return identify(connection)
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot connect") from None
 
     # -- schema -----------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ def execute(audit: Audit, options: JobOptions) -> JobOutcome:
     from integrity.report import prepare_output
 
     prepare_output(options.output)  # an unwritable folder must not cost a whole run
-    store = _history(options.history)
+    store = _history(options.history, audit)
     lock = audit_lock(options.lock) if options.lock else _nothing()
     try:
         with lock:
@@ -122,14 +122,69 @@ def _step_summary(result: AuditResult) -> None:
                              f"{error.strerror or error}")
 
 
-def _history(url: str | None):
+def _history(url: str | None, audit: Audit):
     if not url:
         return None
     from integrity.history import History
 
     store = History(url)
-    store.ensure()
+    try:
+        refuse_the_audited_database(store, audit)
+        store.ensure()
+    except BaseException:
+        store.dispose()
+        raise
     return store
+
+
+def refuse_the_audited_database(store, audit: Audit) -> None:
+    """IntegrityError if the history `store` would write where `audit` reads, decided by
+    the servers' identities (`identity`) before anything is written to either."""
+    from integrity.history import HistoryError, is_same_database
+    from integrity.identity import shares_tables
+
+    audited = _audited_identity(audit)
+    if audited is None:
+        # The audited database cannot say who it is (the run will report why): the
+        # URLs' spelling is all there is to go on.
+        same = is_same_database(str(store.url.render_as_string(hide_password=False)),
+                                audit.connection.url)
+    else:
+        history = store.identity()
+        schemas = {dataset.schema_ or audited.schema for dataset in audit.datasets.values()}
+        same = history is not None and shares_tables(history, audited, schemas)
+    if same:
+        raise HistoryError(
+            f"the run history ({store.display_url}) is the audited database, which integrity "
+            f"never writes to (the server identifies both as one: a different spelling of the "
+            f"same database); give --history or history.url another database")
+
+
+def _audited_identity(audit: Audit):
+    """The audited database's identity, or None when it cannot be reached."""
+    from sqlalchemy.engine import make_url
+
+    from integrity.identity import identify, sqlite_file
+    from integrity.sources import open_source
+
+    try:
+        url = make_url(audit.connection.url)
+    except Exception:  # noqa: BLE001 — an unusable URL is reported when the run connects
+        return None
+    if url.get_backend_name() == "sqlite":
+        return sqlite_file(url.database) if url.database else None
+    try:
+        source = open_source(audit.connection)
+    except IntegrityError:
+        return None
+    source.retries = 0  # the run itself retries; this question is not worth waiting for
+    try:
+        with source.connect() as connection:
+            return identify(connection)
+    except IntegrityError:
+        return None
+    finally:
+        source.dispose()
 
 
 class _nothing:

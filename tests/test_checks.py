@@ -360,7 +360,11 @@ class TestMetricsAndFreshness:
         success = only(result, "success")
         assert [(r["channel"], r["value"]) for r in success.sample] == [("SMS", "50.00%")]
         empty = only(result, "empty")
-        assert (empty.status, empty.notes) == ("pass", ["no rows in the window: nothing to measure"])
+        # FAX is a value no row has: the filter, not the data, made the window empty.
+        assert (empty.status, empty.notes) == ("warn", [
+            "no rows in the window: nothing to measure",
+            "the filter (channel = 'FAX') matches none of the 11 rows of sends: values compare "
+            "exactly (case included); on_empty: warn"])
 
     def test_freshness_per_group(self, sqlite_db):
         sqlite_db.tables(beats=[{"id": 1, "job": "a", "at": at(-1)},

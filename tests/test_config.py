@@ -260,3 +260,34 @@ def test_notification_errors_name_the_setting_where_it_is_written():
         "a.yml:16:7: notify[1].smtp.prot: unknown setting (check the spelling; see README "
         "for the allowed keys)",
         "a.yml:13:5: notify[1].to: input should be a valid list"]
+
+
+def test_yaml_bombs_and_giant_files_are_refused_at_once(tmp_path):
+    import time
+
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n"
+        for i in range(9))
+    began = time.monotonic()
+    with pytest.raises(ConfigError) as refused:
+        parse_audit(laughs, file="bomb.yml")
+    assert time.monotonic() - began < 5  # refused before anything is expanded
+    assert str(refused.value) == (
+        "bomb.yml:6:4: the audit file expands to more than 250,000 YAML values (aliases "
+        "count as often as they are used); refused")
+
+    many = HEAD + "".join(f"  - {{id: c{n}, kind: freshness, dataset: quotes, time: sentAt, "
+                          f"max_age: 1h}}\n" for n in range(48_647))
+    with pytest.raises(ConfigError) as refused:
+        parse_audit(many, file="many.yml")
+    assert "expands to more than 250,000 YAML values" in str(refused.value)
+
+    with pytest.raises(ConfigError) as refused:
+        parse_audit("connection: " + "[" * 50_000 + "]" * 50_000, file="deep.yml")
+    assert str(refused.value) == "deep.yml: the audit file nests deeper than 64 levels; refused"
+
+    huge = tmp_path / "huge.yml"
+    huge.write_text("# " + "x" * 6_000_000 + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_audit(huge)
+    assert str(refused.value) == f"{huge}: the audit file is larger than 5,000,000 bytes; refused"

@@ -390,3 +390,40 @@ def test_a_permanent_failure_is_not_retried(servers):
     assert time.monotonic() - began < 1.5
     assert 'database "no_such_database_here" does not exist' in result.errors[0]
     assert result.exit_code == 2
+
+
+# ---------------------------------------------------------------------------
+# No silent pass.
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_grouped_freshness_check_on_an_empty_table_is_stale(db, engine):
+    db.execute("CREATE TABLE beats (id integer, job varchar(20), beat_at varchar(30))")
+    check = run(db, "beats: {table: beats, key: id}", """\
+        - {id: beats, kind: freshness, dataset: beats, time: beat_at, by: [job],
+           max_age: 1h}
+        """, engine).check("beats")
+    assert (check.status, check.violation_count, check.violation_keys) == (
+        "fail", 1, [(None,)])
+    assert check.notes == ["no rows with a time at all: the dataset is stale"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("on_empty, status", [(None, "warn"), ("fail", "fail"),
+                                              ("pass", "pass")])
+def test_a_filter_that_matches_nothing_is_never_a_quiet_pass(db, engine, on_empty, status):
+    db.tables(sends=[{"id": 1, "status": "SENT", "email": "a"},
+                     {"id": 2, "status": "SENT", "email": "a"}])
+    setting = f", on_empty: {on_empty}" if on_empty else ""
+    result = run(db, "sends: {table: sends, key: id}", f"""\
+        - {{id: dupes, kind: duplicates, dataset: sends, columns: email,
+           where: {{status: sent}}{setting}}}
+        - {{id: all_dupes, kind: duplicates, dataset: sends, columns: email,
+           where: {{status: SENT}}, severity: warning}}
+        """, engine)
+    check = result.check("dupes")
+    assert (check.status, check.violation_count, check.population) == (status, 0, 0)
+    assert check.notes[-1] == ("the filter (status = 'sent') matches none of the 2 rows of "
+                               f"sends: values compare exactly (case included); on_empty: "
+                               f"{on_empty or 'warn'}")
+    assert result.check("all_dupes").notes == []  # a filter that matches rows says nothing

@@ -44,7 +44,25 @@ def _load(path: str):
         _fail(f"invalid audit\n{error}" if "\n" in str(error) else str(error))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _FailClosed(click.Group):
+    """Whatever escapes a command is exit 2 and one line on stderr (`-v` adds the trace):
+    a run that did not finish auditing must never read as 1 (violations) or 0 (passed)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted before the audit finished")
+        except BaseException as error:  # noqa: BLE001 — RunTimeout, MemoryError, bugs
+            logging.getLogger("integrity").debug("integrity crashed", exc_info=True)
+            text = " ".join(str(error).split()) or "no message"
+            _fail(f"{type(error).__name__}: {text[:300]} (this is a bug in integrity unless "
+                  f"the message says otherwise; -v shows where)")
+
+
+@click.group(cls=_FailClosed, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="integrity")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress and crash details to stderr.")
 def main(verbose: bool) -> None:
@@ -192,11 +210,14 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
     _check_engines(audit, engine)
     target = output or audit.config.output.dir or str(Path("reports") / audit.name)
     seconds = None
-    if timeout:
+    if timeout is not None:
         try:
             seconds = parse_duration(timeout).total_seconds()
         except ValueError as error:
             _fail(f"--timeout: {error}")
+        if seconds <= 0:
+            _fail(f"--timeout: {timeout!r} would stop the run before it starts; give a "
+                  f"positive duration such as 30m, or leave --timeout out for no bound")
     interactive = sys.stdout.isatty()
     mode = ("checks" if interactive else "line") if summary == "auto" else summary
     progress = _progress(log_format, interactive and mode != "line")
@@ -278,7 +299,8 @@ def _report(outcome, mode: str, log_format: str) -> None:
         lines = lines[-1:]
         # One line for the log; why a check could not run still goes to stderr.
         for check in result.checks:
-            if check.status == "error" and check.error not in result.errors:
+            if check.status == "error" and check.error not in result.errors and \
+                    check.error.removeprefix("not run: ") not in result.errors:
                 click.echo(f"integrity: error: {check.id}: {check.error}", err=True)
     for line in lines:
         if not line.startswith("error: "):

@@ -134,6 +134,9 @@ class CheckConfig(Model):
     severity: Severity = "critical"
     thresholds: Thresholds | None = None
     where: Where = ()
+    # When `where` matches none of the dataset's rows (a typo: `SENT` vs `sent`): a warning
+    # (default), a failure at the check's severity, or a pass with the note.
+    on_empty: Literal["warn", "fail", "pass"] = "warn"
     engine: Engine | None = None
 
     @property
@@ -318,6 +321,8 @@ def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None
     """Read and validate an audit file; raise ConfigError(s) naming every problem."""
     file = str(path)
     try:
+        if Path(path).stat().st_size > MAX_FILE_BYTES:  # not even read into memory
+            raise _too_large(file)
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("no such audit file", file=file) from None
@@ -459,13 +464,21 @@ _FAST_LOADER = getattr(yaml, "CSafeLoader", None)  # libyaml: parses 7x faster
 def _load_yaml(text: str, file: str) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     """The document and the (line, column) of every path in it. libyaml parses; a file it
     rejects is parsed again in Python, whose messages name the offending character."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(file)
     if _FAST_LOADER is not None:
         try:
             return _compose(_FAST_LOADER(text), file)
         except yaml.YAMLError:
             pass
+        except RecursionError:
+            raise ConfigError(f"the audit file nests deeper than {MAX_DEPTH} levels; refused",
+                              file=file) from None
     try:
         return _compose(yaml.SafeLoader(text), file)
+    except RecursionError:
+        raise ConfigError(f"the audit file nests deeper than {MAX_DEPTH} levels; refused",
+                          file=file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -476,16 +489,66 @@ def _load_yaml(text: str, file: str) -> tuple[Any, dict[tuple, tuple[int, int]]]
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
 
 
+# Bounds on what an audit file may expand to: far above any real audit, far below what
+# exhausts memory. Aliases are counted as expanded — `&a [*b, *b, …]` chains ("billion
+# laughs") grow exponentially from a few lines.
+MAX_FILE_BYTES = 5_000_000
+MAX_NODES = 250_000
+MAX_DEPTH = 64
+
+
 def _compose(loader, file: str) -> tuple[Any, dict[tuple, tuple[int, int]]]:
     try:
         node = loader.get_single_node()
         if node is None:
             raise ConfigError("the audit file is empty", file=file, line=1)
+        _within_bounds(node, file)
         positions: dict[tuple, tuple[int, int]] = {}
         _index_positions(node, (), positions, file)
         return loader.construct_document(node), positions
     finally:
         loader.dispose()
+
+
+def _too_large(file: str) -> ConfigError:
+    return ConfigError(f"the audit file is larger than {MAX_FILE_BYTES:,} bytes; refused",
+                       file=file)
+
+
+def _within_bounds(root: yaml.Node, file: str) -> None:
+    """ConfigError unless the document, with every alias expanded, stays within MAX_NODES
+    nodes and MAX_DEPTH levels. Counted on the composed graph (an alias is the same node
+    object again), once per distinct node, so the count itself is cheap."""
+    expanded: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in expanded:
+            continue
+        children = ([item for pair in node.value for item in pair]
+                    if isinstance(node, yaml.MappingNode) else
+                    node.value if isinstance(node, yaml.SequenceNode) else [])
+        if not children_done:
+            if key in depth:  # on the stack already: a recursive alias
+                raise ConfigError("invalid YAML: an alias refers to itself", file=file,
+                                  line=node.start_mark.line + 1,
+                                  column=node.start_mark.column + 1)
+            depth[key] = 0
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in expanded)
+            continue
+        expanded[key] = 1 + sum(expanded[id(child)] for child in children)
+        depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+        mark = node.start_mark
+        if expanded[key] > MAX_NODES:
+            raise ConfigError(f"the audit file expands to more than {MAX_NODES:,} YAML values "
+                              f"(aliases count as often as they are used); refused",
+                              file=file, line=mark.line + 1, column=mark.column + 1)
+        if depth[key] > MAX_DEPTH:
+            raise ConfigError(f"the audit file nests deeper than {MAX_DEPTH} levels; refused",
+                              file=file, line=mark.line + 1, column=mark.column + 1)
 
 
 def _index_positions(node: yaml.Node, path: tuple, positions: dict, file: str) -> None:

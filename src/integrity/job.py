@@ -12,7 +12,9 @@ the checks that did not run, and is recorded like any other outcome.
 
 from __future__ import annotations
 
+import logging
 import os
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Callable
 from integrity.config import Audit
 from integrity.errors import IntegrityError
 from integrity.results import AuditResult, CheckResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,30 +71,45 @@ def _run(audit: Audit, options: JobOptions, store) -> JobOutcome:
                        fail_on=options.fail_on, engine=options.engine, history=store,
                        on_result=options.on_result, timeout=options.timeout)
     if store is not None:
-        try:
-            store.apply(result)
-        except IntegrityError as error:
-            # The checks ran; without history their lifecycle and acceptances are unknown.
-            result.errors.append(str(error))
+        # The checks ran; without history their lifecycle and acceptances are unknown.
+        _stage(result, "recording the run history", lambda: store.apply(result))
     recorded = len(result.errors)
     formats = audit.config.output.formats
     outcome = JobOutcome(result, _write(result, options.output, formats))
     if audit.config.notify:
         report = outcome.written.get("html")
-        outcome.deliveries = deliver(result, audit, store,
-                                     str(report.resolve()) if report else None)
+        outcome.deliveries = _stage(result, "sending notifications", lambda: deliver(
+            result, audit, store, str(report.resolve()) if report else None)) or []
         result.notifications = outcome.deliveries
-    _step_summary(result)
+    _stage(result, "writing $GITHUB_STEP_SUMMARY", lambda: _step_summary(result))
     if audit.config.notify or len(result.errors) > recorded:
         # Once more, with what the notifications did and any output that failed: no
         # report may claim a verdict the process does not give.
-        outcome.written = _write(result, options.output, formats)
+        outcome.written = _write(result, options.output, formats) or outcome.written
     if store is not None and result.run_id is not None and len(result.errors) > recorded:
-        try:
-            store.amend(result)
-        except IntegrityError as error:
-            result.errors.append(str(error))
+        _stage(result, "amending the run history", lambda: store.amend(result))
     return outcome
+
+
+def _stage(result: AuditResult, doing: str, action: Callable):
+    """Run one stage after the checks; a failure there is an audit error on the result
+    (exit 2, in every report still written), never a crash that loses the others."""
+    try:
+        return action()
+    except Exception as error:  # noqa: BLE001 — fail closed, and keep what was done
+        _record_failure(result, doing, error)
+        return None
+
+
+def _record_failure(result: AuditResult, doing: str, error: Exception) -> None:
+    if isinstance(error, IntegrityError):
+        message = str(error)  # ours: already one line that says what and where
+    else:
+        log.debug("%s failed\n%s", doing, traceback.format_exc())
+        text = " ".join(str(error).split()) or "no message"
+        message = f"{doing} failed: {type(error).__name__}: {text[:300]}"
+    if message not in result.errors:
+        result.errors.append(message)
 
 
 def _write(result: AuditResult, directory: str, formats) -> dict[str, Path]:
@@ -101,9 +120,11 @@ def _write(result: AuditResult, directory: str, formats) -> dict[str, Path]:
     try:
         return write_reports(result, directory, formats)
     except OutputError as error:
-        if str(error) not in result.errors:
-            result.errors.append(str(error))
+        _record_failure(result, "writing the reports", error)
         return error.written
+    except Exception as error:  # noqa: BLE001 — a renderer's crash must not lose the run
+        _record_failure(result, "writing the reports", error)
+        return {}
 
 
 def _step_summary(result: AuditResult) -> None:

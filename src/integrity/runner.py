@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Callable
 from integrity.checks import CHECKS, Check
 from integrity.config import Audit
 from integrity.errors import IntegrityError, SourceError
-from integrity.results import AuditResult, CheckResult, DatasetLoad, errored, measured
+from integrity.filters import describe
+from integrity.results import (LEVEL_STATUS, AuditResult, CheckResult, DatasetLoad, errored,
+                               measured)
 
 if TYPE_CHECKING:
     from integrity.history import History
@@ -64,14 +66,30 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
                           timeout)
     except RunTimeout as timeout:
-        done = {check.path for check in result.checks}  # a suite's results share its path
-        result.errors.append(str(timeout))
-        for index, config in enumerate(audit.checks):
-            if audit.path(index) not in done:
-                result.checks.append(errored(config, list(config.datasets),
-                                             f"not run: {timeout}", audit.path(index)))
-        result.finished_at = datetime.now(timezone.utc)
-        return result
+        return _stopped(audit, result, str(timeout))
+    except Exception as error:  # noqa: BLE001 — fail closed: the run is an audit error
+        # A failure outside any one check (a driver, a reader, memory): what ran is kept,
+        # the rest is errored, and the run can never pass.
+        log.debug("the run stopped\n%s", traceback.format_exc())
+        return _stopped(audit, result, f"the run stopped: {_reason(error)}")
+
+
+def _stopped(audit: Audit, result: AuditResult, reason: str) -> AuditResult:
+    """`result` with `reason` as an audit error and every check that did not run errored."""
+    done = {check.path for check in result.checks}  # a suite's results share its path
+    result.errors.append(reason)
+    for index, config in enumerate(audit.checks):
+        if audit.path(index) not in done:
+            result.checks.append(errored(config, list(config.datasets), f"not run: {reason}",
+                                         audit.path(index)))
+    result.finished_at = datetime.now(timezone.utc)
+    return result
+
+
+def _reason(error: BaseException) -> str:
+    """One line: the exception's type and first line (the trace is for -v)."""
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {text[:300]}"
 
 
 def _empty_result(audit: Audit, now, sample_limit, fail_on, engine) -> AuditResult:
@@ -254,7 +272,36 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
                 for part in parts]
     for outcome in outcomes:
         outcome.engine = engine
+    if len(outcomes) == 1:
+        _when_the_filter_matches_nothing(check, engine, context, outcomes[0])
     return outcomes
+
+
+def _when_the_filter_matches_nothing(check: Check, engine: str, context,
+                                     outcome: CheckResult) -> None:
+    """An empty population where the dataset has rows is a filter that matched none of
+    them — usually a value spelled otherwise than in the data (`sent` for `SENT`). Never a
+    quiet pass: a note, and the check's `on_empty` status (warn by default)."""
+    config = check.config
+    dataset = getattr(config, "dataset", None)
+    if not config.where or outcome.population != 0 or outcome.status == "error" or not dataset:
+        return
+    if engine == "pandas":
+        total = len(context.frame(dataset))
+        matching = len(context.rows(dataset, config.where))
+    else:
+        rows = context.alias(dataset, "rows")
+        total = context.count(dataset, rows)
+        matching = context.count(dataset, rows, context.where(dataset, rows, config.where))
+    if total == 0 or matching > 0:
+        return
+    outcome.notes.append(f"the filter ({describe(config.where)}) matches none of the "
+                         f"{total:,} rows of {dataset}: values compare exactly (case "
+                         f"included); on_empty: {config.on_empty}")
+    if config.on_empty == "fail":
+        outcome.status = LEVEL_STATUS[config.severity]
+    elif config.on_empty == "warn" and outcome.status in {"pass", "info"}:
+        outcome.status = "warn"
 
 
 def _psycopg(source) -> bool:

@@ -5,7 +5,8 @@ The age is `now` minus the newest `time` among the rows in scope; it is
 compared with `warn_after` and `critical_after` (or `max_age` at the check's
 severity). With `by: [job]` every group is judged on its own newest row, and
 `expect_groups` names groups that must exist: a job that never wrote a row is
-stale. A dataset with no rows at all is stale too: no data is not fresh data.
+stale. A dataset with no rows at all (in scope) is stale too, with or without
+`by`: no data is not fresh data.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ class Freshness(Check):
             table = pd.concat([table, pd.DataFrame({config.by[0]: missing,
                                                     "newest": [pd.NaT] * len(missing)})],
                               ignore_index=True)
+        if config.by and table.empty:
+            # Not one group: the dataset itself is stale (no data is not fresh data), judged
+            # as one group whose key is null.
+            table = pd.DataFrame({**{column: [None] for column in config.by},
+                                  "newest": [pd.NaT]})
         if not config.by:
             table = pd.DataFrame({"scope": ["all rows"], "newest": table["newest"].to_numpy()})
         table["newest"] = pd.to_datetime(table["newest"], utc=True)

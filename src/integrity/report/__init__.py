@@ -51,6 +51,10 @@ def write_reports(result: AuditResult, directory: str | os.PathLike,
         except OSError as error:
             failures.append(f"cannot write {target}: {error.strerror or error}")
             continue
+        except Exception as error:  # noqa: BLE001 — a renderer's crash costs only its file
+            text = " ".join(str(error).split()) or "no message"
+            failures.append(f"cannot write {target}: {type(error).__name__}: {text[:300]}")
+            continue
         written[name] = target
     if failures:
         raise OutputError("; ".join(failures), written)
@@ -60,5 +64,9 @@ def write_reports(result: AuditResult, directory: str | os.PathLike,
 def _atomic_write(target: Path, text: str) -> None:
     """Write via a temporary file so a reader never sees half a report."""
     temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk or a kill: no half-written leftovers
+        raise

@@ -1,0 +1,111 @@
+"""Fail closed: a fault at any stage of a run is exit 2 — never 1, never 0 — with one line
+on stderr, the run recorded as an audit error and every report that can be written.
+
+Faults are injected where each stage does its work (config, connect, extract, check,
+history, report, notify), as the unexpected exceptions a driver, a library or a bug
+would raise, not as integrity's own errors.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from integrity.cli import main
+from integrity.history import History
+
+
+class Injected(RuntimeError):
+    pass
+
+
+def _raise(*_args, **_kwargs):
+    raise Injected("injected fault")
+
+
+STAGES = {
+    # stage: (what to break, is the run recorded in history?)
+    "config": ("integrity.config._load_yaml", False),
+    "connect": ("integrity.sources.open_source", True),
+    "extract": ("integrity.sources.read_frame", True),
+    "check": ("integrity.checks.duplicates.Duplicates.measure", True),
+    "history": ("integrity.history.History.apply", False),
+    "report": ("integrity.report.html.render", True),
+    "notify": ("integrity.notify.deliver", True),
+}
+
+
+@pytest.fixture
+def audit(sqlite_db, tmp_path):
+    sqlite_db.tables(t=[{"id": 1, "email": "a"}, {"id": 2, "email": "a"}])
+    path = tmp_path / "audit.yml"
+    path.write_text(textwrap.dedent(f"""\
+        connection: {{url: "{sqlite_db.url}"}}
+        datasets: {{t: {{table: t, key: id}}}}
+        checks:
+          - {{id: dupes, kind: duplicates, dataset: t, columns: email, severity: info}}
+        notify:
+          - {{channel: webhook, url: "${{HOOK}}"}}
+        """))
+    return path
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_fault_at_any_stage_is_exit_2_and_recorded(stage, audit, tmp_path, monkeypatch):
+    target, recorded = STAGES[stage]
+    monkeypatch.setattr(target, _raise)
+    history = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["run", str(audit), "-o", str(out), "--no-lock", "--history", history],
+        env={"HOOK": "http://127.0.0.1:9/hook"})
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("integrity: error")]
+    assert len(errors) == 1 and "Injected: injected fault" in errors[0], result.output
+    assert "Traceback" not in result.output
+    runs = History(history).list_runs()
+    if recorded:
+        assert [(run["exit_code"], run["outcome"]) for run in runs] == [(2, "audit_error")]
+        _, checks = History(history).run(runs[0]["id"])
+        said = [runs[0]["errors"], *(check["error"] or "" for check in checks)]
+        assert any("Injected: injected fault" in text for text in said), said
+        report = json.loads((out / "report.json").read_text())
+        assert report["gate"]["exit_code"] == 2
+        assert "Injected: injected fault" in json.dumps(report)
+    else:
+        assert runs == []
+    assert not list(out.glob(".*.tmp"))  # no half-written report left behind
+
+
+def test_memory_running_out_while_reading_is_exit_2(audit, tmp_path, monkeypatch):
+    def out_of_memory(*_args, **_kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr("integrity.sources.read_frame", out_of_memory)
+    result = CliRunner().invoke(main, ["run", str(audit), "-o", str(tmp_path / "out"),
+                                       "--no-lock", "--no-history"],
+                                env={"HOOK": "http://127.0.0.1:9/hook"})
+    assert result.exit_code == 2, result.output
+    assert "the run stopped: MemoryError: no message" in result.output
+
+
+def test_a_crash_outside_a_run_is_exit_2_with_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr("integrity.checks.CHECKS", None)  # a bug anywhere, e.g. `checks`
+    result = CliRunner().invoke(main, ["checks"])
+    assert result.exit_code == 2
+    assert result.output.startswith("integrity: error: AttributeError: ")
+    assert "this is a bug in integrity" in result.output
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "0m", "0.0h"])
+def test_a_zero_timeout_is_refused_not_read_as_no_timeout(value, audit, tmp_path):
+    result = CliRunner().invoke(main, ["run", str(audit), "-o", str(tmp_path / "out"),
+                                       "--no-history", "--timeout", value],
+                                env={"HOOK": "http://127.0.0.1:9/hook"})
+    assert result.exit_code == 2
+    assert result.output.startswith("integrity: error: --timeout: ")
+    assert not (tmp_path / "out" / "report.json").exists()

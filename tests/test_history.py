@@ -6,16 +6,19 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.dialects import mysql
 
-from conftest import NOW, audit_text
+from conftest import NOW, audit_text, database_url
 from integrity.cli import main
 from integrity.config import parse_audit
 from integrity.history import History, HistoryError, fingerprint, meta_table
+from integrity.notify import Alert, Delivery
 from integrity.runner import run_audit
 
 DATASETS = """\
@@ -255,4 +258,208 @@ def test_history_on_postgresql_in_its_own_schema(servers, sqlite_db):
     second = audited(sqlite_db, store, NOW)
     assert (first.run_id, second.run_id) == (1, 2)
     assert states(second, "orphans")["persisting"] == {(1,): 2}
+    store.dispose()
+
+
+# ---------------------------------------------------------------------------
+# The history on MySQL/MariaDB: keys within InnoDB's limit, exact, and made all or nothing.
+
+LONG_ID = "orphans_" + "Long" * 98  # 400 characters: the longest id a history column holds
+STORE_CHECKS = CHECKS + f"""\
+- {{id: Orphans, kind: orphans, dataset: leads, reference: companyId, parent: companies}}
+- {{id: {LONG_ID}, kind: orphans, dataset: leads, reference: companyId, parent: companies}}
+- id: cost
+  kind: metric
+  dataset: sends
+  value: avg(cost)
+  by: [grp]
+  thresholds: {{warn: "> 2x baseline"}}
+  baseline: {{runs: 7, statistic: mean, min_runs: 1}}
+"""
+STORE_DATASETS = DATASETS + "sends: {table: sends, key: id}\n"
+
+
+def sends(**costs):
+    return [{"id": i, "grp": group, "cost": cost} for i, (group, cost) in
+            enumerate(costs.items())]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_a_store_round_trip(kind, servers, sqlite_db, tmp_path):
+    """The same two runs give the same history on every backend: check ids and groups that
+    differ only in case or a trailing space stay apart, times keep their microseconds,
+    values their double precision."""
+    store = History(database_url(kind, servers, tmp_path))
+    companies = [{"id": 1}, {"id": 2}]
+    first_at = NOW - timedelta(days=1, microseconds=123_457)
+    sqlite_db.tables(companies=companies, leads=leads(
+        (1, "t", "a@x", 1), (2, "t", "a@x", 1), (3, "t", "b@x", 2), (4, "t", "b@x", 2),
+        (5, "t", "c@x", 9)), sends=sends(**{"a": 1_234_567.891, "A": 2.2, "a ": 3.3}))
+    first = audited(sqlite_db, store, first_at, STORE_CHECKS, STORE_DATASETS)
+    assert states(first, "dupes") == {"new": {(2,), (4,)}, "persisting": {}, "resolved": set()}
+    assert states(first, LONG_ID) == {"new": {(5,)}, "persisting": {}, "resolved": set()}
+    assert store.accept("lifecycle", "orphans", [["5"]], "T-7", date(2026, 2, 10)) == (1, [])
+    sqlite_db.tables(companies=companies, leads=leads(
+        (1, "t", "a@x", 1), (2, "t", "a@x", 1), (3, "t", "b@x", 2), (4, "t", "d@x", 2),
+        (5, "t", "c@x", 9), (6, "t", "a@x", 1)),
+        sends=sends(**{"a": 1_234_567.891, "A": 5.0, "a ": 3.3}))
+    second = audited(sqlite_db, store, NOW, STORE_CHECKS, STORE_DATASETS)
+    assert states(second, "dupes") == {"new": {(6,)}, "persisting": {(2,): 2},
+                                       "resolved": {("4",)}}
+    assert second.check("dupes").lifecycle.persisting[fingerprint("dupes", (2,))][0] == (
+        first_at.replace(tzinfo=None))
+    assert [count for _, _, count in second.check("dupes").trend] == [2, 2]
+    # The acceptance covers `orphans`, not `Orphans` nor the long id.
+    assert [(second.check(c).status, states(second, c)["persisting"]) for c in
+            ("orphans", "Orphans", LONG_ID)] == [("pass", {(5,): 2}), ("fail", {(5,): 2}),
+                                                 ("fail", {(5,): 2})]
+    # Baselines per group, exactly: only "A" more than doubled its own.
+    cost = second.check("cost")
+    assert (cost.status, set(cost.violation_keys)) == ("warn", {("A",)})
+    assert [store.baseline("lifecycle", "cost", group, 7, "mean", before=NOW) for group in
+            ("a", "A", "a ", "a  ")] == [(1_234_567.891, 1), (2.2, 1), (3.3, 1), (None, 0)]
+    # What was recorded reads back as written.
+    head, results = store.run(second.run_id)
+    assert head["audit"] == "lifecycle" and head["data_as_of"] == NOW.replace(tzinfo=None)
+    assert [row["check_id"] for row in results] == sorted(
+        ["Orphans", "cost", "dupes", LONG_ID, "orphans"])
+    assert next(row for row in results if row["check_id"] == LONG_ID)["fingerprints"] == {
+        fingerprint(LONG_ID, ("5",))}
+    assert [run["id"] for run in store.list_runs("lifecycle")] == [second.run_id, first.run_id]
+    # Notification state: per check, replaced on each delivery that got through.
+    sent = NOW + timedelta(microseconds=654_321)
+
+    def notify(*alerts, at=sent):
+        store.record_notifications("lifecycle", "slack:0123456789ab", second.run_id,
+                                   list(alerts), Delivery("slack", "x", [], True, 1), at)
+
+    notify(Alert("Orphans", "trigger", "fail", "s", "new"),
+           Alert(LONG_ID, "trigger", "fail", "s", "new"),
+           Alert("orphans", "resolve", "pass", "s", "resolved"))
+    notify(Alert("Orphans", "resolve", "pass", "s", "resolved"), at=sent + timedelta(hours=1))
+    assert store.notification_state("lifecycle", "slack:0123456789ab") == {
+        "Orphans": {"last_sent_at": sent + timedelta(hours=1), "last_status": "pass",
+                    "open": False},
+        LONG_ID: {"last_sent_at": sent, "last_status": "fail", "open": True},
+        "orphans": {"last_sent_at": sent, "last_status": "pass", "open": False}}
+    assert store.notification_state("lifecycle", "SLACK:0123456789AB") == {}
+    store.dispose()
+
+
+def integrity_tables(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    try:
+        return sorted(name for name in sa.inspect(engine).get_table_names()
+                      if name.startswith("integrity_"))
+    finally:
+        engine.dispose()
+
+
+ALL_TABLES = sorted(meta_table.metadata.tables)
+
+
+def test_mariadb_ensure_is_idempotent_and_takes_turns(servers, sqlite_db):
+    url = servers.database("mariadb")
+    starters = [History(url) for _ in range(4)]
+    failures = []
+    together = threading.Barrier(len(starters))
+
+    def start(store):
+        try:
+            together.wait(timeout=60)
+            store.ensure()
+        except HistoryError as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in starters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == [] and integrity_tables(url) == ALL_TABLES
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    audited(sqlite_db, starters[0], NOW)
+    for _ in range(2):
+        again = History(url)
+        again.ensure()
+        again.dispose()
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(meta_table)).all() == [("schema_version", "2")]
+        assert connection.exec_driver_sql("SELECT count(*) FROM integrity_runs").scalar() == 1
+    engine.dispose()
+    assert integrity_tables(url) == ALL_TABLES
+    for store in starters:
+        store.dispose()
+
+
+@pytest.mark.parametrize("table, moment", [("integrity_check_values", "before_create"),
+                                           ("integrity_violations", "after_create")])
+def test_a_mariadb_store_is_made_whole_or_not_at_all(servers, table, moment):
+    """CREATE TABLE commits at once on MySQL/MariaDB: a creation failing half-way (here the
+    server refusing a statement run as one table is made, or once the last is) takes back
+    every table it made."""
+    url = servers.database("mariadb")
+    target = meta_table.metadata.tables[table]
+
+    def refused(_table, connection, **_):
+        connection.exec_driver_sql("SELECT * FROM integrity_no_such_table")
+
+    sa.event.listen(target, moment, refused)
+    try:
+        store = History(url)
+        with pytest.raises(HistoryError) as failed:
+            store.ensure()
+    finally:
+        sa.event.remove(target, moment, refused)
+    assert "cannot prepare the store" in str(failed.value)
+    assert "integrity_no_such_table" in str(failed.value)
+    assert integrity_tables(url) == []
+    store.ensure()  # the same store, once the server agrees
+    assert integrity_tables(url) == ALL_TABLES
+    store.dispose()
+
+
+def test_an_unfinished_mariadb_store_is_made_again(servers):
+    """Tables without a schema version are a creation that never finished (killed, or by an
+    integrity that failed on the key length): empty, they are made again; with rows, the
+    store is refused and left as it is."""
+    url = servers.database("mariadb")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE integrity_meta (`key` VARCHAR(40) PRIMARY KEY, "
+                                   "value VARCHAR(200) NOT NULL)")
+        connection.exec_driver_sql("CREATE TABLE integrity_runs (id INTEGER PRIMARY KEY, "
+                                   "audit VARCHAR(200) NOT NULL)")
+    store = History(url)
+    store.ensure()
+    assert integrity_tables(url) == ALL_TABLES
+    audit_type = {column["name"]: column["type"] for column in
+                  sa.inspect(engine).get_columns("integrity_runs")}["audit"]
+    assert isinstance(audit_type, mysql.VARBINARY)
+    store.dispose()
+    engine.dispose()
+
+    url = servers.database("mariadb")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE integrity_accepted (id INTEGER PRIMARY KEY)")
+        connection.exec_driver_sql("INSERT INTO integrity_accepted VALUES (1)")
+    store = History(url)
+    with pytest.raises(HistoryError) as refused:
+        store.ensure()
+    assert "rows (integrity_accepted) but no schema version" in str(refused.value)
+    assert integrity_tables(url) == ["integrity_accepted"]
+    store.dispose()
+    engine.dispose()
+
+
+def test_a_value_longer_than_its_mariadb_column_is_refused_not_cut(servers):
+    store = History(servers.database("mariadb"))
+    with pytest.raises(HistoryError) as refused:
+        store.accept("lifecycle", LONG_ID + "x", None, "r", date(2026, 2, 1))
+    assert "a value of 401 bytes, longer than the 400 this history column holds" in str(
+        refused.value)
+    with store.engine.connect() as connection:
+        assert store.acceptances(connection, "lifecycle") == []
     store.dispose()

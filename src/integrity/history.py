@@ -8,9 +8,10 @@ baseline-relative thresholds read trailing values; accepted violations are
 kept with their reason and expiry; the report draws trends.
 
 The schema is versioned in `integrity_meta` and upgraded in place, in one
-transaction. Every run is written in one transaction too, so two audits
-finishing at once cannot interleave (SQLite waits on its lock; PostgreSQL
-serialises the version row).
+transaction (on MySQL/MariaDB, whose DDL commits at once, all or nothing by taking
+back what a failed creation made: `History._ensure_mysql`). Every run is written in
+one transaction too, so two audits finishing at once cannot interleave (SQLite waits
+on its lock; PostgreSQL serialises the version row).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from integrity import __version__
 from integrity.errors import IntegrityError, masked_url, scrub, url_secrets
@@ -34,6 +36,51 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
+MYSQL = ("mysql", "mariadb")  # dialect names (mysql+pymysql:// reaching MariaDB says "mysql")
+
+
+class _Utf8Bytes(sa.types.TypeDecorator):
+    """Text kept as its UTF-8 bytes in a VARBINARY — on MySQL/MariaDB only.
+
+    Their VARCHARs compare by collation: case-insensitively and ignoring trailing spaces
+    by default, so check ids `Dupes` and `dupes`, or metric groups `a` and `a `, would
+    collide in a primary key, and utf8mb4 counts 4 bytes a character against the 3072-byte
+    key limit. Bytes compare exactly, as PostgreSQL and SQLite do, and are counted as they
+    are. A value too long is refused here, never truncated by a lenient sql_mode."""
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        data = value.encode()
+        if len(data) > self.impl.length:
+            # The value itself is not quoted: a group key is data, perhaps masked data.
+            raise ValueError(f"a value of {len(data)} bytes, longer than the "
+                             f"{self.impl.length} this history column holds")
+        return data
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else bytes(value).decode()
+
+
+def _name(chars: int, mysql_bytes: int | None = None) -> sa.types.TypeEngine:
+    """VARCHAR(chars) — unchanged on SQLite and PostgreSQL — and exact bytes on MySQL:
+    4 bytes a character, unless the value is known to be ASCII (check ids match
+    [A-Za-z0-9_.:-]+, fingerprints are hex), so any value PostgreSQL takes fits."""
+    return sa.String(chars).with_variant(_Utf8Bytes(mysql_bytes or 4 * chars), *MYSQL)
+
+
+# MySQL/MariaDB only, so stores on the others keep their schema (no migration): DATETIME
+# keeps microseconds, FLOAT would be single precision (baselines), TEXT stops at 64 KB.
+_MOMENT = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), *MYSQL)
+_NUMBER = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), *MYSQL)
+_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), *MYSQL)
+# InnoDB for transactions, DYNAMIC rows for the 3072-byte key limit, utf8mb4 for any text.
+# The longest key is then integrity_check_values' (run_id, check_id, group_key):
+# 4 + 400 + 1600 = 2004 bytes, within the 3072 InnoDB allows.
+_ON_MYSQL = dict(mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_row_format="DYNAMIC")
 
 metadata = sa.MetaData()
 
@@ -41,91 +88,100 @@ meta_table = sa.Table(
     "integrity_meta", metadata,
     sa.Column("key", sa.String(40), primary_key=True),
     sa.Column("value", sa.String(200), nullable=False),
+    **_ON_MYSQL,
 )
 runs = sa.Table(
     "integrity_runs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("audit", sa.String(200), nullable=False, index=True),
+    sa.Column("audit", _name(200), nullable=False, index=True),
     sa.Column("audit_file", sa.String(1000), nullable=False),
     sa.Column("engine", sa.String(20), nullable=False),
-    sa.Column("started_at", sa.DateTime, nullable=False),
-    sa.Column("finished_at", sa.DateTime, nullable=False),
-    sa.Column("data_as_of", sa.DateTime, nullable=False),
+    sa.Column("started_at", _MOMENT, nullable=False),
+    sa.Column("finished_at", _MOMENT, nullable=False),
+    sa.Column("data_as_of", _MOMENT, nullable=False),
     sa.Column("outcome", sa.String(20), nullable=False),
     sa.Column("exit_code", sa.Integer, nullable=False),
     sa.Column("fail_on", sa.String(20), nullable=False),
     sa.Column("tool_version", sa.String(40), nullable=False),
     sa.Column("config_hash", sa.String(64), nullable=False),
     sa.Column("database", sa.String(1000), nullable=False),
-    sa.Column("errors", sa.Text, nullable=False),
+    sa.Column("errors", _TEXT, nullable=False),
+    **_ON_MYSQL,
 )
 check_results = sa.Table(
     "integrity_check_results", metadata,
     sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
-    sa.Column("check_id", sa.String(400), primary_key=True),
+    sa.Column("check_id", _name(400, 400), primary_key=True),
     sa.Column("kind", sa.String(40), nullable=False),
     sa.Column("status", sa.String(10), nullable=False),
     sa.Column("severity", sa.String(10), nullable=False),
     sa.Column("violation_count", sa.Integer),
     sa.Column("population", sa.BigInteger),
-    sa.Column("rate", sa.Float),
-    sa.Column("value", sa.Float),
-    sa.Column("duration_ms", sa.Float, nullable=False),
-    sa.Column("error", sa.Text),
+    sa.Column("rate", _NUMBER),
+    sa.Column("value", _NUMBER),
+    sa.Column("duration_ms", _NUMBER, nullable=False),
+    sa.Column("error", _TEXT),
+    **_ON_MYSQL,
 )
 check_values = sa.Table(  # per-group values of metric checks, for baselines
     "integrity_check_values", metadata,
     sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
-    sa.Column("check_id", sa.String(400), primary_key=True),
-    sa.Column("group_key", sa.String(400), primary_key=True),
-    sa.Column("value", sa.Float),
+    sa.Column("check_id", _name(400, 400), primary_key=True),
+    sa.Column("group_key", _name(400), primary_key=True),
+    sa.Column("value", _NUMBER),
+    **_ON_MYSQL,
 )
 violations = sa.Table(
     "integrity_violations", metadata,
     sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
-    sa.Column("check_id", sa.String(400), primary_key=True),
-    sa.Column("fingerprint", sa.String(32), primary_key=True),
-    sa.Column("key_json", sa.Text, nullable=False),
-    sa.Column("first_seen_at", sa.DateTime, nullable=False),
+    sa.Column("check_id", _name(400, 400), primary_key=True),
+    sa.Column("fingerprint", _name(32, 32), primary_key=True),
+    sa.Column("key_json", _TEXT, nullable=False),
+    sa.Column("first_seen_at", _MOMENT, nullable=False),
     sa.Column("runs_seen", sa.Integer, nullable=False),
+    **_ON_MYSQL,
 )
 accepted = sa.Table(
     "integrity_accepted", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("audit", sa.String(200), nullable=False),
-    sa.Column("check_id", sa.String(400), nullable=False),
-    sa.Column("fingerprint", sa.String(32)),  # null: every violation of the check
-    sa.Column("key_json", sa.Text),
-    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("audit", _name(200), nullable=False),
+    sa.Column("check_id", _name(400, 400), nullable=False),
+    sa.Column("fingerprint", _name(32, 32)),  # null: every violation of the check
+    sa.Column("key_json", _TEXT),
+    sa.Column("reason", _TEXT, nullable=False),
     sa.Column("until", sa.Date, nullable=False),
-    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("created_at", _MOMENT, nullable=False),
+    **_ON_MYSQL,
 )
 notification_state = sa.Table(  # per audit, channel and check: cooldown and open incidents
     "integrity_notification_state", metadata,
-    sa.Column("audit", sa.String(200), primary_key=True),
-    sa.Column("channel", sa.String(60), primary_key=True),
-    sa.Column("check_id", sa.String(400), primary_key=True),
-    sa.Column("last_sent_at", sa.DateTime, nullable=False),
+    sa.Column("audit", _name(200), primary_key=True),
+    sa.Column("channel", _name(60), primary_key=True),
+    sa.Column("check_id", _name(400, 400), primary_key=True),
+    sa.Column("last_sent_at", _MOMENT, nullable=False),
     sa.Column("last_status", sa.String(10), nullable=False),
     sa.Column("open", sa.Boolean, nullable=False),
+    **_ON_MYSQL,
 )
 notification_log = sa.Table(
     "integrity_notification_log", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.Integer),
-    sa.Column("audit", sa.String(200), nullable=False),
-    sa.Column("channel", sa.String(60), nullable=False),
-    sa.Column("sent_at", sa.DateTime, nullable=False),
-    sa.Column("checks", sa.Text, nullable=False),
+    sa.Column("audit", _name(200), nullable=False),
+    sa.Column("channel", _name(60), nullable=False),
+    sa.Column("sent_at", _MOMENT, nullable=False),
+    sa.Column("checks", _TEXT, nullable=False),
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("error", sa.Text),
+    sa.Column("error", _TEXT),
+    **_ON_MYSQL,
 )
 sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
 sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
 
 # Upgrades: version -> statements taking the schema from version - 1 to version. New tables
-# need none (create_all adds them); changed columns would go here.
+# need none (create_all adds them); changed columns would go here. The MySQL/MariaDB
+# variants above are version 2 as it stands: no MySQL store could be made without them.
 MIGRATIONS: dict[int, list[str]] = {
     2: [],  # 2: notification state and log (new tables)
 }
@@ -140,6 +196,12 @@ def fingerprint(check_id: str, key: Iterable[Any]) -> str:
     (so 1588 and "1588" are the same key whatever the driver returned)."""
     canonical = json.dumps([check_id, [None if v is None else str(v) for v in key]])
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _reason(error: BaseException) -> str:
+    """A database error's own words, on one line, without the statement."""
+    text = " ".join(str(getattr(error, "orig", None) or error).split())
+    return text.split(" [SQL:")[0]
 
 
 def _naive(moment: datetime) -> datetime:
@@ -244,9 +306,7 @@ class History:
     # -- schema -----------------------------------------------------------------------
 
     def _error(self, error: BaseException, action: str) -> HistoryError:
-        text = " ".join(str(getattr(error, "orig", None) or error).split())
-        text = text.split(" [SQL:")[0]
-        return HistoryError(scrub(f"history ({self.display_url}): {action}: {text}",
+        return HistoryError(scrub(f"history ({self.display_url}): {action}: {_reason(error)}",
                                   self._secrets))
 
     def ensure(self) -> None:
@@ -254,30 +314,113 @@ class History:
         if self._ready:
             return
         try:
-            with self.engine.begin() as connection:
-                metadata.create_all(connection, checkfirst=True)
-                version = connection.execute(sa.select(meta_table.c.value).where(
-                    meta_table.c.key == "schema_version")).scalar()
-                if version is None:
-                    connection.execute(meta_table.insert().values(key="schema_version",
-                                                                  value=str(SCHEMA_VERSION)))
-                    version = SCHEMA_VERSION
-                version = int(version)
-                if version > SCHEMA_VERSION:
-                    raise HistoryError(f"history ({self.display_url}) has schema version "
-                                       f"{version}, newer than this integrity "
-                                       f"({SCHEMA_VERSION}); upgrade integrity")
-                for step in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in MIGRATIONS.get(step, []):
-                        connection.exec_driver_sql(statement)
-                    connection.execute(meta_table.update().where(
-                        meta_table.c.key == "schema_version").values(value=str(step)))
-        except sa.exc.IntegrityError:
-            # Another run created the version row first: its schema is ours.
-            pass
+            if self.engine.dialect.name in MYSQL:
+                self._ensure_mysql()
+            else:
+                try:
+                    with self.engine.begin() as connection:
+                        metadata.create_all(connection, checkfirst=True)
+                        self._upgrade(connection)
+                except sa.exc.IntegrityError:
+                    pass  # another run created the version row first: its schema is ours
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot prepare the store") from None
         self._ready = True
+
+    def _upgrade(self, connection) -> None:
+        """Stamp a new store with the schema version, or run the migrations it lacks."""
+        version = connection.execute(sa.select(meta_table.c.value).where(
+            meta_table.c.key == "schema_version")).scalar()
+        if version is None:
+            connection.execute(meta_table.insert().values(key="schema_version",
+                                                          value=str(SCHEMA_VERSION)))
+            version = SCHEMA_VERSION
+        version = int(version)
+        if version > SCHEMA_VERSION:
+            raise HistoryError(f"history ({self.display_url}) has schema version "
+                               f"{version}, newer than this integrity "
+                               f"({SCHEMA_VERSION}); upgrade integrity")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS.get(step, []):
+                connection.exec_driver_sql(statement)
+            connection.execute(meta_table.update().where(
+                meta_table.c.key == "schema_version").values(value=str(step)))
+
+    def _ensure_mysql(self) -> None:
+        """`ensure` on MySQL/MariaDB, where every CREATE TABLE commits at once, so a
+        transaction cannot take back a creation that failed half-way.
+
+        All or nothing all the same: under a server lock named after the database (two
+        runs starting together take turns), create the missing tables one by one, then
+        stamp the version row in a transaction; if anything fails, drop every table this
+        call created — the half-made one too — before raising. The version row is written
+        last, so a store without it never finished: a creation killed before it could
+        clean up (or an integrity before this fix, which failed on the key length) left
+        tables that are dropped and made again here — if they are empty; otherwise the
+        store is refused, never dropped. (A future migration altering tables would commit
+        at each statement here too, and must be written to be re-run.)"""
+        lock = "integrity_history_" + hashlib.sha256(
+            str(self.url.database).encode()).hexdigest()[:16]
+        ours = set(metadata.tables)
+        with self.engine.connect() as connection:
+            got = connection.execute(sa.text("SELECT GET_LOCK(:lock, 60)"),
+                                     {"lock": lock}).scalar()
+            connection.commit()
+            if got != 1:
+                raise HistoryError(f"history ({self.display_url}): cannot prepare the store: "
+                                   f"another run has held its schema lock for 60 s")
+            try:
+                found = ours & set(sa.inspect(connection).get_table_names())
+                if found and not self._stamped(connection, found):
+                    self._drop_unfinished(connection, found)
+                    found = set()
+                try:
+                    for table in metadata.sorted_tables:  # referenced tables first
+                        if table.name not in found:
+                            table.create(connection)
+                    connection.commit()
+                    with connection.begin():
+                        self._upgrade(connection)
+                except BaseException as failure:
+                    try:
+                        connection.rollback()
+                        made = ours & set(sa.inspect(connection).get_table_names()) - found
+                        for table in reversed(metadata.sorted_tables):
+                            if table.name in made:
+                                table.drop(connection)
+                        connection.commit()
+                    except sa.exc.SQLAlchemyError as cleanup:
+                        raise self._error(cleanup, f"cannot prepare the store "
+                                          f"({_reason(failure)}), then cannot drop the tables "
+                                          f"it made (the next run will)") from None
+                    raise
+            finally:
+                try:
+                    connection.execute(sa.text("SELECT RELEASE_LOCK(:lock)"), {"lock": lock})
+                    connection.commit()
+                except sa.exc.SQLAlchemyError:
+                    pass  # the lock ends with the session anyway
+
+    @staticmethod
+    def _stamped(connection, found: set[str]) -> bool:
+        if meta_table.name not in found:
+            return False
+        return connection.execute(sa.select(meta_table.c.value).where(
+            meta_table.c.key == "schema_version")).scalar() is not None
+
+    def _drop_unfinished(self, connection, found: set[str]) -> None:
+        quote = connection.dialect.identifier_preparer.quote
+        filled = [name for name in sorted(found) if connection.exec_driver_sql(
+            f"SELECT 1 FROM {quote(name)} LIMIT 1").first() is not None]
+        connection.rollback()
+        if filled:
+            raise HistoryError(f"history ({self.display_url}): cannot prepare the store: "
+                               f"it has integrity tables with rows ({', '.join(filled)}) but "
+                               f"no schema version; integrity will not guess what they are")
+        for table in reversed(metadata.sorted_tables):
+            if table.name in found:
+                table.drop(connection)
+        connection.commit()
 
     # -- reading ------------------------------------------------------------------------
 

@@ -403,3 +403,62 @@ def test_a_postgresql_history_in_a_schema_of_its_own_is_apart(servers, tmp_path,
     assert "integrity_runs" in sa.inspect(engine).get_table_names(schema="integrity")
     assert _history_tables(url) == []  # nothing in the audited (public) schema
     engine.dispose()
+
+
+# ---------------------------------------------------------------------------
+# The role: the last line of defence, reported when it is missing.
+
+
+@pytest.fixture
+def role(servers, tmp_path, request):
+    """(kind, admin URL, URL as a fresh role that may only SELECT, grant(statement))."""
+    kind = request.param
+    url = database_url(kind, servers, tmp_path)
+    Database(url).tables(t=[{"id": 1}], u=[{"id": 1}])
+    name = f"integrity_ro_{uuid.uuid4().hex[:8]}"
+    parsed = sa.engine.make_url(url)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        if kind == "postgresql":
+            for statement in (f"CREATE ROLE {name} LOGIN",
+                              f"GRANT CONNECT ON DATABASE {parsed.database} TO {name}",
+                              f"GRANT USAGE ON SCHEMA public TO {name}",
+                              f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}"):
+                connection.exec_driver_sql(statement)
+        else:
+            connection.execute(sa.text(f"CREATE USER '{name}'@'%'"))
+            connection.execute(sa.text(f"GRANT SELECT ON `{parsed.database}`.* TO '{name}'@'%'"))
+
+    def grant(statement: str) -> None:
+        with admin.connect() as connection:
+            connection.execute(sa.text(statement.format(role=name)))
+
+    yield kind, parsed.set(username=name).render_as_string(hide_password=False), grant
+    with admin.connect() as connection:
+        if kind == "postgresql":
+            connection.exec_driver_sql(f"DROP OWNED BY {name}")
+            connection.exec_driver_sql(f"DROP ROLE {name}")
+        else:
+            connection.execute(sa.text(f"DROP USER '{name}'@'%'"))
+    admin.dispose()
+
+
+@pytest.mark.parametrize("role", ["postgresql", "mariadb"], indirect=True)
+def test_a_role_that_can_write_is_reported_and_a_select_only_one_is_not(role):
+    kind, url, grant = role
+    audit = parse_audit(f"connection: {{url: '{url}'}}\ndatasets: {{t: {{table: t, key: id}}}}\n"
+                        f"checks: [{{kind: duplicates, dataset: t, columns: id}}]\n")
+    result = run_audit(audit, now=NOW)
+    assert (result.exit_code, result.warnings) == (0, [])
+    if kind == "postgresql":
+        grant("GRANT INSERT ON u TO {role}")
+        expected = "INSERT/UPDATE/DELETE/TRUNCATE on 1 table(s) (public.u)"
+    else:
+        grant("GRANT DELETE ON u TO '{role}'@'%'")
+        expected = f"DELETE on `{sa.engine.make_url(url).database}`.`u`"
+    result = run_audit(audit, now=NOW)
+    assert result.exit_code == 0  # a warning, not a finding
+    assert result.warnings == [
+        f"the audit role can write: {expected}. integrity writes nothing by its own "
+        f"mechanisms, but a SELECT-only role is the last line of defence (README: What to "
+        f"grant the audit user)"]

@@ -226,7 +226,8 @@ def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
     processes = [subprocess.Popen(command + ["-o", str(tmp_path / f"out{n}")],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for n in range(4)]
-    assert [process.wait(timeout=120) for process in processes] == [1, 1, 1, 1]
+    finished = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [1, 1, 1, 1], finished
     connection = sqlite3.connect(history)
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert connection.execute("SELECT count(*) FROM integrity_runs").fetchone() == (4,)

@@ -34,6 +34,16 @@ class Recorder(BaseHTTPRequestHandler):
                                      "body": body})
         if "/hang" in self.path:
             time.sleep(2)
+        if "/trickle" in self.path:  # the answer one byte at a time: each read is quick
+            answer = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"x" * 80 + b"\r\n\r\n"
+            for byte in answer:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up, as it should
+                time.sleep(0.2)
+            return
         status = 500 if "/fail" in self.path else 202 if "/pd" in self.path else 200
         self.send_response(status)
         self.end_headers()
@@ -255,7 +265,8 @@ def test_failing_channels_never_fail_or_hide_the_audit(sqlite_db, tmp_path, http
                 for d in report["notifications"]]
     assert outcomes[0] == ("slack", False, 3, "HTTP 500 Internal Server Error")
     assert outcomes[1][:3] == ("webhook", False, 1)
-    assert outcomes[1][3] == "no answer from 127.0.0.1 within 0.5s (TimeoutError)"
+    assert outcomes[1][3] == ("no complete answer within 0.5s (the channel's timeout, for "
+                              "the whole delivery)")
     assert outcomes[2][:3] == ("webhook", False, 2)
     assert outcomes[2][3].startswith("cannot reach 127.0.0.1: [Errno 111] Connection refused")
     assert outcomes[3] == ("email", False, 1, "SMTP authentication failed (535)")
@@ -295,3 +306,37 @@ def test_secrets_must_come_from_the_environment(sqlite_db, tmp_path):
     assert "notify[0].webhook_url: a secret must come from the environment: write " \
            "${WEBHOOK_URL} and export it" in result.output
     assert "notify[1]" not in result.output
+
+
+@pytest.mark.parametrize("channel", [
+    '{channel: webhook, url: "${TRICKLE_URL}", timeout: 2s, retries: 2}',
+    '{channel: slack, webhook_url: "${TRICKLE_URL}", timeout: 2s, retries: 2}',
+    '{channel: pagerduty, routing_key: "${PD_KEY}", events_url: "${TRICKLE_URL}", timeout: 2s}',
+])
+def test_a_trickling_server_cannot_hold_a_delivery_past_its_timeout(sqlite_db, tmp_path,
+                                                                     http_server, channel):
+    env = {"TRICKLE_URL": f"http://127.0.0.1:{http_server.server_port}/trickle",
+           "PD_KEY": ROUTING_KEY}
+    audit = write_audit(tmp_path, sqlite_db, f"  - {channel}\n")
+    leads_db(sqlite_db, 1)
+    began = time.monotonic()
+    result, report = run(audit, tmp_path, env)
+    assert time.monotonic() - began < 8  # the server would take 20 s per attempt
+    assert result.exit_code == 1
+    [delivery] = report["notifications"]
+    assert (delivery["ok"], delivery["attempts"], delivery["error"]) == (
+        False, 1, "no complete answer within 2s (the channel's timeout, for the whole delivery)")
+
+
+def test_the_runs_timeout_bounds_its_notifications(sqlite_db, tmp_path, http_server):
+    env = {"TRICKLE_URL": f"http://127.0.0.1:{http_server.server_port}/trickle"}
+    audit = write_audit(tmp_path, sqlite_db,
+                        '  - {channel: webhook, url: "${TRICKLE_URL}", timeout: 60s}\n')
+    leads_db(sqlite_db, 1)
+    began = time.monotonic()
+    result, report = run(audit, tmp_path, env, "--timeout", "3s")
+    assert time.monotonic() - began < 8
+    assert result.exit_code == 2
+    assert report["errors"] == [
+        "the run exceeded its timeout of 3s while sending notifications"]
+    assert report["notifications"][0]["error"] == "the run's --timeout ended the delivery"

@@ -39,6 +39,14 @@ def slow_audit(sqlite_db, tmp_path):
     return path
 
 
+def lock_of(audit: Path) -> Path:
+    from integrity.config import load_audit
+    from integrity.operations import lock_path
+
+    loaded = load_audit(audit)
+    return lock_path(loaded.file, loaded.connection.url, loaded.name)
+
+
 def wait_for_lock(path: Path, timeout: float = 20) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,10 +62,12 @@ def test_an_overlapping_run_exits_3_and_history_stays_intact(slow_audit, tmp_pat
                f"sqlite:///{history}"]
     first = subprocess.Popen(command + ["-o", str(tmp_path / "a")], cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    holder = wait_for_lock(tmp_path / "reports" / ".locks" / "slow.lock")
+    holder = wait_for_lock(lock_of(slow_audit))
     assert holder.startswith(f"pid {first.pid} since ")
+    elsewhere = tmp_path / "elsewhere"  # the same audit from another folder: the same lock
+    elsewhere.mkdir()
     second = integrity("run", slow_audit, "-o", tmp_path / "b", "--history",
-                       f"sqlite:///{history}", cwd=tmp_path)
+                       f"sqlite:///{history}", cwd=elsewhere)
     assert second.returncode == 3
     assert "another run holds the lock" in second.stderr and f"pid {first.pid}" in second.stderr
     assert first.wait(timeout=120) == 0
@@ -70,16 +80,13 @@ def test_a_killed_run_leaves_no_stale_lock(slow_audit, tmp_path):
     victim = subprocess.Popen([sys.executable, "-m", "integrity", "run", str(slow_audit),
                                "-o", str(tmp_path / "a"), "--no-history"], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lock = tmp_path / "reports" / ".locks" / "slow.lock"
+    lock = lock_of(slow_audit)
     wait_for_lock(lock)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     assert lock.read_text().startswith(f"pid {victim.pid}")  # the file is still there…
-    quick = tmp_path / "quick.yml"
-    quick.write_text(slow_audit.read_text().replace("30000000", "10"))
-    quick_named = quick.read_text().replace("connection:", "name: slow\nconnection:")
-    quick.write_text(quick_named)
-    after = integrity("run", quick, "-o", tmp_path / "b", "--no-history", cwd=tmp_path)
+    slow_audit.write_text(slow_audit.read_text().replace("30000000", "10"))  # same audit
+    after = integrity("run", slow_audit, "-o", tmp_path / "b", "--no-history", cwd=tmp_path)
     assert after.returncode == 0, after.stderr   # …but nobody holds it: the next run goes
     assert lock.read_text().startswith("pid ")
 
@@ -255,3 +262,26 @@ def test_console_output_for_cron_terminals_and_log_shippers(sqlite_db, tmp_path)
     shown = terminal.stdout.replace("\r", "")
     assert "  FAIL  dupes  1  (" in shown and "  PASS  ids  0  (" in shown
     assert "FAIL  dupes  1 violation(s) of 2 (50.00%)" in shown
+
+
+def test_a_locked_history_store_cannot_hold_a_run_past_its_timeout(sqlite_db, tmp_path):
+    sqlite_db.tables(t=[{"id": 1}])
+    audit = tmp_path / "quick.yml"
+    audit.write_text(audit_text(sqlite_db.url, "t: {table: t, key: id}",
+                                "- {kind: duplicates, dataset: t, columns: id}"))
+    history = tmp_path / "history.sqlite"
+    assert integrity("run", audit, "-o", tmp_path / "a", "--history",
+                     f"sqlite:///{history}").returncode == 0
+    holder = sqlite3.connect(history, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the store
+    try:
+        began = time.monotonic()
+        result = integrity("run", audit, "-o", tmp_path / "b", "--timeout", "3s",
+                           "--history", f"sqlite:///{history}")
+        elapsed = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert elapsed < 3 + 2 + 4, elapsed  # the deadline, the grace, and start-up
+    assert result.returncode == 2, result.stderr
+    assert "database is locked" in result.stderr

@@ -226,7 +226,7 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
         engine=engine, timeout=seconds, on_result=progress,
         history=None if no_history or not audit.config.history.enabled
         else history_url(audit, history),
-        lock=None if no_lock else lock_path(audit.name))
+        lock=None if no_lock else lock_path(audit.file, audit.connection.url, audit.name))
     try:
         outcome = execute(audit, options)
     except Locked as error:
@@ -287,13 +287,15 @@ def _report(outcome, mode: str, log_format: str) -> None:
         click.echo(json.dumps({
             "event": "audit", "audit": result.audit_name, "run_id": result.run_id,
             "exit_code": result.exit_code, "outcome": ExitCode(result.exit_code).name.lower(),
-            "counts": result.counts, "errors": result.errors,
+            "counts": result.counts, "errors": result.errors, "warnings": result.warnings,
             "report": str(report) if report else None,
             "notifications": [{"channel": d.channel, "ok": d.ok, "error": d.error}
                               for d in outcome.deliveries]}))
         return
     for error in result.errors:
         click.echo(f"integrity: error: {error}", err=True)
+    for warning in result.warnings:
+        click.echo(f"integrity: warning: {warning}", err=True)
     lines = summary_lines(result, all_checks=mode == "all")
     if mode == "line":
         lines = lines[-1:]

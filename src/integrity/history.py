@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
+GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
 MYSQL = ("mysql", "mariadb")  # dialect names (mysql+pymysql:// reaching MariaDB says "mysql")
 
 
@@ -262,7 +264,10 @@ def is_same_database(first: str, second: str) -> bool:
 class History:
     """One history database."""
 
-    def __init__(self, url: str = DEFAULT_URL):
+    def __init__(self, url: str = DEFAULT_URL, deadline: float | None = None):
+        """`deadline` (a time.monotonic()): waits for the store's locks end there, so a
+        busy store cannot hold a run past its --timeout."""
+        self.deadline = deadline
         try:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError:
@@ -280,15 +285,40 @@ class History:
                 # Our own transactions (BEGIN IMMEDIATE below), and WAL so readers
                 # never block the writer.
                 dbapi_connection.isolation_level = None
+                dbapi_connection.execute(f"PRAGMA busy_timeout={self._wait_ms()}")
                 dbapi_connection.execute("PRAGMA journal_mode=WAL")
-                dbapi_connection.execute("PRAGMA busy_timeout=60000")
 
             @sa.event.listens_for(self.engine, "begin")
             def _begin_immediate(connection):
+                connection.exec_driver_sql(f"PRAGMA busy_timeout={self._wait_ms()}")
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+            if parsed.get_backend_name() in {"postgresql", "mysql", "mariadb"}:
+                self._bound_lock_waits(parsed.get_backend_name())
         self._ready = False
+
+    def _wait_ms(self) -> int:
+        """How long a lock may be waited for: a minute, or what is left of the run — and
+        past the run's deadline a short grace, so that a run that timed out is still
+        recorded as such (a few seconds over --timeout, never a minute)."""
+        if self.deadline is None:
+            return 60_000
+        left = int((self.deadline - time.monotonic()) * 1000)
+        return min(60_000, max(left, GRACE_MS))
+
+    def _bound_lock_waits(self, backend: str) -> None:
+        @sa.event.listens_for(self.engine, "begin")
+        def _bounded(connection):
+            if self.deadline is None:
+                return
+            wait = self._wait_ms()
+            if backend == "postgresql":
+                connection.exec_driver_sql(f"SET LOCAL lock_timeout = {wait}")
+                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {wait}")
+            else:
+                connection.exec_driver_sql(
+                    f"SET SESSION innodb_lock_wait_timeout = {max(1, wait // 1000)}")
 
     def identity(self):
         """Which database this store is, as its server says (`identity`); None for an

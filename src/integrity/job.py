@@ -52,24 +52,32 @@ def execute(audit: Audit, options: JobOptions) -> JobOutcome:
     from integrity.operations import audit_lock
     from integrity.report import prepare_output
 
+    import time
+
+    # One deadline for the whole job: history waits, checks and notifications share it.
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
     prepare_output(options.output)  # an unwritable folder must not cost a whole run
-    store = _history(options.history, audit)
+    store = _history(options.history, audit, deadline)
     lock = audit_lock(options.lock) if options.lock else _nothing()
     try:
         with lock:
-            return _run(audit, options, store)
+            return _run(audit, options, store, deadline)
     finally:
         if store is not None:
             store.dispose()
 
 
-def _run(audit: Audit, options: JobOptions, store) -> JobOutcome:
+def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> JobOutcome:
+    import time
+
     from integrity.notify import deliver
     from integrity.runner import run_audit
 
+    left = None if deadline is None else max(0.001, deadline - time.monotonic())
     result = run_audit(audit, now=options.now, sample_limit=options.sample_limit,
                        fail_on=options.fail_on, engine=options.engine, history=store,
-                       on_result=options.on_result, timeout=options.timeout)
+                       on_result=options.on_result, timeout=left,
+                       timeout_text=None if options.timeout is None else f"{options.timeout:g}s")
     if store is not None:
         # The checks ran; without history their lifecycle and acceptances are unknown.
         _stage(result, "recording the run history", lambda: store.apply(result))
@@ -79,8 +87,11 @@ def _run(audit: Audit, options: JobOptions, store) -> JobOutcome:
     if audit.config.notify:
         report = outcome.written.get("html")
         outcome.deliveries = _stage(result, "sending notifications", lambda: deliver(
-            result, audit, store, str(report.resolve()) if report else None)) or []
+            result, audit, store, str(report.resolve()) if report else None, deadline)) or []
         result.notifications = outcome.deliveries
+        if deadline is not None and time.monotonic() >= deadline:
+            result.errors.append(f"the run exceeded its timeout of {options.timeout:g}s "
+                                 f"while sending notifications")
     _stage(result, "writing $GITHUB_STEP_SUMMARY", lambda: _step_summary(result))
     if audit.config.notify or len(result.errors) > recorded:
         # Once more, with what the notifications did and any output that failed: no
@@ -143,12 +154,12 @@ def _step_summary(result: AuditResult) -> None:
                              f"{error.strerror or error}")
 
 
-def _history(url: str | None, audit: Audit):
+def _history(url: str | None, audit: Audit, deadline: float | None = None):
     if not url:
         return None
     from integrity.history import History
 
-    store = History(url)
+    store = History(url, deadline)
     try:
         refuse_the_audited_database(store, audit)
         store.ensure()

@@ -21,6 +21,7 @@ import hmac
 import json
 import smtplib
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -165,8 +166,9 @@ def _summary(result: AuditResult, check: CheckResult, new: int | None) -> str:
 
 
 def deliver(result: AuditResult, audit: Audit, history: History | None,
-            report: str | None) -> list[Delivery]:
-    """Plan, send and record every channel of the audit; never raises for a channel."""
+            report: str | None, deadline: float | None = None) -> list[Delivery]:
+    """Plan, send and record every channel of the audit; never raises for a channel.
+    `deadline` (time.monotonic()): the job's own bound, on top of each channel's timeout."""
     now = datetime.now(timezone.utc)
     deliveries = []
     for channel in audit.config.notify:
@@ -179,7 +181,7 @@ def deliver(result: AuditResult, audit: Audit, history: History | None,
                                            0, suppressed=suppressed))
             continue
         link = channel.report_url or report
-        delivery = _send(channel, alerts, result, link)
+        delivery = _send(channel, alerts, result, link, deadline)
         delivery.suppressed = suppressed
         deliveries.append(delivery)
         if history is not None:
@@ -188,16 +190,33 @@ def deliver(result: AuditResult, audit: Audit, history: History | None,
     return deliveries
 
 
-def _send(channel, alerts: list[Alert], result: AuditResult, link: str | None) -> Delivery:
+def _send(channel, alerts: list[Alert], result: AuditResult, link: str | None,
+          deadline: float | None = None) -> Delivery:
+    """Send, retrying, all within the channel's `timeout` (and the job's `deadline`, a
+    time.monotonic()): a total for the delivery, not a per-read socket timeout, so a
+    server that trickles a byte at a time cannot hold the run."""
     secrets = secrets_of(channel)
     sender = {"slack": _slack, "pagerduty": _pagerduty, "email": _email,
               "webhook": _webhook}[channel.channel]
+    budget = channel.timeout.total_seconds()
+    ends = time.monotonic() + budget
+    bound_by_the_run = deadline is not None and deadline < ends
+    if bound_by_the_run:
+        ends = deadline
     attempts, error = 0, None
     for attempt in range(channel.retries + 1):
+        left = ends - time.monotonic()
+        if left <= 0:
+            break
         attempts = attempt + 1
         try:
-            sender(channel, alerts, result, link)
+            _within(left, lambda: sender(channel, alerts, result, link))
             error = None
+            break
+        except _Overran:
+            error = ("the run's --timeout ended the delivery" if bound_by_the_run else
+                     f"no complete answer within {budget:g}s (the channel's timeout, for the "
+                     f"whole delivery)")
             break
         except ChannelError as failure:
             error = scrub(str(failure), secrets)
@@ -206,9 +225,41 @@ def _send(channel, alerts: list[Alert], result: AuditResult, link: str | None) -
         except Exception as failure:  # noqa: BLE001 — a channel must never crash the audit
             error = scrub(f"{type(failure).__name__}: {failure}", secrets)
         if attempt < channel.retries:
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(max(0.0, min(0.5 * 2 ** attempt, ends - time.monotonic())))
+    if attempts == 0:
+        error = "not sent: the run's --timeout had passed"
     return Delivery(channel.channel, describe_target(channel), [a.check_id for a in alerts],
                     error is None, attempts, error)
+
+
+def _socket_timeout(channel) -> float:
+    """Each socket wait: a backstop just past the delivery's own total (see `_within`)."""
+    return channel.timeout.total_seconds() + 1
+
+
+class _Overran(Exception):
+    pass
+
+
+def _within(seconds: float, action) -> None:
+    """Run `action` in a worker thread and stop waiting after `seconds` in all. The worker
+    is a daemon: an abandoned send (its socket still trickling) cannot keep the process."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def work() -> None:
+        try:
+            action()
+            outcome["error"] = None
+        except BaseException as error:  # noqa: BLE001 — handed to the waiting thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=work, name="integrity-notify", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _Overran()
+    if outcome.get("error") is not None:
+        raise outcome["error"]
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
@@ -248,7 +299,7 @@ def _slack(channel, alerts, result, link) -> None:
     text = "\n".join([_headline(result, alerts), *_lines(alerts),
                       *([f"Report: {link}"] if link else [])])
     body = json.dumps({"text": text}).encode()
-    _post(channel.webhook_url, body, {}, channel.timeout.total_seconds())
+    _post(channel.webhook_url, body, {}, _socket_timeout(channel))
 
 
 def _webhook(channel, alerts, result, link) -> None:
@@ -262,7 +313,7 @@ def _webhook(channel, alerts, result, link) -> None:
         digest = hmac.new(channel.secret.encode(), stamp.encode() + b"." + body,
                           hashlib.sha256).hexdigest()
         headers = {"X-Integrity-Timestamp": stamp, "X-Integrity-Signature": f"sha256={digest}"}
-    _post(channel.url, body, headers, channel.timeout.total_seconds())
+    _post(channel.url, body, headers, _socket_timeout(channel))
 
 
 def dedup_key(audit_name: str, check_id: str) -> str:
@@ -284,7 +335,7 @@ def _pagerduty(channel, alerts, result, link) -> None:
             if link and link.startswith(("http://", "https://")):
                 event["links"] = [{"href": link, "text": "integrity report"}]
         _post(channel.events_url, json.dumps(event).encode(), {},
-              channel.timeout.total_seconds())
+              _socket_timeout(channel))
 
 
 def _email(channel, alerts, result, link) -> None:
@@ -297,9 +348,8 @@ def _email(channel, alerts, result, link) -> None:
                                    f"Run #{result.run_id} of {result.audit_file}, data as of "
                                    f"{result.now:%Y-%m-%d %H:%M} UTC."]))
     smtp = channel.smtp
-    timeout = channel.timeout.total_seconds()
     try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as server:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=_socket_timeout(channel)) as server:
             if smtp.starttls:
                 context = ssl.create_default_context(cafile=smtp.ca_file)
                 server.starttls(context=context)

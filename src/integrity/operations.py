@@ -1,6 +1,6 @@
 """Running unattended: one run at a time per audit, a bound on a whole run, cron lines.
 
-The lock is an advisory `flock` on a file next to the reports: the kernel
+The lock is an advisory `flock` on a file per audit and database: the kernel
 drops it when the holder dies, even by `kill -9`, so a crashed run never
 leaves a lock behind that blocks the next one. The file names the holder
 (pid, start time) so a refused run can say who is running. A run over its
@@ -11,10 +11,12 @@ handling can swallow it (see runner.run_audit for how the deadline is kept).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shlex
 import sys
+import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,15 +33,22 @@ class RunTimeout(BaseException):
     """The whole run took longer than --timeout."""
 
 
-def lock_path(audit_name: str, folder: str | os.PathLike = "reports") -> Path:
+def lock_path(audit_file: str | os.PathLike, url: str, audit_name: str) -> Path:
+    """The lock of one audit of one database: keyed on the audit file's absolute path and
+    the database it audits (its URL without the password), not on the current folder —
+    the same audit started from two folders, or by cron and by hand, is one audit. In a
+    per-user folder under the system's temporary directory, so any working folder works."""
+    without_password = re.sub(r"(//[^/@:]*):[^@/]*@", r"\1@", url)
+    key = f"{Path(audit_file).resolve()}\n{without_password}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", audit_name)
-    return Path(folder) / ".locks" / f"{safe}.lock"
+    return Path(tempfile.gettempdir()) / f"integrity-locks-{os.getuid()}" / f"{safe}-{digest}.lock"
 
 
 @contextmanager
 def audit_lock(path: Path) -> Iterator[None]:
     """Hold the audit's lock for the duration, or raise Locked at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handle = open(path, "a+")
     try:
         try:

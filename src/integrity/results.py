@@ -273,6 +273,7 @@ class AuditResult:
     fail_on: str
     sample_limit: int
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the run, not a check's finding
     datasets: list[DatasetLoad] = field(default_factory=list)
     run_id: int | None = None
     history: str | None = None

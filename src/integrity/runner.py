@@ -22,6 +22,7 @@ from integrity.checks import CHECKS, Check
 from integrity.config import Audit
 from integrity.errors import IntegrityError, SourceError
 from integrity.filters import describe
+from integrity.privileges import write_warning
 from integrity.results import (LEVEL_STATUS, AuditResult, CheckResult, DatasetLoad, errored,
                                measured)
 
@@ -52,19 +53,20 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
               fail_on: str = "critical", engine: str | None = None,
               history: History | None = None,
               on_result: Callable[[CheckResult], None] | None = None,
-              timeout: float | None = None) -> AuditResult:
+              timeout: float | None = None, timeout_text: str | None = None) -> AuditResult:
     """Run every check. With a `history`, metric baselines come from it (recording the
     run and the violation lifecycle is `History.apply`, after this). `on_result` sees
     each result as it is ready (progress on a terminal). `timeout` (seconds) bounds the
     whole run: the database stops a statement that would overrun it, and the checks that
-    did not run are errors; the rest is kept."""
+    did not run are errors; the rest is kept. `timeout_text` names the bound in messages
+    (the job's --timeout, when `timeout` is what is left of it)."""
     from integrity.operations import RunTimeout
 
     result = _empty_result(audit, now, sample_limit, fail_on, engine)
     deadline = None if not timeout else time.monotonic() + timeout
     try:
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
-                          timeout)
+                          timeout_text or (None if timeout is None else f"{timeout:g}s"))
     except RunTimeout as timeout:
         return _stopped(audit, result, str(timeout))
     except Exception as error:  # noqa: BLE001 — fail closed: the run is an audit error
@@ -104,7 +106,7 @@ def _empty_result(audit: Audit, now, sample_limit, fail_on, engine) -> AuditResu
 
 def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                on_result: Callable[[CheckResult], None], deadline: float | None,
-               timeout: float | None) -> AuditResult:
+               timeout: str | None) -> AuditResult:
     from integrity.pushdown import Tables
     from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
                                    open_source, read_frame, sql_text)
@@ -133,7 +135,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         from integrity.operations import RunTimeout
 
         if deadline is not None and time.monotonic() >= deadline:
-            raise RunTimeout(f"the run exceeded its timeout of {timeout:g}s")
+            raise RunTimeout(f"the run exceeded its timeout of {timeout}")
         source.clamp(connection)
 
     broken: dict[str, str] = {}
@@ -158,6 +160,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 # One snapshot for every dataset: a counter and its event log
                 # read moments apart could disagree without anything being wrong.
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            warning = write_warning(connection, {dataset.schema_ for dataset
+                                                 in audit.datasets.values()})
+            if warning:
+                result.warnings.append(warning)
             types: dict[str, dict] = {}
             not_null: dict[str, set[str]] = {}
             frames = {}
@@ -217,7 +223,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                     on_result(outcome)
             if deadline is not None and time.monotonic() >= deadline:
                 # The last check was stopped by the deadline: the run overran all the same.
-                result.errors.append(f"the run exceeded its timeout of {timeout:g}s")
+                result.errors.append(f"the run exceeded its timeout of {timeout}")
     except SourceError as error:
         return fail_all(str(error))
     finally:

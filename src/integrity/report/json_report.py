@@ -12,7 +12,7 @@ from typing import Any
 from integrity import __version__
 from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def document(result: AuditResult) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def document(result: AuditResult) -> dict[str, Any]:
                     "violations": sum(c.violation_count or 0 for c in result.checks),
                     **lifecycle_totals(result)},
         "errors": list(result.errors),
+        "warnings": list(result.warnings),
         "datasets": [{"name": d.name, "rows": d.rows, "columns": d.columns,
                       "seconds": round(d.seconds, 4), "sql": d.sql} for d in result.datasets],
         "checks": [check_document(check) for check in result.checks],

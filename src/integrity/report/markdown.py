@@ -24,6 +24,8 @@ def render(result: AuditResult, limit: int = 50) -> str:
                       f"{totals['resolved']} resolved violations")
     for error in result.errors:
         lines += ["", f"> **Audit error:** {_cell(error)}"]
+    for warning in result.warnings:
+        lines += ["", f"> **Warning:** {_cell(warning)}"]
     shown = [c for c in sorted(result.checks, key=lambda c: -STATUS_RANK[c.status])
              if c.status != "pass"]
     if shown:

@@ -217,3 +217,36 @@ checks: [{{kind: duplicates, dataset: leads, columns: email}}]
     suite = write_audit(tmp_path, sqlite_db.url, json.dumps({"name": "s", "expectations": [
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "email"}}]}))
     assert _imports_gx("run", suite, "-o", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_gx_runs_on_the_audits_own_connection(kind, servers, tmp_path):
+    """Under the SQL engine GX never logs in on its own: every statement of the run,
+    GX's included, goes through the audit's one read-only connection and snapshot."""
+    import great_expectations.expectations as gxe
+    import sqlalchemy as sa
+
+    from conftest import Database, database_url
+
+    db = Database(database_url(kind, servers, tmp_path))
+    db.tables(leads=[{"id": 1, "code": "C1"}, {"id": 2, "code": "C1"}])
+    path = gx_suite(tmp_path, gxe.ExpectColumnValuesToBeUnique(column="code"))
+    connections: set[int] = set()
+
+    def seen(dbapi_connection, _record):
+        # GX's engine is handed the audit's connection itself, wrapped so it cannot close
+        # it (on PostgreSQL a second psycopg object over the same libpq session).
+        real = getattr(dbapi_connection, "_connection", dbapi_connection)
+        connections.add(id(getattr(real, "pgconn", real)))
+
+    sa.event.listen(sa.engine.Engine, "connect", seen)
+    try:
+        result = run(db, "leads: {table: leads, key: id}", f"""\
+            - {{id: codes, kind: expectation_suite, dataset: leads, suite: {path}}}
+            - {{id: dupes, kind: duplicates, dataset: leads, columns: code}}
+            """, engine="sql")
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", seen)
+    codes = result.check("codes:expect_column_values_to_be_unique(code)")
+    assert (codes.status, set(codes.violation_keys)) == ("fail", {(1,), (2,)})
+    assert len(connections) == 1

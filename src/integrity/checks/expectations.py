@@ -188,11 +188,13 @@ class ExpectationSuiteCheck(Check):
 
         context = gx_context()
         name = f"sql-{uuid.uuid4().hex[:8]}"
-        # GX would build its own engine from a URL; give it the audit's read-only engine
-        # (statement timeout, application name, SQLite mode=ro) and a URL without password.
-        datasource = _with_engine(SQLDatasource(name=name,
-                                                connection_string=db.source.display_url), db)
-        datasource = _with_engine(context.data_sources.add_sql(datasource), db)
+        # GX would build its own engines from a URL; hand it one on the audit's own
+        # connection instead (see _borrowed_engine), and show it only the masked URL.
+        engine = _borrowed_engine(db)
+        # No temporary tables: the audit's transaction is read-only, even for those.
+        datasource = _with_engine(SQLDatasource(name=name, create_temp_table=False,
+                                                connection_string=db.source.display_url), engine)
+        datasource = _with_engine(context.data_sources.add_sql(datasource), engine)
         try:
             columns = list(self.columns()[self.config.dataset])
             query = sql_text(dataset_query(self.audit.datasets[self.config.dataset], columns),
@@ -289,9 +291,85 @@ def gx_context():
     return context
 
 
-def _with_engine(datasource, db):
-    datasource._engine = db.source.engine
+def _borrowed_engine(db):
+    """An engine whose every connection is the audit's own DBAPI connection: GX's queries
+    run in the audit's read-only transaction and snapshot, with its statement timeout and
+    what is left of --timeout, and GX never logs in (it is only shown the masked URL).
+    Giving a connection back must not end the shared transaction: no reset on return."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import StaticPool
+
+    lent = _lend(db.connection.connection.dbapi_connection)
+    url = db.source.url.set(password=None)
+    if url.get_backend_name() == "sqlite":
+        url = sa.engine.make_url("sqlite://")
+    return sa.create_engine(url, creator=lambda: lent, poolclass=StaticPool,
+                            pool_reset_on_return=None)
+
+
+def _lend(connection):
+    """The audit's DBAPI connection as GX may hold it: closing, committing or rolling back
+    only gives it back (GX disposes its engines when they are collected; the audit's
+    transaction and snapshot must outlive that)."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover — psycopg is a dependency
+        psycopg = None
+    if psycopg is not None and isinstance(connection, psycopg.Connection):
+        # psycopg and SQLAlchemy's dialect want a real Connection: a second one over the same
+        # libpq session (same transaction, same snapshot, same settings). It never prepares
+        # statements, so its names cannot clash with the audit's own prepared ones.
+        class LentPsycopg(psycopg.Connection):
+            def close(self) -> None:
+                pass
+
+            def commit(self) -> None:
+                pass
+
+            def rollback(self) -> None:
+                pass
+
+        lent = LentPsycopg(connection.pgconn)
+        lent.prepare_threshold = None
+        return lent
+    return _Lent(connection)
+
+
+class _Lent:
+    """A lent DBAPI connection (see _lend) for drivers that do not check its type."""
+
+    def __init__(self, connection):
+        object.__setattr__(self, "_connection", connection)
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._connection, name, value)
+
+    def close(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+
+def _with_engine(datasource, engine):
+    """Make GX use `engine` for the datasource and its execution engine. GX 1.x builds both
+    from the connection string unless its caches say they are built (private attributes,
+    hence the pin on great-expectations<2 and the tests that prove one connection)."""
+    from great_expectations.execution_engine import SqlAlchemyExecutionEngine
+
+    datasource._engine = engine
     datasource._cached_connection_string = datasource.connection_string
+    datasource._execution_engine = SqlAlchemyExecutionEngine(
+        engine=engine, create_temp_table=datasource.create_temp_table)
+    datasource._cached_execution_engine_kwargs = datasource.dict(
+        exclude=datasource._get_exec_engine_excludes(),
+        config_provider=datasource._config_provider, exclude_unset=False)
     return datasource
 
 

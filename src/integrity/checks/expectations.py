@@ -319,15 +319,8 @@ def _lend(connection):
         # psycopg and SQLAlchemy's dialect want a real Connection: a second one over the same
         # libpq session (same transaction, same snapshot, same settings). It never prepares
         # statements, so its names cannot clash with the audit's own prepared ones.
-        class LentPsycopg(psycopg.Connection):
-            def close(self) -> None:
-                pass
-
-            def commit(self) -> None:
-                pass
-
-            def rollback(self) -> None:
-                pass
+        class LentPsycopg(_GivenBack, psycopg.Connection):
+            pass
 
         lent = LentPsycopg(connection.pgconn)
         lent.prepare_threshold = None
@@ -335,7 +328,20 @@ def _lend(connection):
     return _Lent(connection)
 
 
-class _Lent:
+class _GivenBack:
+    """What ends a connection or its transaction, made to only give the connection back."""
+
+    def close(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+
+class _Lent(_GivenBack):
     """A lent DBAPI connection (see _lend) for drivers that do not check its type."""
 
     def __init__(self, connection):
@@ -346,15 +352,6 @@ class _Lent:
 
     def __setattr__(self, name, value):
         setattr(self._connection, name, value)
-
-    def close(self) -> None:
-        pass
-
-    def commit(self) -> None:
-        pass
-
-    def rollback(self) -> None:
-        pass
 
 
 def _with_engine(datasource, engine):

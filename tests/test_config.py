@@ -291,3 +291,10 @@ def test_yaml_bombs_and_giant_files_are_refused_at_once(tmp_path):
     with pytest.raises(ConfigError) as refused:
         load_audit(huge)
     assert str(refused.value) == f"{huge}: the audit file is larger than 5,000,000 bytes; refused"
+
+
+def test_a_nul_in_a_filter_value_is_a_config_error_on_every_engine():
+    assert errors('- {kind: freshness, dataset: quotes, time: sentAt, max_age: 1h, '
+                  'where: {status: "SE\\0NT"}}') == [
+        "a.yml:7:67: checks[0].where: where.status: a value cannot contain a NUL character "
+        "(\\0): no database compares it as written"]

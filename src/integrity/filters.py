@@ -119,6 +119,11 @@ def _check_scalars(column: str, values: list[Any]) -> None:
     for value in values:
         if isinstance(value, (dict, list)):
             raise ValueError(f"where.{column}: values must be scalars, got {value!r}")
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL refuses NUL in text and other databases cut it: no engine could
+            # compare it as written, so neither does.
+            raise ValueError(f"where.{column}: a value cannot contain a NUL character (\\0): "
+                             f"no database compares it as written")
 
 
 def _parse_time_bound(column: str, op: str, value: Any) -> timedelta | datetime:

@@ -109,3 +109,52 @@ def test_a_zero_timeout_is_refused_not_read_as_no_timeout(value, audit, tmp_path
     assert result.exit_code == 2
     assert result.output.startswith("integrity: error: --timeout: ")
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
+    """The database ends the audit's session while a check runs: that check says why, the
+    run says 'connection lost' once, the checks after it are not run, exit 2."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from conftest import Database, database_url
+    from integrity.config import parse_audit
+    from integrity.runner import run_audit
+
+    url = database_url("postgresql", servers, tmp_path)
+    Database(url).tables(t=[{"id": 1}, {"id": 2}])
+    audit = parse_audit(textwrap.dedent(f"""\
+        connection: {{url: "{url}"}}
+        datasets: {{t: {{table: t, key: id}}}}
+        checks:
+          - {{id: first, kind: duplicates, dataset: t, columns: id}}
+          - {{id: slow, kind: custom_sql, sql: "SELECT pg_sleep(5)::text AS id"}}
+          - {{id: after, kind: duplicates, dataset: t, columns: id}}
+        """))
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def kill() -> None:
+        with admin.connect() as connection:
+            for _ in range(100):
+                killed = connection.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'integrity' AND query LIKE '%pg_sleep%' "
+                    "AND pid <> pg_backend_pid()")).all()
+                if killed:
+                    return
+                time.sleep(0.1)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    result = run_audit(audit, engine="sql")
+    killer.join()
+    admin.dispose()
+    statuses = {check.id: check.status for check in result.checks}
+    assert statuses == {"first": "pass", "slow": "error", "after": "error"}
+    assert "terminating connection" in result.check("slow").error
+    assert result.errors == ["the connection to the audited database was lost during check slow"]
+    assert result.check("after").error == (
+        "not run: the connection to the audited database was lost during check slow")
+    assert result.exit_code == 2

@@ -67,8 +67,8 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     try:
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
                           timeout_text or (None if timeout is None else f"{timeout:g}s"))
-    except RunTimeout as timeout:
-        return _stopped(audit, result, str(timeout))
+    except (RunTimeout, ConnectionLost) as stop:
+        return _stopped(audit, result, str(stop))
     except Exception as error:  # noqa: BLE001 — fail closed: the run is an audit error
         # A failure outside any one check (a driver, a reader, memory): what ran is kept,
         # the rest is errored, and the run can never pass.
@@ -221,6 +221,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                                         _mask(audit, check)):
                     result.checks.append(outcome)
                     on_result(outcome)
+                if connection.invalidated:
+                    # Said once, here, rather than as every later check's confusing failure.
+                    raise ConnectionLost(f"the connection to the audited database was lost "
+                                         f"during check {check.id}")
             if deadline is not None and time.monotonic() >= deadline:
                 # The last check was stopped by the deadline: the run overran all the same.
                 result.errors.append(f"the run exceeded its timeout of {timeout}")
@@ -316,7 +320,15 @@ def _psycopg(source) -> bool:
 
 def _rollback(savepoint) -> None:
     if savepoint is not None and savepoint.is_active:
-        savepoint.rollback()
+        try:
+            savepoint.rollback()
+        except Exception:  # noqa: BLE001 — a lost connection; the run loop says so once
+            if not savepoint.connection.invalidated:
+                raise
+
+
+class ConnectionLost(Exception):
+    """The audited database's connection died mid-run: the checks after it cannot run."""
 
 
 def _safe_columns(check: Check) -> dict[str, list[str]]:

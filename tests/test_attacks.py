@@ -74,6 +74,12 @@ REFUSED = [
     ("postgresql", "COMMIT", "not COMMIT"),
     ("postgresql", "BEGIN READ WRITE", "not TRANSACTION"),
     ("postgresql", "EXPLAIN ANALYZE DELETE FROM t", "not EXPLAIN"),
+    # Unicode: look-alike separators and invisible characters are not read as code.
+    ("postgresql", "SELECT 1\uff1b DELETE FROM t", "cannot read this as one"),
+    ("postgresql", "SELECT 1;\u200b DELETE FROM t", "cannot read this as one"),
+    ("postgresql", 'SELECT "a\u202e" FROM t; DELETE FROM t', "only one statement is allowed"),
+    ("postgresql", "SELECT U&'\\0027'; DELETE FROM t", "only one statement is allowed"),
+    ("mysql", "SELECT 1 \u037e DELETE FROM t", "cannot read this as one"),
     ("mysql", "SELECT id FROM t INTO OUTFILE '/tmp/integrity-pwned'", "SELECT ... INTO writes"),
     ("mysql", "SELECT id INTO DUMPFILE '/tmp/integrity-pwned' FROM t", "SELECT ... INTO writes"),
     ("mysql", "SELECT 1 INTO @a", "SELECT ... INTO writes"),

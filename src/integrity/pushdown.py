@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import BINARY
+from sqlalchemy.dialects.postgresql import INTERVAL, MONEY
 
 from integrity import filters
 from integrity.config import Aggregate, Audit
@@ -185,6 +186,10 @@ class Tables:
         column = column or getattr(expression, "name", None)
         kind = self.columns.get(dataset, {}).get(column) if column else None
         zone = self.audit.datasets[dataset].timezone
+        if name != "sqlite" and isinstance(kind, (sa.Time, sa.Interval, INTERVAL)):
+            from integrity.sources import not_a_moment
+
+            raise CheckError(not_a_moment(column))  # as the pandas engine says (to_utc)
         if name == "sqlite":
             # Text through the pandas engine's own rules (SQLite runs in this process);
             # julianday() would miss "+0530" and read other text its own way.
@@ -257,8 +262,13 @@ class Tables:
                                                  sa.literal("1970-01-01 00:00:00")))
 
     def axis(self, *columns: tuple[str, str]) -> Axis:
-        """The time axis for (dataset, column) pairs compared with one another."""
-        return Axis(self, all(self.typed_time(dataset, column) for dataset, column in columns))
+        """The time axis for (dataset, column) pairs compared with one another. PostgreSQL
+        subtracts dates as a number of days, not an interval: dates go by epoch units."""
+        dates = self.dialect == "postgresql" and any(
+            isinstance(self.columns.get(dataset, {}).get(column), sa.Date)
+            for dataset, column in columns)
+        return Axis(self, not dates and all(self.typed_time(dataset, column)
+                                            for dataset, column in columns))
 
     def index_hint(self, dataset: str, column: str, threshold: int = 100_000) -> str | None:
         """A note recommending an index when a large table has none leading with `column`
@@ -442,7 +452,14 @@ class Tables:
             return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
         value = relation.c[measure.column]
         if measure.function not in {"count", "count_distinct"}:
-            value = sa.cast(value, sa.Float) if self.is_text(dataset, measure.column) else value
+            if self.dialect == "sqlite":
+                # Any column may hold anything: a number as the pandas engine reads it, else
+                # no value (CAST makes 'abc' 0, which avg counts, and max() prefers text).
+                value = sa.func.integrity_number(value, type_=sa.Float)
+            elif self.is_text(dataset, measure.column):
+                value = sa.cast(value, sa.Float)
+            elif isinstance(self.columns[dataset].get(measure.column), MONEY):
+                value = sa.cast(value, sa.Numeric)  # money has no avg, and reads as '$1.50'
         if condition is not None:
             value = sa.case((condition, value), else_=sa.null())
         if measure.function == "count":
@@ -548,6 +565,16 @@ def install_sqlite_functions(dbapi_connection) -> None:
 
     dbapi_connection.create_function("integrity_normalise", 3, normalise, deterministic=True)
     dbapi_connection.create_function("integrity_epoch_ms", 1, epoch_ms, deterministic=True)
+    dbapi_connection.create_function("integrity_number", 1, number, deterministic=True)
+
+
+def number(value) -> int | float | None:
+    """A value as a number the way the pandas engine reads a measure (`pd.to_numeric`,
+    errors coerced), None when it is none."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    parsed = pd.to_numeric(pd.Series([value], dtype=object), errors="coerce").iloc[0]
+    return None if pd.isna(parsed) else float(parsed)
 
 
 _ISO = re.compile(ISO_TIME)

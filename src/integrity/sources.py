@@ -46,7 +46,7 @@ from sqlalchemy.engine import make_url
 
 from integrity import filters
 from integrity.config import Audit, ConnectionConfig, DatasetConfig
-from integrity.errors import SourceError, masked_url, url_secrets
+from integrity.errors import CheckError, SourceError, masked_url, url_secrets
 from integrity.units import ISO_TIME, ISO_TIME_WITH_OFFSET
 
 if TYPE_CHECKING:
@@ -464,22 +464,92 @@ class BulkReader:
 
     def read(self, statement: sa.Select, context: str) -> pd.DataFrame:
         import adbc_driver_postgresql.dbapi as adbc
-        import pyarrow as pa
 
-        # Rendered by SQLAlchemy's compiler: quoted identifiers, no user values inside.
-        query = sql_text(statement, self.source)
         try:
             with self.connection.cursor() as cursor:
-                cursor.execute(query)
+                # The column types first (Parse/Describe, no rows read): what Arrow cannot
+                # carry as a value is asked for in a form it can.
+                schema = cursor.adbc_execute_schema(sql_text(statement, self.source))
+                statement = self._readable(statement, schema)
+                # Rendered by SQLAlchemy's compiler: quoted identifiers, no user values inside.
+                cursor.execute(sql_text(statement, self.source))
                 table = cursor.fetch_arrow_table()
         except adbc.Error as error:
             raise self.source.error(error, context) from None
-        # Decimals would arrive as Python objects: the checks compute in floats anyway.
+        return self._plain(table).to_pandas(self_destruct=True, split_blocks=True)
+
+    @staticmethod
+    def _readable(statement: sa.Select, schema) -> sa.Select:
+        """`statement` with the columns ADBC cannot decode read as PostgreSQL's own text
+        (enum, bit, inet, ranges …: otherwise their binary wire format), arrays too (a key
+        must be one hashable value), uuid as its text (as every other database stores it,
+        and as it is compared with text), money as numeric (otherwise an integer of cents)
+        and timetz as time."""
+        import pyarrow as pa
+
+        columns, changed = list(statement.selected_columns), False
+        for index, field_ in enumerate(schema):
+            kind, name = field_.type, BulkReader._pg_type(field_)
+            storage = kind.storage_type if isinstance(kind, pa.BaseExtensionType) else kind
+            if name == "money":
+                target = sa.Numeric
+            elif name == "timetz":  # a time of day, as `time` is
+                target = sa.Time
+            elif (name == "uuid" or (pa.types.is_binary(storage) and name != "bytea")
+                  or pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                  or pa.types.is_fixed_size_list(kind) or pa.types.is_struct(kind)):
+                target = sa.Text
+            else:
+                continue
+            columns[index], changed = sa.cast(columns[index], target).label(field_.name), True
+        return statement.with_only_columns(*columns) if changed else statement
+
+    @staticmethod
+    def _plain(table):
+        """The Arrow table with plain column types a dataframe holds as values: numeric as
+        float64 (the checks compute in floats), JSON as its text, an interval as a duration
+        (months of 30 days, as PostgreSQL compares intervals). Untouched when there is
+        nothing to change; otherwise a new schema without the driver's metadata."""
+        import pyarrow as pa
+
+        columns, changed = list(table.columns), False
         for index, field_ in enumerate(table.schema):
-            if pa.types.is_decimal(field_.type):
-                table = table.set_column(index, field_.name, table.column(index).cast(
-                    pa.float64()))
-        return table.to_pandas(self_destruct=True, split_blocks=True)
+            kind, column = field_.type, columns[index]
+            if isinstance(kind, pa.BaseExtensionType):  # json, numeric: their text
+                column = pa.chunked_array([chunk.storage for chunk in column.chunks],
+                                          type=kind.storage_type)
+            if pa.types.is_decimal(kind) or BulkReader._pg_type(field_) == "numeric":
+                column = column.cast(pa.float64())
+            elif kind == pa.month_day_nano_interval():
+                column = pa.chunked_array(
+                    [BulkReader._interval_ns(chunk) for chunk in column.chunks],
+                    type=pa.duration("ns"))
+            if column is not columns[index]:
+                columns[index], changed = column, True
+        if not changed:
+            return table
+        return pa.table(columns, names=table.column_names)
+
+    @staticmethod
+    def _pg_type(field_) -> str | None:
+        """The PostgreSQL type name ADBC records on an Arrow field."""
+        metadata = field_.metadata or {}
+        name = metadata.get(b"POSTGRESQL:type") or metadata.get(b"ADBC:postgresql:typname")
+        return name.decode() if name else None
+
+    @staticmethod
+    def _interval_ns(chunk):
+        """A month_day_nano interval array as nanoseconds (30-day months)."""
+        import numpy as np
+        import pyarrow as pa
+
+        layout = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
+        values = np.frombuffer(chunk.buffers()[1], dtype=layout,
+                               count=chunk.offset + len(chunk))[chunk.offset:]
+        nanos = ((values["months"].astype("int64") * 30 + values["days"]) * 86_400_000_000_000
+                 + values["nanos"])
+        return pa.array(nanos, type=pa.duration("ns"),
+                        mask=chunk.is_null().to_numpy(zero_copy_only=False))
 
     def close(self) -> None:
         try:
@@ -498,11 +568,14 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
 
     Aware values are converted; naive ones are read in the dataset's time zone
     (UTC unless it says otherwise). Nulls and unparseable text become NaT, so
-    callers can tell "missing" from "garbage" by looking at the raw column.
+    callers can tell "missing" from "garbage" by looking at the raw column. A
+    time of day or a duration is no timestamp at all: CheckError.
     """
     dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
+    if pd.api.types.is_timedelta64_dtype(dtype):  # MariaDB TIME, PostgreSQL interval
+        raise CheckError(not_a_moment(values.name))
     if pd.api.types.is_datetime64_dtype(dtype):
         return _localize(values, zone)
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
@@ -511,7 +584,10 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
     present = values[values.notna()]
     if present.empty:
         return result
-    if pd.api.types.infer_dtype(present, skipna=True) == "string":  # the usual case: text
+    kind = pd.api.types.infer_dtype(present, skipna=True)
+    if kind in {"time", "timedelta"}:  # PostgreSQL time: a clock reading with no day
+        raise CheckError(not_a_moment(values.name))
+    if kind == "string":  # the usual case: text
         text = present.astype("object").str.strip()
     else:  # a mix of text and datetime objects (SQLite returns what was stored)
         text = present.map(_as_text).astype("object")
@@ -525,6 +601,12 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
         parsed = pd.to_datetime(naive, errors="coerce", format="ISO8601")
         result.loc[naive.index] = _localize(parsed, zone)
     return result
+
+
+def not_a_moment(column: Any) -> str:
+    """Why a time of day or a duration is no timestamp (the same words on both engines)."""
+    return (f"column {column!r} holds a time of day or a duration, not a date and time: "
+            f"it cannot be read as a timestamp")
 
 
 def _as_text(value: Any) -> str:

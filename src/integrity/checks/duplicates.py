@@ -141,7 +141,8 @@ class Duplicates(Check):
             extra.append(expression.label(name))
             return name
 
-        key_names = [term(db.normalise(rows.c[column], config.normalize.get(column, []),
+        key_names = [term(db.normalise(as_compared(db, config.dataset, rows, column),
+                                       config.normalize.get(column, []),
                                        config.default_region), column, f"_key_{index}")
                      for index, column in enumerate(config.columns)]
         order_names = [term(db.key(config.dataset, rows, column), column, f"_order_{index}")
@@ -160,7 +161,8 @@ class Duplicates(Check):
                            sa.func.lead(sa.literal_column("1")).over(**window).label("_next"))
                  .where(*[part.is_not(None) for part in parts],
                         # '' is no key either (normalisers already turn it into NULL)
-                        *[part != "" for part, column in zip(parts, config.columns)
+                        *[as_text(db, config.dataset, part, column) != ""
+                          for part, column in zip(parts, config.columns)
                           if not config.normalize.get(column)
                           and db.is_text(config.dataset, column)])
                  .subquery("sized"))
@@ -321,6 +323,28 @@ class DuplicateEvents(Check):
         return (f"{config.dataset} rows equal on ({', '.join(config.by)}){scope} and at most "
                 f"{format_duration(config.window)} apart by {config.time} form a burst; "
                 f"every row of a burst after the first is one violation.")
+
+
+def as_compared(db, dataset: str, relation, column: str):
+    """A key column as the pandas engine compares it: PostgreSQL json (which has no
+    equality operator) and jsonb by their text, which is what the pandas engine reads."""
+    import sqlalchemy as sa
+
+    if db.dialect == "postgresql" and isinstance(db.columns[dataset].get(column), sa.JSON):
+        return sa.cast(relation.c[column], sa.Text)
+    return relation.c[column]
+
+
+def as_text(db, dataset: str, part, column: str):
+    """A key part that may hold text, to compare with ''. PostgreSQL refuses to compare an
+    enum, or a column of a query (whose type the check does not know: a number, a date …),
+    with text; their text it compares."""
+    import sqlalchemy as sa
+
+    kind = db.columns[dataset].get(column)
+    if db.dialect == "postgresql" and (kind is None or isinstance(kind, sa.Enum)):
+        return sa.cast(part, sa.Text)
+    return part
 
 
 def groups_text(db, parts):

@@ -158,3 +158,52 @@ def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
     assert result.check("after").error == (
         "not run: the connection to the audited database was lost during check slow")
     assert result.exit_code == 2
+
+
+def test_a_bulk_read_whose_connection_is_killed_errors_its_checks_only(servers, tmp_path):
+    """The pandas engine's ADBC reader loses its session mid-read: the checks of that
+    dataset error with the reason, the others still run, no traceback, exit 2."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from conftest import Database, database_url
+    from integrity.config import parse_audit
+    from integrity.runner import run_audit
+
+    url = database_url("postgresql", servers, tmp_path)
+    Database(url).execute(
+        "CREATE TABLE big AS SELECT i AS id, md5(i::text) AS code "
+        "FROM generate_series(1, 1500000) AS i",
+        "CREATE TABLE small (id int, code text)", "INSERT INTO small VALUES (1, 'a'), (2, 'a')")
+    audit = parse_audit(textwrap.dedent(f"""\
+        connection: {{url: "{url}"}}
+        datasets: {{big: {{table: big, key: id}}, small: {{table: small, key: id}}}}
+        checks:
+          - {{id: big_codes, kind: duplicates, dataset: big, columns: code}}
+          - {{id: small_codes, kind: duplicates, dataset: small, columns: code}}
+        """))
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    killed = []
+
+    def kill() -> None:
+        with admin.connect() as connection:
+            for _ in range(300):
+                killed.extend(connection.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'integrity' AND query ILIKE 'COPY%big%'")).all())
+                if killed:
+                    return
+                time.sleep(0.02)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    result = run_audit(audit, engine="pandas")
+    killer.join()
+    admin.dispose()
+    assert killed, "the bulk read ended before it could be interrupted"
+    big, small = result.check("big_codes"), result.check("small_codes")
+    assert big.status == "error" and big.error.startswith("dataset 'big': "), big.error
+    assert (small.status, small.violation_count) == ("fail", 1), (small.error, result.errors)
+    assert result.exit_code == 2

@@ -40,7 +40,7 @@ def test_statement_timeout_is_enforced(pg):
     text = text.replace(f"  url: {pg.url}\n", f"  url: {pg.url}\n  statement_timeout: 500ms\n")
     slow = run_audit(parse_audit(text)).check("slow")
     assert slow.status == "error"
-    assert "canceling statement due to statement timeout" in slow.error
+    assert "statement timeout (0.5s, connection.statement_timeout) reached" in slow.error
 
 
 def test_a_run_timeout_names_the_run_limit_even_after_a_bulk_read(pg):

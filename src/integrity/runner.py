@@ -197,6 +197,11 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 except SourceError as error:
                     for check in users:
                         broken.setdefault(check.id, str(error))
+                    if bulk is not None:
+                        # Its session may be gone with the error: the next dataset gets a
+                        # fresh reader in the same snapshot.
+                        bulk.close()
+                        bulk = None
                     continue
                 result.datasets.append(DatasetLoad(
                     name, len(frames[name]), list(loadable), time.perf_counter() - began,

@@ -146,11 +146,32 @@ class Source:
         text = " ".join(str(original).split())
         # SQLAlchemy appends the statement and a link to its docs; keep the reason.
         text = re.split(r"\s*\[SQL:|\s*\(Background on this error", text)[0]
+        if _is_statement_timeout(original, text):
+            text = self._timeout_reason()
         prefix = f"{context}: " if context else ""
         return SourceError(f"{prefix}{text} (database {self.display_url})", secrets=self.secrets)
 
+    def _timeout_reason(self) -> str:
+        """Which bound stopped a statement, in the user's words."""
+        from integrity.units import format_duration
+
+        left = self.remaining()
+        if left is not None and left < self.statement_timeout:
+            return "stopped by the run's --timeout"
+        return (f"statement timeout ({format_duration(self.statement_timeout)}, "
+                f"connection.statement_timeout) reached")
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _is_statement_timeout(original: BaseException, text: str) -> bool:
+    """PostgreSQL 57014, MariaDB 1969 (max_statement_time), MySQL 3024
+    (max_execution_time), SQLite interrupted by our progress handler."""
+    if getattr(original, "sqlstate", None) == "57014":
+        return True
+    code = original.args[0] if getattr(original, "args", None) else None
+    return code in {1969, 3024} or text == "interrupted"
 
 
 _TRANSIENT_TEXT = ("connection refused", "timeout expired", "timed out", "could not connect",
@@ -552,10 +573,19 @@ class BulkReader:
                         mask=chunk.is_null().to_numpy(zero_copy_only=False))
 
     def close(self) -> None:
+        """End the bulk session. Its rows are already read: a session the server has
+        since dropped (a killed backend, a restart) has nothing left to roll back."""
+        import adbc_driver_postgresql.dbapi as adbc
+
         try:
             self.connection.rollback()
+        except adbc.Error:
+            pass
         finally:
-            self.connection.close()
+            try:
+                self.connection.close()
+            except adbc.Error:
+                pass
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ would raise, not as integrity's own errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import textwrap
 
@@ -111,14 +112,41 @@ def test_a_zero_timeout_is_refused_not_read_as_no_timeout(value, audit, tmp_path
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
-    """The database ends the audit's session while a check runs: that check says why, the
-    run says 'connection lost' once, the checks after it are not run, exit 2."""
+@contextlib.contextmanager
+def _killing(url: str, query: str):
+    """While the block runs, terminate the audit's PostgreSQL sessions running a statement
+    like `query` (ILIKE pattern); yields the list of sessions terminated."""
     import threading
     import time
 
     import sqlalchemy as sa
 
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    killed: list = []
+
+    def kill() -> None:
+        with admin.connect() as connection:
+            for _ in range(500):
+                killed.extend(connection.execute(sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                    "application_name = 'integrity' AND query ILIKE :query "
+                    "AND pid <> pg_backend_pid()"), {"query": query}).all())
+                if killed:
+                    return
+                time.sleep(0.02)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        killer.join()
+        admin.dispose()
+
+
+def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
+    """The database ends the audit's session while a check runs: that check says why, the
+    run says 'connection lost' once, the checks after it are not run, exit 2."""
     from conftest import Database, database_url
     from integrity.config import parse_audit
     from integrity.runner import run_audit
@@ -133,24 +161,8 @@ def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
           - {{id: slow, kind: custom_sql, sql: "SELECT pg_sleep(5)::text AS id"}}
           - {{id: after, kind: duplicates, dataset: t, columns: id}}
         """))
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-
-    def kill() -> None:
-        with admin.connect() as connection:
-            for _ in range(100):
-                killed = connection.execute(sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                    "application_name = 'integrity' AND query LIKE '%pg_sleep%' "
-                    "AND pid <> pg_backend_pid()")).all()
-                if killed:
-                    return
-                time.sleep(0.1)
-
-    killer = threading.Thread(target=kill)
-    killer.start()
-    result = run_audit(audit, engine="sql")
-    killer.join()
-    admin.dispose()
+    with _killing(url, "%pg_sleep%"):
+        result = run_audit(audit, engine="sql")
     statuses = {check.id: check.status for check in result.checks}
     assert statuses == {"first": "pass", "slow": "error", "after": "error"}
     assert "terminating connection" in result.check("slow").error
@@ -163,11 +175,6 @@ def test_a_connection_killed_mid_run_is_said_once(servers, tmp_path):
 def test_a_bulk_read_whose_connection_is_killed_errors_its_checks_only(servers, tmp_path):
     """The pandas engine's ADBC reader loses its session mid-read: the checks of that
     dataset error with the reason, the others still run, no traceback, exit 2."""
-    import threading
-    import time
-
-    import sqlalchemy as sa
-
     from conftest import Database, database_url
     from integrity.config import parse_audit
     from integrity.runner import run_audit
@@ -184,24 +191,8 @@ def test_a_bulk_read_whose_connection_is_killed_errors_its_checks_only(servers, 
           - {{id: big_codes, kind: duplicates, dataset: big, columns: code}}
           - {{id: small_codes, kind: duplicates, dataset: small, columns: code}}
         """))
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    killed = []
-
-    def kill() -> None:
-        with admin.connect() as connection:
-            for _ in range(300):
-                killed.extend(connection.execute(sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                    "application_name = 'integrity' AND query ILIKE 'COPY%big%'")).all())
-                if killed:
-                    return
-                time.sleep(0.02)
-
-    killer = threading.Thread(target=kill)
-    killer.start()
-    result = run_audit(audit, engine="pandas")
-    killer.join()
-    admin.dispose()
+    with _killing(url, "COPY%big%") as killed:
+        result = run_audit(audit, engine="pandas")
     assert killed, "the bulk read ended before it could be interrupted"
     big, small = result.check("big_codes"), result.check("small_codes")
     assert big.status == "error" and big.error.startswith("dataset 'big': "), big.error

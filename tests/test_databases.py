@@ -428,3 +428,17 @@ def test_a_filter_that_matches_nothing_is_never_a_quiet_pass(db, engine, on_empt
                                f"sends: values compare exactly (case included); on_empty: "
                                f"{on_empty or 'warn'}")
     assert result.check("all_dupes").notes == []  # a filter that matches rows says nothing
+
+
+def test_connection_retries_stop_at_the_runs_timeout(servers):
+    """An unreachable server is retried only while the run's --timeout leaves time."""
+    port = _free_port()  # nothing listens there
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing")
+    began = time.monotonic()
+    text = audit_text(db.url, "t: {table: t, key: id}",
+                      "- {kind: duplicates, dataset: t, columns: id}")
+    text = text.replace("  url:", "  retries: 10\n  retry_backoff: 1s\n  url:", 1)
+    result = run_audit(parse_audit(text), now=NOW, timeout=2.5)
+    assert time.monotonic() - began < 5  # 10 retries would take 17 minutes of backoff
+    assert result.exit_code == 2
+    assert "(the run's --timeout leaves no time for another)" in result.errors[0]

@@ -131,10 +131,15 @@ class Source:
             try:
                 return self.engine.connect()
             except sa.exc.SQLAlchemyError as error:
-                if attempt == self.retries or not is_transient(error):
-                    raise self.error(error, "" if attempt == 0 else
-                                     f"gave up after {attempt + 1} attempts") from None
                 delay = self.backoff * 2 ** attempt
+                left = self.remaining()
+                out_of_time = left is not None and left <= delay
+                if attempt == self.retries or not is_transient(error) or out_of_time:
+                    why = "" if attempt == 0 and not out_of_time else (
+                        f"gave up after {attempt + 1} attempts"
+                        + (" (the run's --timeout leaves no time for another)"
+                           if out_of_time else ""))
+                    raise self.error(error, why) from None
                 log.warning("connecting to %s failed (%s); retrying in %.1fs", self.display_url,
                             self.error(error).args[0], delay)
                 time.sleep(delay)

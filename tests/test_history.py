@@ -232,7 +232,7 @@ def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert connection.execute("SELECT count(*) FROM integrity_runs").fetchone() == (4,)
     assert connection.execute("SELECT count(*) FROM integrity_check_results").fetchone() == (8,)
-    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("2",)]
+    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("3",)]
 
 
 def test_schema_versions(tmp_path):
@@ -246,7 +246,7 @@ def test_schema_versions(tmp_path):
     newer = History(url)
     with pytest.raises(HistoryError) as refused:
         newer.ensure()
-    assert "schema version 99, newer than this integrity (2)" in str(refused.value)
+    assert "schema version 99, newer than this integrity (3)" in str(refused.value)
     for handle in (store, newer):
         handle.dispose()
 
@@ -317,7 +317,8 @@ def test_a_store_round_trip(kind, servers, sqlite_db, tmp_path):
     # Baselines per group, exactly: only "A" more than doubled its own.
     cost = second.check("cost")
     assert (cost.status, set(cost.violation_keys)) == ("warn", {("A",)})
-    assert [store.baseline("lifecycle", "cost", group, 7, "mean", before=NOW) for group in
+    assert [store.baseline("lifecycle", second.target, "cost", group, 7, "mean", before=NOW)
+            for group in
             ("a", "A", "a ", "a  ")] == [(1_234_567.891, 1), (2.2, 1), (3.3, 1), (None, 0)]
     # What was recorded reads back as written.
     head, results = store.run(second.run_id)
@@ -331,19 +332,21 @@ def test_a_store_round_trip(kind, servers, sqlite_db, tmp_path):
     sent = NOW + timedelta(microseconds=654_321)
 
     def notify(*alerts, at=sent):
-        store.record_notifications("lifecycle", "slack:0123456789ab", second.run_id,
-                                   list(alerts), Delivery("slack", "x", [], True, 1), at)
+        store.record_notifications("lifecycle", second.target, "slack:0123456789ab",
+                                   second.run_id, list(alerts),
+                                   Delivery("slack", "x", [], True, 1), at)
 
     notify(Alert("Orphans", "trigger", "fail", "s", "new"),
            Alert(LONG_ID, "trigger", "fail", "s", "new"),
            Alert("orphans", "resolve", "pass", "s", "resolved"))
     notify(Alert("Orphans", "resolve", "pass", "s", "resolved"), at=sent + timedelta(hours=1))
-    assert store.notification_state("lifecycle", "slack:0123456789ab") == {
+    assert store.notification_state("lifecycle", second.target, "slack:0123456789ab") == {
         "Orphans": {"last_sent_at": sent + timedelta(hours=1), "last_status": "pass",
                     "open": False},
         LONG_ID: {"last_sent_at": sent, "last_status": "fail", "open": True},
         "orphans": {"last_sent_at": sent, "last_status": "pass", "open": False}}
-    assert store.notification_state("lifecycle", "SLACK:0123456789AB") == {}
+    assert store.notification_state("lifecycle", second.target, "SLACK:0123456789AB") == {}
+    assert store.notification_state("lifecycle", "another-target", "slack:0123456789ab") == {}
     store.dispose()
 
 
@@ -386,7 +389,7 @@ def test_mariadb_ensure_is_idempotent_and_takes_turns(servers, sqlite_db):
         again.dispose()
     engine = sa.create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(sa.select(meta_table)).all() == [("schema_version", "2")]
+        assert connection.execute(sa.select(meta_table)).all() == [("schema_version", "3")]
         assert connection.exec_driver_sql("SELECT count(*) FROM integrity_runs").scalar() == 1
     engine.dispose()
     assert integrity_tables(url) == ALL_TABLES
@@ -464,3 +467,78 @@ def test_a_value_longer_than_its_mariadb_column_is_refused_not_cut(servers):
     with store.engine.connect() as connection:
         assert store.acceptances(connection, "lifecycle") == []
     store.dispose()
+
+
+def test_one_audit_on_two_databases_keeps_two_lifecycles(tmp_path):
+    """The same audit file against staging and production, one history store: each
+    database's violations are new, persisting and resolved against its own runs only."""
+    from click.testing import CliRunner
+
+    from integrity.cli import main
+
+    staging, production = tmp_path / "staging.sqlite", tmp_path / "production.sqlite"
+    for path, rows in ((staging, [(1, "a@x"), (2, "a@x")]),
+                       (production, [(1, "b@x"), (2, "b@x"), (3, "b@x")])):
+        engine = sa.create_engine(f"sqlite:///{path}")
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE leads (id int, email text)")
+            connection.exec_driver_sql("INSERT INTO leads VALUES " + ", ".join(
+                f"({key}, '{email}')" for key, email in rows))
+        engine.dispose()
+    audit = tmp_path / "leads.yml"
+    audit.write_text("connection: {url: '${DB}'}\ndatasets: {leads: {table: leads, key: id}}\n"
+                     "checks: [{id: dupes, kind: duplicates, dataset: leads, columns: email}]\n")
+    history = f"sqlite:///{tmp_path / 'history.sqlite'}"
+
+    def run(database):
+        result = CliRunner().invoke(main, [
+            "run", str(audit), "-o", str(tmp_path / "out"), "--no-lock", "--history", history,
+            "--log-format", "json"], env={"DB": f"sqlite:///{database}"})
+        document = json.loads((tmp_path / "out" / "report.json").read_text())
+        [check] = document["checks"]
+        return result.exit_code, document["run"]["target"], check["lifecycle"]
+
+    first = run(staging)
+    second = run(production)
+    third = run(staging)
+    assert [(code, target) for code, target, _ in (first, second, third)] == [
+        (1, f"sqlite:{staging}"), (1, f"sqlite:{production}"), (1, f"sqlite:{staging}")]
+    counts = [(life["new"], life["persisting"], life["resolved"])
+              for _, _, life in (first, second, third)]
+    assert counts == [(1, 0, 0), (2, 0, 0), (0, 1, 0)]  # production never touched staging's
+    listing = CliRunner().invoke(main, ["history", "list", "--history", history]).output
+    assert [line.rsplit(" on ", 1)[1] for line in listing.splitlines()] == [
+        f"sqlite:{staging}", f"sqlite:{production}", f"sqlite:{staging}"]
+    refused = CliRunner().invoke(main, ["history", "diff", "1", "2", "--history", history])
+    assert refused.exit_code == 2
+    assert "runs of different audits or targets are never compared" in refused.output
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_version_2_store_upgrades_and_keeps_its_runs(kind, servers, tmp_path, sqlite_db):
+    """Runs recorded before targets existed stay readable (target ''); the store is
+    upgraded in place, and new runs carry their target."""
+    from conftest import database_url
+
+    url = database_url(kind, servers, tmp_path) if kind != "sqlite" else \
+        f"sqlite:///{tmp_path / 'old.sqlite'}"
+    sqlite_db.tables(companies=[{"id": 1}], leads=leads((1, "t", "a@x", 9)))
+    store = History(url)
+    audited(sqlite_db, store, NOW - timedelta(days=1))
+    store.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # back to version 2, as an older integrity left it
+        connection.exec_driver_sql("DROP INDEX ix_runs_series")
+        connection.exec_driver_sql("ALTER TABLE integrity_runs DROP COLUMN target")
+        connection.exec_driver_sql("UPDATE integrity_meta SET value = '2'")
+    engine.dispose()
+    store = History(url)
+    second = audited(sqlite_db, store, NOW)
+    runs_ = store.list_runs("lifecycle")
+    assert [run["target"] for run in runs_] == [second.target, ""]
+    assert second.target.startswith("sqlite:/")
+    store.dispose()
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(meta_table.c.value)).scalar() == "3"
+    engine.dispose()

@@ -531,7 +531,8 @@ def history_list(audit_name: str | None, limit: int, history: str | None) -> Non
         counts = ", ".join(f"{run['counts'][s]} {s}" for s in ("fail", "warn", "error", "info",
                                                                  "pass") if s in run["counts"])
         click.echo(f"#{run['id']:<5} {run['started_at']:%Y-%m-%d %H:%M}  {run['audit']:<20} "
-                   f"{run['outcome']:<12} exit {run['exit_code']}  {counts}")
+                   f"{run['outcome']:<12} exit {run['exit_code']}  {counts}  "
+                   f"on {run['target'] or '(not recorded)'}")
 
 
 @history_group.command("show")
@@ -541,7 +542,8 @@ def history_show(run_id: int, history: str | None) -> None:
     """One run: every check's status and counts."""
     store = _history(history)
     head, results = _read_run(store, run_id)
-    click.echo(f"run #{head['id']} of {head['audit']} ({head['audit_file']}), "
+    click.echo(f"run #{head['id']} of {head['audit']} ({head['audit_file']}) on "
+               f"{head['target'] or '(target not recorded)'}, "
                f"{head['started_at']:%Y-%m-%d %H:%M:%S} UTC, engine {head['engine']}, "
                f"{head['outcome']} (exit {head['exit_code']})")
     width = max((len(row["check_id"]) for row in results), default=10)
@@ -557,8 +559,12 @@ def history_show(run_id: int, history: str | None) -> None:
 def history_diff(older: int, newer: int, history: str | None) -> None:
     """What changed per check between two runs."""
     store = _history(history)
-    _, before = _read_run(store, older)
-    _, after = _read_run(store, newer)
+    first, before = _read_run(store, older)
+    second, after = _read_run(store, newer)
+    if (first["audit"], first["target"]) != (second["audit"], second["target"]):
+        _fail(f"run #{older} ({first['audit']} on {first['target'] or '?'}) and run #{newer} "
+              f"({second['audit']} on {second['target'] or '?'}) audit different things: "
+              f"runs of different audits or targets are never compared")
     old = {row["check_id"]: row for row in before}
     new = {row["check_id"]: row for row in after}
     changes = 0

@@ -275,6 +275,8 @@ SECRET_SETTINGS = {"slack": [("webhook_url",)], "pagerduty": [("routing_key",)],
 class AuditConfig(Model):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    # The audited database's name in the run history (default: the server's identity).
+    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/@-]+$", max_length=300)] | None = None
     description: str | None = None
     engine: Engine = "pandas"
     connection: ConnectionConfig

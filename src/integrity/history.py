@@ -34,7 +34,7 @@ from integrity.errors import IntegrityError, masked_url, scrub, url_secrets
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
@@ -96,6 +96,9 @@ runs = sa.Table(
     "integrity_runs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("audit", _name(200), nullable=False, index=True),
+    # The audited database (`identity.target_name`, or the audit's `target:`): runs of one
+    # audit against staging and production are two series that never meet.
+    sa.Column("target", _name(300), nullable=False, server_default=""),
     sa.Column("audit_file", sa.String(1000), nullable=False),
     sa.Column("engine", sa.String(20), nullable=False),
     sa.Column("started_at", _MOMENT, nullable=False),
@@ -155,9 +158,10 @@ accepted = sa.Table(
     sa.Column("created_at", _MOMENT, nullable=False),
     **_ON_MYSQL,
 )
-notification_state = sa.Table(  # per audit, channel and check: cooldown and open incidents
-    "integrity_notification_state", metadata,
+notification_state = sa.Table(  # per audit, target, channel and check: cooldown, incidents
+    "integrity_alert_state", metadata,
     sa.Column("audit", _name(200), primary_key=True),
+    sa.Column("target", _name(300), primary_key=True),
     sa.Column("channel", _name(60), primary_key=True),
     sa.Column("check_id", _name(400, 400), primary_key=True),
     sa.Column("last_sent_at", _MOMENT, nullable=False),
@@ -178,14 +182,31 @@ notification_log = sa.Table(
     sa.Column("error", _TEXT),
     **_ON_MYSQL,
 )
+sa.Index("ix_runs_series", runs.c.audit, runs.c.target)
 sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
 sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
 
 # Upgrades: version -> statements taking the schema from version - 1 to version. New tables
 # need none (create_all adds them); changed columns would go here. The MySQL/MariaDB
 # variants above are version 2 as it stands: no MySQL store could be made without them.
-MIGRATIONS: dict[int, list[str]] = {
+def _add_target_to_runs(connection) -> None:
+    """Version 3: runs carry their target; runs recorded before have none (''). Checked
+    first, so the step can be run again (MySQL commits each ALTER at once)."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns(runs.name)}
+    if "target" not in present:
+        kind = runs.c.target.type.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {runs.name} ADD COLUMN target {kind} NOT NULL DEFAULT ''")
+    connection.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS ix_runs_series ON {runs.name} (audit, target)"
+        if connection.dialect.name not in MYSQL else "SELECT 1")  # MySQL: no v2 stores
+
+
+MIGRATIONS: dict[int, list] = {
     2: [],  # 2: notification state and log (new tables)
+    # 3: runs.target; alert state per target in integrity_alert_state (a new table: the
+    # version-2 integrity_notification_state is left as it was, unused).
+    3: [_add_target_to_runs],
 }
 
 
@@ -234,6 +255,13 @@ class Acceptance:
     key: list | None
     reason: str
     until: date
+
+
+def _series(audit: str, target: str | None) -> tuple:
+    """The runs that are one series: one audit of one target (None: of any target)."""
+    if target is None:
+        return (runs.c.audit == audit,)
+    return runs.c.audit == audit, runs.c.target == target
 
 
 def is_same_database(first: str, second: str) -> bool:
@@ -372,7 +400,10 @@ class History:
                                f"({SCHEMA_VERSION}); upgrade integrity")
         for step in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS.get(step, []):
-                connection.exec_driver_sql(statement)
+                if callable(statement):
+                    statement(connection)
+                else:
+                    connection.exec_driver_sql(statement)
             connection.execute(meta_table.update().where(
                 meta_table.c.key == "schema_version").values(value=str(step)))
 
@@ -454,13 +485,13 @@ class History:
 
     # -- reading ------------------------------------------------------------------------
 
-    def previous_fingerprints(self, connection, audit: str, check_id: str
+    def previous_fingerprints(self, connection, audit: str, target: str | None, check_id: str
                               ) -> tuple[int | None, dict[str, tuple[str, datetime, int]]]:
-        """The last run of `audit` in which `check_id` ran, and its violations."""
+        """The last run of `audit` on `target` in which `check_id` ran, and its violations."""
         previous = connection.execute(
             sa.select(sa.func.max(check_results.c.run_id))
             .select_from(check_results.join(runs, runs.c.id == check_results.c.run_id))
-            .where(runs.c.audit == audit, check_results.c.check_id == check_id,
+            .where(*_series(audit, target), check_results.c.check_id == check_id,
                    check_results.c.status != "error")).scalar()
         if previous is None:
             return None, {}
@@ -476,8 +507,9 @@ class History:
                            None if row.key_json is None else json.loads(row.key_json),
                            row.reason, row.until) for row in rows]
 
-    def baseline(self, audit: str, check_id: str, group_key: str, runs_back: int,
-                 statistic: str, before: datetime) -> tuple[float | None, int]:
+    def baseline(self, audit: str, target: str, check_id: str, group_key: str,
+                 runs_back: int, statistic: str, before: datetime
+                 ) -> tuple[float | None, int]:
         """(median/mean/min/max of the last `runs_back` values, how many there were)."""
         self.ensure()
         try:
@@ -485,7 +517,7 @@ class History:
                 values = connection.execute(
                     sa.select(check_values.c.value)
                     .select_from(check_values.join(runs, runs.c.id == check_values.c.run_id))
-                    .where(runs.c.audit == audit, check_values.c.check_id == check_id,
+                    .where(*_series(audit, target), check_values.c.check_id == check_id,
                            check_values.c.group_key == group_key,
                            check_values.c.value.is_not(None),
                            runs.c.data_as_of < _naive(before))
@@ -498,14 +530,14 @@ class History:
                    "min": min, "max": max}[statistic]
         return float(compute(values)), len(values)
 
-    def trend(self, connection, audit: str, check_id: str, limit: int = 30
+    def trend(self, connection, audit: str, target: str, check_id: str, limit: int = 30
               ) -> list[tuple[int, str, int | None]]:
         """(run id, status, violation count) of the last `limit` runs, oldest first."""
         rows = connection.execute(
             sa.select(check_results.c.run_id, check_results.c.status,
                       check_results.c.violation_count)
             .select_from(check_results.join(runs, runs.c.id == check_results.c.run_id))
-            .where(runs.c.audit == audit, check_results.c.check_id == check_id)
+            .where(*_series(audit, target), check_results.c.check_id == check_id)
             .order_by(check_results.c.run_id.desc()).limit(limit)).all()
         return [tuple(row) for row in reversed(rows)]
 
@@ -526,7 +558,8 @@ class History:
                     self._lifecycle(connection, result, check, acceptances, today)
                 run_id = self._record(connection, result)
                 for check in result.checks:
-                    check.trend = self.trend(connection, result.audit_name, check.id)
+                    check.trend = self.trend(connection, result.audit_name, result.target,
+                                             check.id)
                 result.run_id = run_id
                 result.history = self.display_url
         except sa.exc.SQLAlchemyError as error:
@@ -549,7 +582,8 @@ class History:
 
     def _lifecycle(self, connection, result: AuditResult, check: CheckResult,
                    acceptances: list[Acceptance], today: date) -> None:
-        previous, seen = self.previous_fingerprints(connection, result.audit_name, check.id)
+        previous, seen = self.previous_fingerprints(connection, result.audit_name,
+                                                    result.target, check.id)
         life = Lifecycle(previous_run=previous)
         now = _naive(result.now)
         current: dict[str, tuple[str, datetime, int]] = {}
@@ -595,7 +629,8 @@ class History:
 
         code = result.exit_code
         run_id = connection.execute(runs.insert().values(
-            audit=result.audit_name, audit_file=result.audit_file, engine=result.engine,
+            audit=result.audit_name, target=result.target, audit_file=result.audit_file,
+            engine=result.engine,
             started_at=_naive(result.started_at), finished_at=_naive(result.finished_at),
             data_as_of=_naive(result.now), outcome=ExitCode(code).name.lower(), exit_code=code,
             fail_on=result.fail_on, tool_version=__version__, config_hash=result.config_hash,
@@ -635,7 +670,9 @@ class History:
             for key in keys]
         try:
             with self.engine.begin() as connection:
-                _, seen = self.previous_fingerprints(connection, audit, check_id)
+                # Acceptances hold for the audit on every target: the keys are looked up
+                # in its last recorded run, whichever database that was.
+                _, seen = self.previous_fingerprints(connection, audit, None, check_id)
                 connection.execute(accepted.insert(), rows)
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot record the acceptance") from None
@@ -644,18 +681,18 @@ class History:
 
     # -- notifications -------------------------------------------------------------------------
 
-    def notification_state(self, audit: str, channel: str) -> dict[str, dict]:
+    def notification_state(self, audit: str, target: str, channel: str) -> dict[str, dict]:
         self.ensure()
         with self.engine.connect() as connection:
             rows = connection.execute(sa.select(notification_state).where(
-                notification_state.c.audit == audit,
+                notification_state.c.audit == audit, notification_state.c.target == target,
                 notification_state.c.channel == channel)).all()
         return {row.check_id: {"last_sent_at": _aware(row.last_sent_at),
                                "last_status": row.last_status, "open": row.open}
                 for row in rows}
 
-    def record_notifications(self, audit: str, channel: str, run_id: int | None, alerts,
-                             delivery, now: datetime) -> None:
+    def record_notifications(self, audit: str, target: str, channel: str, run_id: int | None,
+                             alerts, delivery, now: datetime) -> None:
         """Log the attempt; move the cooldown and incident state only if it got through."""
         try:
             with self.engine.begin() as connection:
@@ -666,7 +703,8 @@ class History:
                 if not delivery.ok:
                     return
                 for alert in alerts:
-                    key = dict(audit=audit, channel=channel, check_id=alert.check_id)
+                    key = dict(audit=audit, target=target, channel=channel,
+                               check_id=alert.check_id)
                     connection.execute(notification_state.delete().where(
                         *[notification_state.c[name] == value for name, value in key.items()]))
                     connection.execute(notification_state.insert().values(

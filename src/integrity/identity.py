@@ -27,12 +27,22 @@ import sqlalchemy as sa
 @dataclass(frozen=True)
 class Identity:
     """A database as its server knows it. `schema`: where unqualified names resolve
-    (PostgreSQL's current_schema(); None elsewhere)."""
+    (PostgreSQL's current_schema(); None elsewhere). `path`: an SQLite file's absolute path."""
 
     kind: str
     server: str
     database: str
     schema: str | None = None
+    path: str | None = None
+
+    @property
+    def target_name(self) -> str:
+        """The name history keys runs by when the audit gives no `target:` — stable across
+        spellings of the URL: `postgresql:7713676981460322422/app`,
+        `mysql:vm:3306:/var/lib/mysql//app`, `sqlite:/srv/data/app.db`."""
+        if self.kind == "sqlite" and self.path:
+            return f"sqlite:{self.path}"
+        return f"{self.kind}:{self.server}/{self.database}"
 
     def same_database(self, other: Identity) -> bool:
         return (self.kind, self.server, self.database) == (other.kind, other.server,
@@ -46,7 +56,8 @@ def sqlite_file(path: str | os.PathLike) -> Identity | None:
         status = Path(path).stat()
     except OSError:
         return None
-    return Identity("sqlite", f"{status.st_dev}:{status.st_ino}", "main")
+    return Identity("sqlite", f"{status.st_dev}:{status.st_ino}", "main",
+                    path=str(Path(path).resolve()))
 
 
 def identify(connection: sa.Connection) -> Identity:
@@ -57,7 +68,12 @@ def identify(connection: sa.Connection) -> Identity:
         return connection.exec_driver_sql(statement).scalar()
 
     if dialect == "postgresql":
-        server = str(scalar("SELECT system_identifier FROM pg_control_system()"))
+        try:
+            with connection.begin_nested():
+                server = str(scalar("SELECT system_identifier FROM pg_control_system()"))
+        except sa.exc.DBAPIError:  # a managed server that hides it: its address, then
+            server = str(scalar("SELECT coalesce(host(inet_server_addr()), 'local') || ':' "
+                                "|| coalesce(inet_server_port(), 0)"))
         return Identity("postgresql", server, scalar("SELECT current_database()"),
                         scalar("SELECT current_schema()"))
     if dialect in {"mysql", "mariadb"}:

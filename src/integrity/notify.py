@@ -173,7 +173,8 @@ def deliver(result: AuditResult, audit: Audit, history: History | None,
     deliveries = []
     for channel in audit.config.notify:
         key = channel_key(channel)
-        state = history.notification_state(result.audit_name, key) if history else {}
+        state = history.notification_state(result.audit_name, result.target, key) \
+            if history else {}
         alerts, suppressed = plan(result, channel, state, now)
         if not alerts:
             if suppressed:
@@ -185,8 +186,8 @@ def deliver(result: AuditResult, audit: Audit, history: History | None,
         delivery.suppressed = suppressed
         deliveries.append(delivery)
         if history is not None:
-            history.record_notifications(result.audit_name, key, result.run_id, alerts,
-                                         delivery, now)
+            history.record_notifications(result.audit_name, result.target, key,
+                                         result.run_id, alerts, delivery, now)
     return deliveries
 
 

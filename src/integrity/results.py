@@ -274,6 +274,9 @@ class AuditResult:
     sample_limit: int
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # about the run, not a check's finding
+    # The audited database as history keys it: the audit's `target:`, else the server's
+    # identity (identity.target_name); runs of different targets are never compared.
+    target: str = ""
     datasets: list[DatasetLoad] = field(default_factory=list)
     run_id: int | None = None
     history: str | None = None

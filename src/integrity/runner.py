@@ -22,6 +22,7 @@ from integrity.checks import CHECKS, Check
 from integrity.config import Audit
 from integrity.errors import IntegrityError, SourceError
 from integrity.filters import describe
+from integrity.identity import identify
 from integrity.privileges import write_warning
 from integrity.results import (LEVEL_STATUS, AuditResult, CheckResult, DatasetLoad, errored,
                                measured)
@@ -63,6 +64,9 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     from integrity.operations import RunTimeout
 
     result = _empty_result(audit, now, sample_limit, fail_on, engine)
+    # Until the server says who it is (or if it never answers): the audit's `target:`,
+    # else the URL as shown.
+    result.target = audit.config.target or _shown_url(audit)
     deadline = None if not timeout else time.monotonic() + timeout
     try:
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
@@ -74,6 +78,17 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
         # the rest is errored, and the run can never pass.
         log.debug("the run stopped\n%s", traceback.format_exc())
         return _stopped(audit, result, f"the run stopped: {_reason(error)}")
+
+
+def _shown_url(audit: Audit) -> str:
+    from sqlalchemy.engine import make_url
+
+    from integrity.errors import masked_url
+
+    try:
+        return masked_url(make_url(audit.connection.url))
+    except Exception:  # noqa: BLE001 — an unusable URL: the run reports it
+        return "unknown"
 
 
 def _stopped(audit: Audit, result: AuditResult, reason: str) -> AuditResult:
@@ -160,6 +175,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 # One snapshot for every dataset: a counter and its event log
                 # read moments apart could disagree without anything being wrong.
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            if not audit.config.target:
+                result.target = identify(connection).target_name
             warning = write_warning(connection, {dataset.schema_ for dataset
                                                  in audit.datasets.values()})
             if warning:
@@ -211,7 +228,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 bulk.close()  # its snapshot is no longer needed; the checks run on `connection`
                 bulk = None
             baseline = None if history is None else functools.partial(
-                _baseline, history, audit.name, now)
+                _baseline, history, audit.name, result.target, now)
             contexts = {
                 "pandas": Frames(audit=audit, source=source, frames=frames, now=now,
                                  connection=connection, baseline=baseline),
@@ -244,10 +261,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
     return result
 
 
-def _baseline(history: History, audit: str, now: datetime, check_id: str, group: str,
-              runs_back: int, statistic: str):
-    """A metric's baseline from the runs recorded before this one."""
-    return history.baseline(audit, check_id, group, runs_back, statistic, before=now)
+def _baseline(history: History, audit: str, target: str, now: datetime, check_id: str,
+              group: str, runs_back: int, statistic: str):
+    """A metric's baseline from the runs of this target recorded before this one."""
+    return history.baseline(audit, target, check_id, group, runs_back, statistic, before=now)
 
 
 def _mask(audit: Audit, check: Check) -> set[str]:

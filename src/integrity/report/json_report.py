@@ -31,6 +31,7 @@ def document(result: AuditResult) -> dict[str, Any]:
             "now": _time(result.now),
             "engine": result.engine,
             "database": result.database,
+            "target": result.target,
             "dialect": result.dialect,
             "sample_limit": result.sample_limit,
             "run_id": result.run_id,

@@ -283,3 +283,48 @@ def test_accepting_a_whole_suite_is_refused_with_the_ids_to_use(tmp_path):
     assert result.exit_code == 2
     assert ("lead_columns is a Great Expectations suite: accept one of its expectations by "
             "the id the report shows") in result.output
+
+
+def test_validate_needs_no_secrets_and_warns_of_unused_datasets(write_audit):
+    path = write_audit("""\
+        connection: {url: "${DATABASE_URL}"}
+        datasets:
+          leads: {table: leads, key: id}
+          leftover: {table: old_leads, key: id}
+          recent: {sql: "SELECT id FROM leads WHERE created::date > now() - interval '1 day'"}
+        checks:
+          - {kind: duplicates, dataset: leads, columns: email}
+          - {kind: freshness, dataset: recent, time: id, max_age: 1h}
+        notify:
+          - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}"}
+        """)
+    result = CliRunner().invoke(main, ["validate", str(path)], env={
+        "DATABASE_URL": None, "SLACK_WEBHOOK_URL": None})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{path}: valid — 2 checks on 3 datasets",
+        "read from the environment at run time: DATABASE_URL, SLACK_WEBHOOK_URL; the "
+        "database's SQL dialect is known only then"]
+    assert result.stderr == f"integrity: warning: {path}:4:3: datasets.leftover: no check " \
+                            f"reads this dataset\n"
+
+
+def test_engine_refusals_name_each_check_where_it_is_written(write_audit):
+    path = write_audit("""\
+        connection: {url: "postgresql+psycopg://auditor@db/app"}
+        datasets: {leads: {table: leads, key: id}}
+        checks:
+          - {id: phones, kind: duplicates, dataset: leads, columns: phone,
+             normalize: {phone: phone}, engine: sql}
+          - {id: emails, kind: duplicates, dataset: leads, columns: email}
+          - {id: phones_again, kind: duplicates, dataset: leads, columns: phone,
+             normalize: {phone: phone}}
+        """)
+    result = invoke("validate", path, "--engine", "sql")
+    assert result.exit_code == 2
+    problem = ("the sql engine cannot run this check on postgresql: normalize: phone: phone "
+               "(E.164 parsing) cannot run inside postgresql; set `engine: pandas` on this check")
+    assert result.output.splitlines() == [
+        "integrity: error: invalid audit",
+        f"{path}:5:33: checks[0] (phones): {problem}",
+        f"{path}:7:5: checks[2] (phones_again): {problem}"]

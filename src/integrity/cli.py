@@ -34,12 +34,12 @@ def _parse_now(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _load(path: str):
+def _load(path: str, deferred: bool = False):
     from integrity.config import load_audit
     from integrity.errors import ConfigError
 
     try:
-        return load_audit(path)
+        return load_audit(path, deferred=deferred)
     except ConfigError as error:
         _fail(f"invalid audit\n{error}" if "\n" in str(error) else str(error))
 
@@ -69,7 +69,8 @@ def main(verbose: bool) -> None:
     """Audit the data of a multi-tenant SaaS application.
 
     Exit codes: 0 the gate passed; 1 violations at or above the fail level;
-    2 the audit could not run or a check errored.
+    2 the audit could not run or a check errored; 3 another run of the same
+    audit holds its lock.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -93,19 +94,30 @@ def _check_engines(audit, engine: str | None) -> None:
         return
     problems = engine_problems(audit, dialect, engine)
     if problems:
-        _fail("\n".join(f"{audit.file}: {path}: {problem}" for path, problem in problems))
+        _fail("invalid audit\n" + "\n".join(
+            f"{audit.file}:{line}:{column}: {path} ({check_id}): {problem}"
+            for path, check_id, (line, column), problem in problems))
 
 
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False))
 @ENGINE
 def validate(audit: str, engine: str | None) -> None:
-    """Validate an audit file without connecting to anything."""
-    loaded = _load(audit)
+    """Validate an audit file without connecting to anything.
+
+    Needs no secrets: a ${VARIABLE} that is not set is read from the environment at run
+    time, and what depends on it (the database's SQL dialect) is checked then."""
+    loaded = _load(audit, deferred=True)
     if engine or loaded.config.engine == "sql":
         _check_engines(loaded, engine)
     click.echo(f"{audit}: valid — {len(loaded.checks)} checks on "
                f"{len(loaded.datasets)} datasets")
+    for warning in loaded.warnings:
+        click.echo(f"integrity: warning: {warning}", err=True)
+    if loaded.deferred:
+        click.echo(f"read from the environment at run time: {', '.join(loaded.deferred)}"
+                   + ("; the database's SQL dialect is known only then"
+                      if "${" in loaded.connection.url else ""))
 
 
 def history_url(audit=None, option: str | None = None) -> str:

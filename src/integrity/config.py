@@ -301,6 +301,10 @@ class Audit:
     # Where each check stands in the file (check id -> index), so `checks[3]` keeps naming
     # the same check when --check/--skip run a subset.
     indices: dict[str, int] = field(default_factory=dict, repr=False)
+    # ${VARIABLES} left for run time (`parse_audit(deferred=True)`, as `validate` reads).
+    deferred: list[str] = field(default_factory=list)
+    # Warnings that are not errors: a dataset no check reads (a typo in a check, or leftovers).
+    warnings: list[str] = field(default_factory=list)
 
     def path(self, index: int) -> str:
         """`checks[N]` of the check at `index` of `checks`, as numbered in the file."""
@@ -319,8 +323,10 @@ class Audit:
 # Loading.
 
 
-def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None) -> Audit:
-    """Read and validate an audit file; raise ConfigError(s) naming every problem."""
+def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None,
+               deferred: bool = False) -> Audit:
+    """Read and validate an audit file; raise ConfigError(s) naming every problem.
+    `deferred`: see parse_audit."""
     file = str(path)
     try:
         if Path(path).stat().st_size > MAX_FILE_BYTES:  # not even read into memory
@@ -330,11 +336,14 @@ def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None
         raise ConfigError("no such audit file", file=file) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read audit file: {error}", file=file) from None
-    return parse_audit(text, file=file, environ=os.environ if environ is None else environ)
+    return parse_audit(text, file=file, environ=os.environ if environ is None else environ,
+                       deferred=deferred)
 
 
-def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | None = None
-                ) -> Audit:
+def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | None = None,
+                deferred: bool = False) -> Audit:
+    """`deferred`: an unset ${VARIABLE} (without a default) is not an error but left for run
+    time and listed in `Audit.deferred` — `integrity validate` needs no secrets."""
     data, positions = _load_yaml(text, file)
     if not isinstance(data, dict):
         raise ConfigError("an audit file must be a mapping (connection:, datasets:, checks:)",
@@ -347,7 +356,8 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
                                   line=line, column=column))
 
     interpolated: set[tuple] = set()
-    data = _interpolate(data, (), environ or {}, error, interpolated)
+    later: list[str] = [] if deferred else None
+    data = _interpolate(data, (), environ or {}, error, interpolated, later)
     if errors:
         raise ConfigErrors(errors)
 
@@ -373,8 +383,15 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
         raise ConfigErrors(errors)
     name = audit.name or Path(file).stem
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    used = {name for check in checks for name in check.datasets}
+    warnings = []
+    for unused in [name for name in audit.datasets if name not in used]:
+        line, column = _position(positions, ("datasets", unused))
+        warnings.append(f"{file}:{line}:{column}: datasets.{unused}: no check reads this "
+                        f"dataset")
     return Audit(file=file, name=name, config=audit, checks=checks, config_hash=digest,
-                 positions=positions)
+                 positions=positions, deferred=list(dict.fromkeys(later or [])),
+                 warnings=warnings)
 
 
 def _validate_dataset_queries(audit: AuditConfig, error) -> None:
@@ -633,12 +650,14 @@ _VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _interpolate(value: Any, path: tuple, environ: dict[str, str], error,
-                 interpolated: set[tuple]) -> Any:
+                 interpolated: set[tuple], later: list[str] | None = None) -> Any:
+    """`value` with ${VARIABLE}s replaced; an unset one is an error — or, when `later` is a
+    list, kept as written and its name added there (read at run time)."""
     if isinstance(value, dict):
-        return {key: _interpolate(item, path + (key,), environ, error, interpolated)
+        return {key: _interpolate(item, path + (key,), environ, error, interpolated, later)
                 for key, item in value.items()}
     if isinstance(value, list):
-        return [_interpolate(item, path + (index,), environ, error, interpolated)
+        return [_interpolate(item, path + (index,), environ, error, interpolated, later)
                 for index, item in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
@@ -652,6 +671,9 @@ def _interpolate(value: Any, path: tuple, environ: dict[str, str], error,
             return environ[name]
         if default is not None:
             return default
+        if later is not None:
+            later.append(name)
+            return match.group(0)
         error(path, f"environment variable {name} is not set "
                     f"(export it, or write ${{{name}:-default}})")
         return ""

@@ -39,14 +39,21 @@ def engine_of(check: Check, default: str) -> str:
 
 
 def engine_problems(audit: Audit, dialect: str, engine: str | None = None
-                    ) -> list[tuple[str, str]]:
-    """(check path, problem) for checks the SQL engine cannot run on `dialect`."""
+                    ) -> list[tuple[str, str, tuple, str]]:
+    """(check path, check id, (line, column), problem) for every check the SQL engine
+    cannot run on `dialect` — all of them, each where the file sets its engine."""
     default = engine or audit.config.engine
     problems = []
     for index, config in enumerate(audit.checks):
         check = CHECKS[config.kind](config, audit)
         if engine_of(check, default) == "sql":
-            problems += [(audit.path(index), problem) for problem in check.sql_problems(dialect)]
+            path = audit.path(index)
+            number = audit.indices.get(config.id, index)
+            where = ("checks", number, "engine") if config.engine else ("checks", number)
+            position = audit.positions.get(where) or audit.positions.get(("checks", number),
+                                                                         (None, None))
+            problems += [(path, config.id, position, f"the sql engine cannot run this check "
+                          f"on {dialect}: {problem}") for problem in check.sql_problems(dialect)]
     return problems
 
 
@@ -116,7 +123,7 @@ def _empty_result(audit: Audit, now, sample_limit, fail_on, engine) -> AuditResu
                        config_hash=audit.config_hash, engine=engine or audit.config.engine,
                        database="", dialect=None, started_at=started, finished_at=started,
                        now=(now or started).astimezone(timezone.utc), checks=[],
-                       fail_on=fail_on, sample_limit=limit)
+                       fail_on=fail_on, sample_limit=limit, warnings=list(audit.warnings))
 
 
 def _run_audit(audit: Audit, result: AuditResult, history: History | None,

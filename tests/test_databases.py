@@ -442,3 +442,22 @@ def test_connection_retries_stop_at_the_runs_timeout(servers):
     assert time.monotonic() - began < 5  # 10 retries would take 17 minutes of backoff
     assert result.exit_code == 2
     assert "(the run's --timeout leaves no time for another)" in result.errors[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_sample_limit_counts_violations_not_rows(db, engine):
+    """74 duplicate pairs: 74 surplus rows, each shown beside its kept row. A limit of 50
+    shows 50 violations (100 rows), and a group of three straddling it stays whole."""
+    rows = [{"id": n, "email": f"u{n // 2}@x"} for n in range(148)]
+    rows += [{"id": 1000 + n, "email": "zz@x"} for n in range(3)]  # the last group: 2 surplus
+    db.tables(leads=rows)
+    text = audit_text(db.url, "leads: {table: leads, key: id}",
+                      "- {id: dupes, kind: duplicates, dataset: leads, columns: email}")
+    audit = parse_audit(text)
+    check = run_audit(audit, now=NOW, engine=engine, sample_limit=50).check("dupes")
+    assert check.violation_count == 76
+    assert (check.sample_violations, len(check.sample), check.sample_truncated) == (50, 100, True)
+    assert [row["duplicate_role"] for row in check.sample[:2]] == ["kept", "surplus"]
+    whole = run_audit(audit, now=NOW, engine=engine, sample_limit=75).check("dupes")
+    assert (whole.sample_violations, len(whole.sample), whole.sample_truncated) == (
+        76, 151, False)  # zz@x kept whole: nothing left out

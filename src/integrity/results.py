@@ -48,6 +48,7 @@ class CheckResult:
     columns: list[str] = field(default_factory=list)
     sample: list[dict[str, Any]] = field(default_factory=list)
     sample_truncated: bool = False
+    sample_violations: int = 0  # violations among the sample rows (context rows not counted)
     key_columns: list[str] = field(default_factory=list)
     violation_keys: list[tuple] = field(default_factory=list)
     group_column: str | None = None
@@ -108,7 +109,8 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
     else:
         rate = None
     frame = measurement.violations
-    sample, truncated = take_sample(frame, sample_limit, measurement.group_column)
+    sample, truncated = take_sample(frame, sample_limit, measurement.group_column,
+                                    measurement.context_column)
     label = f"{config.id}:{measurement.label}" if measurement.label else config.id
     tenant = check.tenant_column()
     return CheckResult(
@@ -121,6 +123,9 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         thresholds=thresholds_text(config), notes=notes, duration_ms=duration_ms,
         columns=[str(column) for column in frame.columns],
         sample=masked(records(sample), mask), sample_truncated=truncated,
+        sample_violations=len(sample) if not measurement.context_column
+        or measurement.context_column not in sample
+        else int((sample[measurement.context_column] != "kept").sum()),
         key_columns=list(measurement.keys),
         violation_keys=violation_keys(frame, measurement),
         group_column=measurement.group_column, context_column=measurement.context_column,
@@ -177,17 +182,28 @@ def errored(config: CheckConfig, datasets: list[str], message: str, path: str,
                        thresholds=thresholds_text(config), duration_ms=duration_ms)
 
 
-def take_sample(frame: pd.DataFrame, limit: int, group_column: str | None
-                ) -> tuple[pd.DataFrame, bool]:
-    """The first `limit` rows (0 = all); whole groups when the check groups rows."""
-    if limit == 0 or len(frame) <= limit:
+def take_sample(frame: pd.DataFrame, limit: int, group_column: str | None,
+                context_column: str | None = None) -> tuple[pd.DataFrame, bool]:
+    """The rows of the first `limit` violations (0 = all), whole groups when the check
+    groups rows. Context rows (a duplicate group's `kept` row) come with their group but
+    do not count: `sample_limit: 50` shows 50 violations, not 25 pairs."""
+    import pandas as pd
+
+    if context_column and context_column in frame:
+        counted = frame[context_column] != "kept"
+    else:
+        counted = pd.Series(True, index=frame.index)  # every row is a violation
+    if limit == 0 or int(counted.sum()) <= limit:
         return frame, False
     if group_column and group_column in frame:
         groups = frame[group_column]
-        first_groups = list(dict.fromkeys(groups.iloc[:limit]))
+        per_group = counted.groupby(groups, sort=False).sum()
+        before = per_group.cumsum() - per_group  # violations in the groups before each one
         # A group that straddles the limit is kept whole: half a group misleads.
-        return frame[groups.isin(first_groups)], True
-    return frame.iloc[:limit], True
+        kept = frame[groups.isin(before[before < limit].index)]
+    else:
+        kept = frame[counted.cumsum().shift(fill_value=0) < limit]
+    return kept, len(kept) < len(frame)
 
 
 def violation_keys(frame: pd.DataFrame, measurement: Measurement) -> list[tuple]:

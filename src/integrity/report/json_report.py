@@ -84,6 +84,7 @@ def check_document(check: CheckResult) -> dict[str, Any]:
         "violations": [{**row, "_state": state} if state else row
                        for row, state in zip(check.sample, row_states(check))],
         "violations_truncated": check.sample_truncated,
+        "violations_shown": check.sample_violations,
         "lifecycle": lifecycle_counts(check),
         "status_before_acceptance": check.status_before_acceptance,
         "tenants": check.tenant_counts,

@@ -461,3 +461,26 @@ def test_the_sample_limit_counts_violations_not_rows(db, engine):
     whole = run_audit(audit, now=NOW, engine=engine, sample_limit=75).check("dupes")
     assert (whole.sample_violations, len(whole.sample), whole.sample_truncated) == (
         76, 151, False)  # zz@x kept whole: nothing left out
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sample_times_read_alike_from_every_database(db, engine):
+    """Times in report samples are ISO 8601 UTC with Z, whatever the database returned
+    (SQLite text, a naive timestamp, an aware one), and naive ones are read in the
+    dataset's time zone — so report.json from two databases diffs cleanly."""
+    import pandas as pd
+
+    db.tables(quotes=pd.DataFrame({
+        "id": [1, 2], "createdAt": pd.to_datetime(["2026-01-30 09:00:00", "2026-01-30 09:00:00"]),
+        "sentAt": pd.to_datetime(["2026-02-01 10:00:00", "2026-01-30 08:00:00"])}))
+    zones = ["UTC", "Europe/Paris"] if engine == "pandas" or db.url.startswith("postgresql") \
+        else ["UTC"]
+    expected = {"UTC": ("2026-02-01T10:00:00Z", "2026-01-30T08:00:00Z"),
+                "Europe/Paris": ("2026-02-01T09:00:00Z", "2026-01-30T07:00:00Z")}
+    for zone in zones:
+        result = run(db, f"quotes: {{table: quotes, key: id, timezone: {zone}}}", """\
+            - {id: sent, kind: timestamp_valid, dataset: quotes, column: sentAt,
+               not_before: createdAt}
+            """, engine)
+        rows = {row["id"]: row["sentAt"] for row in result.check("sent").sample}
+        assert (rows[1], rows[2]) == expected[zone], zone

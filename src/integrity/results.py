@@ -10,6 +10,7 @@ freshness judge their own value and arrive with a level.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -122,7 +123,7 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         value=measurement.value, value_text=measurement.value_text, sql=measurement.sql,
         thresholds=thresholds_text(config), notes=notes, duration_ms=duration_ms,
         columns=[str(column) for column in frame.columns],
-        sample=masked(records(sample), mask), sample_truncated=truncated,
+        sample=masked(records(sample, _zone(check)), mask), sample_truncated=truncated,
         sample_violations=len(sample) if not measurement.context_column
         or measurement.context_column not in sample
         else int((sample[measurement.context_column] != "kept").sum()),
@@ -133,6 +134,14 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         tenant_counts=tenant_counts(frame, tenant, measurement.context_column),
         group_values=dict(measurement.values),
     )
+
+
+def _zone(check: Check) -> str:
+    """The time zone naive times of the check's rows are read in: its datasets' one (UTC
+    when they differ — each check compares in UTC anyway)."""
+    zones = {check.audit.datasets[name].timezone for name in check.datasets
+             if name in check.audit.datasets}
+    return zones.pop() if len(zones) == 1 else "UTC"
 
 
 def tenant_counts(frame: pd.DataFrame, tenant: str | None, context: str | None
@@ -220,9 +229,27 @@ def violation_keys(frame: pd.DataFrame, measurement: Measurement) -> list[tuple]
             for row in rows[columns].itertuples(index=False, name=None)]
 
 
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(column): plain(value) for column, value in zip(frame.columns, row)}
-            for row in frame.itertuples(index=False, name=None)]
+def records(frame: pd.DataFrame, zone: str = "UTC") -> list[dict[str, Any]]:
+    """Sample rows as JSON values, one format whatever the database returned: instants as
+    ISO 8601 UTC with `Z` — a naive time (a `timestamp` column, or text such as SQLite
+    keeps) read in the dataset's time zone `zone`, as the checks read it. Text that is not
+    a date and time is kept as written (an `unparseable` value must show as it is)."""
+    return [{str(column): _instant(plain(value), zone) for column, value
+             in zip(frame.columns, row)} for row in frame.itertuples(index=False, name=None)]
+
+
+def _instant(value: Any, zone: str) -> Any:
+    if not isinstance(value, str) or len(value) < 16 or not _DATE_AND_TIME.match(value):
+        return value
+    from zoneinfo import ZoneInfo
+
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(zone))
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat() + "Z"
 
 
 def plain(value: Any) -> Any:
@@ -246,7 +273,7 @@ def plain(value: Any) -> Any:
         if value.tzinfo is not None:
             value = value.astimezone(timezone.utc).replace(tzinfo=None)
             return value.isoformat(timespec="auto") + "Z"
-        return value.isoformat()
+        return value.isoformat()  # naive: `records` reads it in the dataset's zone
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -263,6 +290,10 @@ def plain(value: Any) -> Any:
     except (TypeError, ValueError):
         pass
     return str(value)
+
+
+# A date with a time (of the ISO forms units.ISO_TIME reads): a date alone stays a date.
+_DATE_AND_TIME = re.compile(r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
 
 
 @dataclass

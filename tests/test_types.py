@@ -373,9 +373,10 @@ def test_a_time_of_day_is_no_timestamp(matrix, engine):
 
 
 # ---------------------------------------------------------------------------
-# The same table through a `sql:` dataset: the SQL engine does not know its column types.
+# The same table through a `sql:` dataset: its columns are typed from the server's
+# description of the result, as a table's are reflected.
 
-QUERY_GAPS = {  # (database, column) -> the check that still differs between engines
+QUERY_TYPES = {  # (database, column) -> a check that reads the column by its type
     ("postgresql", "doc"): ("duplicates", {"columns": ["doc"]}),
     ("postgresql", "price"): ("metric", {"value": "sum(price)",
                                          "thresholds": {"critical": "> 1000"}}),
@@ -394,7 +395,7 @@ def run_query_dataset(db: Database, found: list[dict]):
 
 def test_duplicates_on_every_column_of_a_query(matrix):
     kind, spec, _, db = matrix
-    columns = [column for column in spec.duplicates if (kind, column) not in QUERY_GAPS]
+    columns = list(spec.duplicates)
     results = run_query_dataset(db, [{"id": column, "kind": "duplicates", "columns": [column]}
                                      for column in columns])
     for engine in ENGINES:
@@ -403,19 +404,13 @@ def test_duplicates_on_every_column_of_a_query(matrix):
             column: (None, spec.duplicates[column]) for column in columns}, engine
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a `sql:` dataset's column types are unknown to the sql engine, which reads them as "
-    "text. PostgreSQL: json has no equality (a database error, where the pandas engine "
-    "compares the text), money cannot be cast to float (an error, where pandas sums it), a "
-    "time of day reads as no time at all (a stale 'fail', where pandas says it is no "
-    "timestamp). MariaDB: an empty BLOB counts as an empty key (skipped), where pandas "
-    "compares the bytes. Fixing it means typing query columns in pushdown (e.g. from the "
-    "statement's result description)"))
-@pytest.mark.parametrize("kind, column", list(QUERY_GAPS))
-def test_query_columns_of_types_the_sql_engine_cannot_see(servers, tmp_path, kind, column):
+@pytest.mark.parametrize("kind, column", list(QUERY_TYPES))
+def test_query_columns_are_read_by_their_types(servers, tmp_path, kind, column):
+    """Untyped, these differ: PostgreSQL json has no equality, money no cast to float, a
+    time of day would read as no time at all; a MariaDB BLOB would be text, '' no key."""
     db = Database(database_url(kind, servers, tmp_path))
     db.execute(*MATRICES[kind].ddl)
-    check_kind, settings = QUERY_GAPS[(kind, column)]
+    check_kind, settings = QUERY_TYPES[(kind, column)]
     results = run_query_dataset(db, [{"id": column, "kind": check_kind, **settings}])
     pandas, sql = results["pandas"][column], results["sql"][column]
     assert pandas.status != "error" or pandas.error == NO_TIMESTAMP.format(column)
@@ -423,15 +418,9 @@ def test_query_columns_of_types_the_sql_engine_cannot_see(servers, tmp_path, kin
 
 
 # ---------------------------------------------------------------------------
-# Known gap: filters compare a value from the audit file with a typed column.
+# Filters compare a value from the audit file with a typed column as a value of its type.
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a `where:` value is bound as text: the sql engine on PostgreSQL errors "
-    "(operator does not exist: uuid = character varying, date >= character varying, "
-    "money > integer) and the pandas engine compares date objects with strings (no "
-    "match, or TypeError). Binding the value as the column's type needs "
-    "pushdown._condition and filters._comparable to know column types"))
 @pytest.mark.parametrize("engine", ENGINES)
 def test_filters_on_typed_postgresql_columns(servers, engine):
     db = Database(servers.database("postgresql"))
@@ -450,12 +439,60 @@ def test_filters_on_typed_postgresql_columns(servers, engine):
                      "day": (None, 2), "since_day": (None, 3), "aware": (None, 3)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "citext (an extension type) compares case-insensitively inside PostgreSQL, while the "
-    "pandas engine compares its text exactly (as it does MariaDB's collated text, which the "
-    "sql engine compares byte for byte): the engines disagree on duplicates and orphans. "
-    "Comparing citext keys as text needs the key helpers of pushdown.Tables"))
+def count_where(db: Database, datasets: str, filters: dict[str, tuple[str, dict]]) -> dict:
+    """{engine: {name: (error, count)}} for a count of each dataset's rows in `filters`
+    (name -> (dataset, where))."""
+    text = "\n".join(
+        "- " + json.dumps({"id": name, "kind": "metric", "dataset": dataset, "value": "count",
+                           "where": where, "thresholds": {"critical": "> 100"}})
+        for name, (dataset, where) in filters.items())
+    audit = parse_audit(audit_text(db.url, datasets, text))
+    return {engine: {check.id: (check.error, check.value) for check in
+                     run_audit(audit, now=NOW, engine=engine, sample_limit=0).checks}
+            for engine in ENGINES}
+
+
+def test_filters_on_typed_mariadb_columns(servers):
+    db = Database(servers.database("mariadb"))
+    db.execute(*MARIADB.ddl)
+    found = count_where(db, "typed: {table: typed, key: id}", {
+        "day": ("typed", {"day": "2026-01-30"}),
+        "since_day": ("typed", {"day": {"ge": "2026-01-30"}}),
+        "days": ("typed", {"day": ["2026-01-29", "2026-02-01"]}),
+        "at": ("typed", {"at6": "2026-01-30T10:00:00Z"}),
+        "since_at": ("typed", {"at6": {"ge": "2026-01-30T01:00:00+01:00"}})})
+    assert found["pandas"] == found["sql"] == {
+        "day": (None, 2), "since_day": (None, 3), "days": (None, 2), "at": (None, 2),
+        "since_at": (None, 3)}
+
+
+def test_filters_read_a_value_as_the_column_type_or_say_it_is_none(servers):
+    """A uuid written otherwise (no hyphens) is not its text: none match on either engine.
+    A day or a time that is none is the same error on both. A naive time column is read in
+    the dataset's zone (10:00 in Paris is 09:00 UTC)."""
+    db = Database(servers.database("postgresql"))
+    db.execute(*POSTGRESQL.ddl)
+    found = count_where(db, """\
+        typed: {table: typed, key: id}
+        paris: {table: typed, key: id, timezone: Europe/Paris}
+        """, {
+        "unhyphenated": ("typed", {"ref": U1.replace("-", "")}),
+        "no_day": ("typed", {"day": "2026/01/30"}),
+        "no_time": ("typed", {"aware_at": {"lt": "yesterday"}}),
+        "local": ("paris", {"local_at": "2026-01-30T09:00:00Z"}),
+        "uuids": ("typed", {"ref": {"not": [U1, U3]}})})
+    assert found["pandas"] == found["sql"]
+    assert found["sql"] == {
+        "unhyphenated": (None, None), "local": (None, 2), "uuids": (None, 2),
+        "no_day": ("where.day: '2026/01/30' is no day; the column holds dates (write e.g. "
+                   "2026-01-30)", None),
+        "no_time": ("where.aware_at: 'yesterday' is no date and time; the column holds "
+                    "timestamps (write an ISO time, e.g. 2026-01-30T12:00:00Z)", None)}
+
+
 def test_citext_keys_compare_alike_on_both_engines(servers):
+    """citext compares case-insensitively inside PostgreSQL; its keys compare as the text
+    the pandas engine reads (as MariaDB's collated text compares byte for byte)."""
     db = Database(servers.database("postgresql"))
     db.execute("CREATE EXTENSION IF NOT EXISTS citext",
                "CREATE TABLE people (id int PRIMARY KEY, email citext)",

@@ -12,14 +12,38 @@
 Filters are parsed at validation time into `Condition`s and applied to a
 dataframe here; a value from the audit file is only ever compared, never
 pasted into a query.
+
+A value compares with a column as a value of the column's type, alike on both
+engines (the SQL engine knows the type from the database, `pushdown.Tables._typed`;
+the pandas engine from what its reader put in the column, `_like`):
+
+* a date (`date`, MariaDB `DATE`): the value is a day (`2026-01-30`), compared
+  with the day stored — no time zone involved;
+* a date and time (`timestamp`, `timestamptz`, `DATETIME`): the value is an ISO
+  time read as `since:`/`until:` read theirs (an offset wins, none is UTC) and
+  compared as a moment with the column as every check reads it (naive times in
+  the dataset's `timezone:`);
+* a value that is no day, or no time, is an error of the check, in the same
+  words on both engines — never a silent "no row matches" (except on the pandas
+  engine in a column holding no value at all, whose type it cannot see: no row
+  matches there either way);
+* PostgreSQL money compares as a number, as it is summed;
+* other PostgreSQL types the pandas engine reads as their text (enum, uuid, json,
+  arrays, inet, bit …) compare as that text: an enum by its label, in text order.
+  A uuid given as its canonical text is bound as a uuid, the same comparison,
+  which an index can serve;
+* anything else as written: a text column against numbers compares as numbers,
+  against true/false as booleans. On SQLite a declared type is only an affinity:
+  values compare as stored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from integrity.errors import CheckError
 from integrity.units import parse_duration
 
 if TYPE_CHECKING:
@@ -176,10 +200,11 @@ def mask(frame: pd.DataFrame, conditions: tuple[Condition, ...], *, now: datetim
         elif op == "is_null":
             hit = column.isna() if value else column.notna()
         elif op in {"in", "not_in"}:
-            hit = _comparable(column, value).isin(list(value))
+            left, values = _like(column, list(value), condition.column, times)
+            hit = left.isin(values)
             hit = hit if op == "in" else (~hit & column.notna())
         else:
-            left = _comparable(column, [value])
+            left, (value,) = _like(column, [value], condition.column, times)
             hit = {
                 "eq": lambda: left == value,
                 "ne": lambda: (left != value) & column.notna(),
@@ -190,6 +215,63 @@ def mask(frame: pd.DataFrame, conditions: tuple[Condition, ...], *, now: datetim
             }[op]()
         result &= hit.fillna(False).astype(bool)
     return result
+
+
+def day_value(column: str, value: Any) -> date | None:
+    """A filter value for a date column, as a day (CheckError if it is none; a null in a
+    list stays null, as for any column)."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise CheckError(f"where.{column}: {value!r} is no day; the column holds dates "
+                     f"(write e.g. 2026-01-30)")
+
+
+def moment_value(column: str, value: Any) -> datetime | None:
+    """A filter value for a date-and-time column, as an aware moment (naive: UTC, as
+    `since:` reads it; CheckError if it is no ISO time; a null in a list stays null)."""
+    if value is None:
+        return None
+    moment = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    if moment is None:
+        raise CheckError(f"where.{column}: {value!r} is no date and time; the column holds "
+                         f"timestamps (write an ISO time, e.g. 2026-01-30T12:00:00Z)")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _like(column: pd.Series, values: list[Any], name: str, times: Any
+          ) -> tuple[pd.Series, list[Any]]:
+    """The column and the values to compare it with, alike (see the module's docstring):
+    a column of timestamps as UTC moments, a column of days as days, anything else as
+    `_comparable` aligns it. The type is what the reader put in the column."""
+    import pandas as pd
+
+    held = None
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        held = datetime
+    elif column.dtype == object:  # a database column holds one type: its first value says
+        present = column.notna().to_numpy()
+        held = type(column.iloc[present.argmax()]) if present.any() else None
+    if held is not None and issubclass(held, datetime):
+        moments = [moment_value(name, value) for value in values]
+        return times(name), [None if moment is None else pd.Timestamp(moment)
+                             for moment in moments]
+    if held is not None and issubclass(held, date):
+        return column, [day_value(name, value) for value in values]
+    return _comparable(column, values), values
 
 
 def _comparable(column: pd.Series, values: Any) -> pd.Series:

@@ -15,6 +15,7 @@ stands for a missing or unparseable time, as NaT does in the pandas engine.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import BINARY
-from sqlalchemy.dialects.postgresql import INTERVAL, MONEY
+from sqlalchemy.dialects.postgresql import (BIT, CIDR, CITEXT, HSTORE, INET, INTERVAL, MACADDR,
+                                            MACADDR8, MONEY, TSVECTOR, AbstractMultiRange,
+                                            AbstractRange)
 
 from integrity import filters
 from integrity.config import Aggregate, Audit
@@ -37,6 +40,10 @@ if TYPE_CHECKING:
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 UNITS = {"sqlite": 1_000, "postgresql": 1_000_000, "mysql": 1_000_000, "mariadb": 1_000_000}
 _TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
+# PostgreSQL types the pandas engine reads as their text (sources.BulkReader): a filter
+# value compares with that text (see filters' docstring).
+_READ_AS_TEXT = (sa.Enum, sa.Uuid, sa.JSON, sa.ARRAY, INET, CIDR, BIT, MACADDR, MACADDR8,
+                 AbstractRange, AbstractMultiRange, TSVECTOR, HSTORE)
 
 
 def units_per_second(dialect: str) -> int:
@@ -97,7 +104,8 @@ class Tables:
     #
     # MariaDB/MySQL compare text through the column's collation — usually case- and
     # trailing-space-insensitive, so 'SENT' = 'sent ' there but not in Python. On those
-    # databases text keys are compared, grouped and joined as bytes; elsewhere these
+    # databases text keys are compared, grouped and joined as bytes. PostgreSQL's citext
+    # compares case-insensitively: its keys are compared as plain text. Elsewhere these
     # helpers change nothing.
 
     @property
@@ -106,9 +114,22 @@ class Tables:
 
     def exact(self, expression: sa.ColumnElement) -> sa.ColumnElement:
         """`expression` compared byte for byte (still bound and read as text)."""
-        if not self.collates:
-            return expression
-        return sa.type_coerce(sa.cast(expression, BINARY()), sa.String)
+        if self.collates:
+            return sa.type_coerce(sa.cast(expression, BINARY()), sa.String)
+        if isinstance(self.reflected(expression), CITEXT):
+            return sa.cast(expression, sa.Text)
+        return expression
+
+    def reflected(self, expression: sa.ColumnElement) -> Any:
+        """The reflected type of `expression` if it is a column of a dataset's relation
+        (or of an alias of it), else None."""
+        table = getattr(expression, "table", None)
+        if table is None:
+            return None
+        for dataset, relation in self._relations.items():
+            if table is relation or getattr(table, "element", None) is relation:
+                return self.columns.get(dataset, {}).get(expression.name)
+        return None
 
     def key(self, dataset: str, relation: sa.FromClause, column: str) -> sa.ColumnElement:
         """A column to group or partition by: exact if it holds text."""
@@ -130,14 +151,16 @@ class Tables:
         """left = right, exactly. The plain equality stays so an index can serve the join."""
         first, second = self.comparable(left, right)
         clause = first == second
-        if self.collates and self.holds_text(left, right):
-            clause = sa.and_(clause, self.exact(first) == self.exact(second))
+        if self.holds_text(left, right):
+            exact = self.exact(first), self.exact(second)
+            if exact[0] is not first or exact[1] is not second:
+                clause = sa.and_(clause, exact[0] == exact[1])
         return clause
 
     def differ(self, left: tuple[str, str, sa.ColumnElement],
                right: tuple[str, str, sa.ColumnElement]) -> sa.ColumnElement:
         first, second = self.comparable(left, right)
-        if self.collates and self.holds_text(left, right):
+        if self.holds_text(left, right):
             return self.exact(first) != self.exact(second)
         return first != second
 
@@ -384,13 +407,6 @@ class Tables:
                    condition: filters.Condition) -> sa.ColumnElement:
         column = relation.c[condition.column]
         op, value = condition.op, condition.value
-        exact = self.key(dataset, relation, condition.column)
-        if exact is not column and op in {"eq", "in"}:
-            # The plain predicate can use an index; the exact one decides.
-            plain = column == value if op == "eq" else column.in_(list(value))
-            return sa.and_(plain, exact == value if op == "eq" else exact.in_(list(value)))
-        if op not in {"since", "until", "is_null"}:
-            column = exact
         if op in {"since", "until"}:
             moment = filters.time_bound(condition, self.now)
             if op == "since":
@@ -398,14 +414,46 @@ class Tables:
             return self.time_before(dataset, relation, condition.column, moment)
         if op == "is_null":
             return column.is_(None) if value else column.is_not(None)
-        if op == "in":
-            return column.in_(list(value))
-        if op == "not_in":
-            return sa.and_(column.not_in(list(value)), column.is_not(None))
-        if op == "ne":
-            return sa.and_(column != value, column.is_not(None))
-        return {"eq": column.__eq__, "lt": column.__lt__, "le": column.__le__,
-                "gt": column.__gt__, "ge": column.__ge__}[op](value)
+        values = list(value) if op in {"in", "not_in"} else [value]
+        typed = self._typed(dataset, relation, condition.column, values)
+        if typed is not None:
+            return _compare(*typed, op)
+        exact = self.key(dataset, relation, condition.column)
+        if exact is not column and op in {"eq", "in"}:
+            # The plain predicate can use an index; the exact one decides.
+            return sa.and_(_compare(column, values, op), _compare(exact, values, op))
+        return _compare(exact, values, op)
+
+    def _typed(self, dataset: str, relation: sa.FromClause, column: str, values: list[Any]
+               ) -> tuple[sa.ColumnElement, list[Any]] | None:
+        """What a filter compares, and the values bound to compare it with, for a column
+        whose type decides how a value from the audit file reads (filters' docstring);
+        None for a column that compares values as written."""
+        kind = self.columns.get(dataset, {}).get(column)
+        expression = relation.c[column]
+        if self.dialect == "sqlite" or kind is None:
+            return None  # SQLite's declared types are affinities: values as stored
+        if isinstance(kind, sa.DateTime):
+            moments = [filters.moment_value(column, value) for value in values]
+            if self.typed_time(dataset, column):
+                return expression, [sa.null() if moment is None else
+                                    self.time_literal(dataset, column, moment)
+                                    for moment in moments]
+            return self.epoch(dataset, expression, column), [
+                None if moment is None else self.bound(moment) for moment in moments]
+        if isinstance(kind, sa.Date):
+            return expression, [sa.literal(filters.day_value(column, value), sa.Date())
+                                for value in values]
+        if self.dialect != "postgresql":
+            return None
+        if isinstance(kind, MONEY):
+            return sa.cast(expression, sa.Numeric), values
+        if isinstance(kind, sa.Uuid) and all(isinstance(value, str) and _canonical_uuid(value)
+                                            for value in values):
+            return expression, [sa.literal(uuid.UUID(value), sa.Uuid()) for value in values]
+        if isinstance(kind, _READ_AS_TEXT):
+            return sa.cast(expression, sa.Text), values
+        return None
 
     # -- text ----------------------------------------------------------------------------
 
@@ -498,6 +546,28 @@ class Tables:
             return sql_text(statement, self.source)
         except Exception:  # noqa: BLE001 — a literal the dialect cannot render: show it bound
             return str(statement.compile(dialect=self.source.engine.dialect))
+
+
+def _compare(left: sa.ColumnElement, values: list[Any], op: str) -> sa.ColumnElement:
+    """left <op> the value(s) of a filter; nulls never satisfy it, as in the pandas engine."""
+    if op == "in":
+        return left.in_(values)
+    if op == "not_in":
+        return sa.and_(left.not_in(values), left.is_not(None))
+    value = values[0]
+    if op == "ne":
+        return sa.and_(left != value, left.is_not(None))
+    return {"eq": left.__eq__, "lt": left.__lt__, "le": left.__le__,
+            "gt": left.__gt__, "ge": left.__ge__}[op](value)
+
+
+def _canonical_uuid(text: str) -> bool:
+    """`text` is a uuid as PostgreSQL writes one (lowercase, hyphenated): comparing the
+    column as a uuid is then comparing its text."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def decode_bytes(frame: pd.DataFrame) -> pd.DataFrame:

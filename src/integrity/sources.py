@@ -372,7 +372,7 @@ def relation(dataset: DatasetConfig, columns: list[str]) -> sa.FromClause:
 
 
 class ColumnTypes(dict):
-    """Column name -> reflected SQL type (None for a query's columns), and which columns
+    """Column name -> SQL type (None where the database does not say), and which columns
     the table declares NOT NULL."""
 
     not_null: set[str] = set()
@@ -380,8 +380,9 @@ class ColumnTypes(dict):
 
 def available_columns(connection: Connection, source: Source, name: str,
                       dataset: DatasetConfig) -> dict[str, Any]:
-    """The columns a dataset really has, with their SQL types where the database says
-    (None for the columns of a query), or SourceError if the table/query is unusable."""
+    """The columns a dataset really has, with their SQL types where the database says, or
+    SourceError if the table/query is unusable. A table's types are reflected; a query's
+    are the types of its result columns as the server describes them (`query_types`)."""
     if dataset.table:
         inspector = sa.inspect(connection)
         try:
@@ -405,10 +406,91 @@ def available_columns(connection: Connection, source: Source, name: str,
     probe = sa.select(sa.text("*")).select_from(sa.text(f"(\n{dataset.sql}\n) AS q")).where(
         sa.false())
     try:
-        return dict.fromkeys(connection.execute(probe).keys())
+        result = connection.execute(probe)
+        names = list(result.keys())
+        description = getattr(result.cursor, "description", None)
+        fields = getattr(getattr(result.cursor, "_result", None), "fields", None)
+        result.close()
+        types = query_types(connection, source, description, fields)
+        return ColumnTypes(zip(names, types if len(types) == len(names) else
+                               [None] * len(names)))
     except sa.exc.SQLAlchemyError as error:
         connection.rollback()
         raise source.error(error, f"dataset {name!r}: the sql query failed") from None
+
+
+def query_types(connection: Connection, source: Source, description, fields=None
+                ) -> list[Any]:
+    """The SQL types of a query's result columns, as table reflection would give them, from
+    the driver's description of the result (None where it says nothing we can use: SQLite,
+    or a type this does not know). PostgreSQL names a type by its oid, looked up in
+    pg_type; MariaDB/MySQL by a protocol code, text told from bytes by the character set
+    (63: binary), which PyMySQL keeps on `fields`."""
+    if not description:
+        return []
+    codes = [column[1] for column in description]
+    if source.dialect == "postgresql" and all(isinstance(code, int) for code in codes):
+        return _postgres_types(connection, codes)
+    if source.dialect in {"mysql", "mariadb"}:
+        charsets = [getattr(field, "charsetnr", None) for field in fields or []]
+        if len(charsets) != len(codes):
+            charsets = [None] * len(codes)
+        return [_mysql_type(code, charset) for code, charset in zip(codes, charsets)]
+    return [None] * len(codes)
+
+
+def _postgres_types(connection: Connection, oids: list[int]) -> list[Any]:
+    """PostgreSQL type oids as SQLAlchemy types, named as `format_type` names them (the
+    names table reflection maps); an enum as ENUM, an array as ARRAY of its element. A
+    domain's column is described by its base type already."""
+    from sqlalchemy.dialects import postgresql
+
+    rows = connection.execute(sa.text(
+        "SELECT t.oid, format_type(t.oid, NULL), t.typtype, "
+        "format_type(NULLIF(t.typelem, 0), NULL), e.typtype "
+        "FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem "
+        "WHERE t.oid = ANY(:oids)"), {"oids": sorted(set(oids))}).all()
+    names = postgresql.base.ischema_names
+
+    def named(name: str | None, kind: str | None) -> Any:
+        if name is None:
+            return None
+        if kind == "e":
+            return postgresql.ENUM(name=name, create_type=False)
+        if name in {"timestamp with time zone", "time with time zone"}:
+            return names[name](timezone=True)
+        found = names.get(name)
+        return None if found is None else found()
+
+    types = {}
+    for oid, name, kind, element, element_kind in rows:
+        if element is not None and name.endswith("[]"):
+            types[oid] = postgresql.ARRAY(named(element, element_kind) or sa.NullType())
+        else:
+            types[oid] = named(name, kind)
+    return [types.get(oid) for oid in oids]
+
+
+# MariaDB/MySQL protocol type codes (PyMySQL's FIELD_TYPE) as the types reflection gives.
+_MYSQL_CODES = {0: "DECIMAL", 246: "DECIMAL", 1: "TINYINT", 2: "SMALLINT", 3: "INTEGER",
+                9: "MEDIUMINT", 8: "BIGINT", 4: "FLOAT", 5: "DOUBLE", 7: "TIMESTAMP",
+                10: "DATE", 14: "DATE", 11: "TIME", 12: "DATETIME", 13: "YEAR", 16: "BIT",
+                245: "JSON"}
+_MYSQL_STRINGS = {15: ("VARCHAR", "VARBINARY"), 253: ("VARCHAR", "VARBINARY"),
+                  254: ("CHAR", "BINARY"), 249: ("TEXT", "BLOB"), 250: ("TEXT", "BLOB"),
+                  251: ("TEXT", "BLOB"), 252: ("TEXT", "BLOB")}
+_BINARY_CHARSET = 63
+
+
+def _mysql_type(code: Any, charset: int | None) -> Any:
+    from sqlalchemy.dialects import mysql
+
+    if code in _MYSQL_CODES:
+        return getattr(mysql, _MYSQL_CODES[code])()
+    if code in _MYSQL_STRINGS and charset is not None:
+        text, binary = _MYSQL_STRINGS[code]
+        return getattr(mysql, binary if charset == _BINARY_CHARSET else text)()
+    return None
 
 
 def describe_missing(name: str, dataset: DatasetConfig, column: str, present) -> str:

@@ -66,3 +66,20 @@ def test_a_missing_time_is_null_in_the_report_not_nat(sqlite_db, tmp_path):
     document = json.loads(write_reports(result, tmp_path, ["json"])["json"].read_text())
     assert document["checks"][0]["violations"] == [
         {"job": "b", "newest": None, "age": "no rows", "level": "critical"}]
+
+
+def test_a_checks_own_description_is_in_every_report_and_alert(sqlite_db, tmp_path):
+    from integrity.notify import _summary
+
+    sqlite_db.tables(leads=[{"id": 1, "email": "a"}, {"id": 2, "email": "a"}])
+    result = run(sqlite_db, "leads: {table: leads, key: id}", """\
+        - {id: dupes, kind: duplicates, dataset: leads, columns: email,
+           description: "No duplicate leads (seed 003)"}
+        """)
+    check = result.check("dupes")
+    assert check.description.startswith("No duplicate leads (seed 003) — ")
+    written = write_reports(result, tmp_path)
+    for name in ("html", "json", "markdown"):
+        assert "No duplicate leads (seed 003)" in written[name].read_text(), name
+    assert _summary(result, check, 1) == (
+        "test: dupes (No duplicate leads (seed 003)) FAIL — 1 violation, 1 new")

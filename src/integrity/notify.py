@@ -157,7 +157,8 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime
 def _summary(result: AuditResult, check: CheckResult, new: int | None) -> str:
     count = check.violation_count or 0
     fresh = f", {new} new" if new else ""
-    return (f"{result.audit_name}: {check.id} {check.status.upper()} — {count:,} "
+    why = f" ({check.purpose})" if check.purpose else ""
+    return (f"{result.audit_name}: {check.id}{why} {check.status.upper()} — {count:,} "
             f"violation{'s' if count != 1 else ''}{fresh}")
 
 

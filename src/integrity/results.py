@@ -32,10 +32,11 @@ class CheckResult:
     id: str
     kind: str
     datasets: list[str]
-    description: str
+    description: str     # the audit file's `description:` (why), then the exact rule (what)
     severity: str
     status: str
     path: str = ""
+    purpose: str | None = None  # the audit file's `description:` alone, for alerts
     violation_count: int | None = None
     population: int | None = None
     rate: float | None = None
@@ -116,7 +117,8 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
     tenant = check.tenant_column()
     return CheckResult(
         id=label, kind=config.kind, datasets=check.datasets, path=path,
-        description=measurement.description or check.describe(),
+        description=_with_purpose(config, measurement.description or check.describe()),
+        purpose=config.description,
         severity=measurement.severity or config.severity,
         status=judge(config, measurement, rate), error=measurement.error,
         violation_count=count, population=population, rate=rate,
@@ -182,11 +184,21 @@ def masked(rows: list[dict[str, Any]], columns: set[str] | frozenset[str]
              for name, value in row.items()} for row in rows]
 
 
+def _with_purpose(config: CheckConfig, rule: str) -> str:
+    """The check's own `description:` (why it exists, in the team's words) before the
+    exact rule it applies — each once."""
+    purpose = (config.description or "").strip()
+    if not purpose or purpose in rule:
+        return rule
+    return f"{purpose} — {rule}"
+
+
 def errored(config: CheckConfig, datasets: list[str], message: str, path: str,
             description: str = "", duration_ms: float = 0.0) -> CheckResult:
     """The result of a check that could not run: never a pass."""
     return CheckResult(id=config.id, kind=config.kind, datasets=datasets, path=path,
-                       description=description or config.description or config.kind,
+                       description=_with_purpose(config, description or config.kind),
+                       purpose=config.description,
                        severity=config.severity, status="error", error=message,
                        thresholds=thresholds_text(config), duration_ms=duration_ms)
 

@@ -33,6 +33,8 @@ def render(result: AuditResult, limit: int = 50) -> str:
         for check in shown[:limit]:
             life = lifecycle_counts(check)
             detail = check.error if check.status == "error" else summary(check).split(": ", 1)[-1]
+            if check.purpose:
+                detail = f"{check.purpose}: {detail}"
             lines.append(f"| {check.status.upper()} | `{check.id}` | "
                          f"{'' if check.violation_count is None else f'{check.violation_count:,}'}"
                          f" | {life['new'] if life else ''} | {_cell(detail)} |")

@@ -89,8 +89,9 @@ def test_all_errors_are_reported_together():
         "(defined: quotes, sends)",
         "a.yml:13:18: checks[1].thresholds.warn: invalid threshold '>> 3': "
         "use e.g. '> 0', '> 5%', 'count >= 10'",
-        "a.yml:18:5: checks[2].colour: unknown setting (check the spelling; "
-        "see README for the allowed keys)"]
+        "a.yml:18:5: checks[2].colour: unknown setting 'colour' (allowed here: id, kind, "
+        "description, severity, thresholds, where, on_empty, engine, dataset, reference, "
+        "parent, parent_key, parent_where, required)"]
 
 
 def test_missing_required_setting():
@@ -257,8 +258,8 @@ def test_notification_errors_name_the_setting_where_it_is_written():
     with pytest.raises(ConfigError) as caught:
         parse_audit(text, file="a.yml", environ={"SLACK_URL": "https://hooks.example.com/x"})
     assert str(caught.value).splitlines() == [
-        "a.yml:16:7: notify[1].smtp.prot: unknown setting (check the spelling; see README "
-        "for the allowed keys)",
+        "a.yml:16:7: notify[1].smtp.prot: unknown setting 'prot'; did you mean 'port'? "
+        "(allowed here: host, port, starttls, username, password, ca_file)",
         "a.yml:13:5: notify[1].to: input should be a valid list"]
 
 
@@ -298,3 +299,41 @@ def test_a_nul_in_a_filter_value_is_a_config_error_on_every_engine():
                   'where: {status: "SE\\0NT"}}') == [
         "a.yml:7:67: checks[0].where: where.status: a value cannot contain a NUL character "
         "(\\0): no database compares it as written"]
+
+
+def test_every_error_of_a_file_comes_at_once_with_the_keys_allowed_there():
+    """Top-level, notify, dataset and check errors in one round, none hidden behind
+    another; an unknown setting names the closest allowed key and all of them."""
+    text = textwrap.dedent("""\
+        version: 2
+        connection: {url: "${NOT_SET}", statment_timeout: 5m}
+        datasets:
+          quotes: {tabel: AgentQuote, key: id}
+          sends: {table: QuoteSend, key: id}
+        checks:
+          - {kind: freshness, dataset: sends, time: sentAt, max_ag: 1h}
+          - {kind: dupes, dataset: sends}
+        notify:
+          - {channel: slack, webhook_url: "https://x", cooldwn: 1h}
+        """)
+    with pytest.raises(ConfigError) as caught:
+        parse_audit(text, file="a.yml", environ={})
+    assert str(caught.value).splitlines() == [
+        "a.yml:2:14: connection.url: environment variable NOT_SET is not set (export it, "
+        "or write ${NOT_SET:-default})",
+        "a.yml:1:1: version: must be 1",
+        "a.yml:2:33: connection.statment_timeout: unknown setting 'statment_timeout'; did you "
+        "mean 'statement_timeout'? (allowed here: url, statement_timeout, connect_timeout, "
+        "retries, retry_backoff)",
+        "a.yml:4:12: datasets.quotes.tabel: unknown setting 'tabel'; did you mean 'table'? "
+        "(allowed here: table, schema, sql, key, tenant_column, timezone, description, mask)",
+        "a.yml:10:48: notify[0].cooldwn: unknown setting 'cooldwn'; did you mean 'cooldown'? "
+        "(allowed here: min_severity, cooldown, on_errors, timeout, retries, report_url, "
+        "channel, webhook_url)",
+        "a.yml:7:53: checks[0].max_ag: unknown setting 'max_ag'; did you mean 'max_age'? "
+        "(allowed here: id, kind, description, severity, thresholds, where, on_empty, engine, "
+        "dataset, time, max_age, warn_after, critical_after, by, expect_groups)",
+        "a.yml:8:6: checks[1].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
+        "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
+        "expectation_suite, freshness, metric, orphans, reconciliation, timestamp_preserved, "
+        "timestamp_valid)"]

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import os
 import re
+import types
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -357,16 +358,25 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
 
     interpolated: set[tuple] = set()
     later: list[str] = [] if deferred else None
-    data = _interpolate(data, (), environ or {}, error, interpolated, later)
-    if errors:
-        raise ConfigErrors(errors)
+    unset: list[tuple] = []  # paths whose variable is missing: said once, not again below
+    data = _interpolate(data, (), environ or {}, lambda path, message: (
+        unset.append(path), error(path, message)), interpolated, later)
 
+    # Every error of the file at once: a problem at the top level does not hide the
+    # checks' own (they are validated against whatever datasets did validate).
     try:
         audit = AuditConfig.model_validate(data)
     except ValidationError as exc:
+        audit = None
         for problem in exc.errors():
-            error(_in_file(data, problem["loc"]), _message(problem))
-        raise ConfigErrors(errors) from None
+            path = _in_file(data, problem["loc"])
+            if path[:1] == ("checks",) or any(path[:len(u)] == u for u in unset):
+                continue  # the checks are validated one by one below
+            error(path, _message(problem, AuditConfig, problem["loc"]))
+    if audit is None:
+        _validate_checks(_partial(data), data.get("checks", []) if isinstance(
+            data.get("checks"), list) else [], error, file)
+        raise ConfigErrors(errors)
 
     for index, channel in enumerate(audit.notify):
         for setting in SECRET_SETTINGS[channel.channel]:
@@ -436,7 +446,8 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
             check = family.Config.model_validate(raw)
         except ValidationError as exc:
             for problem in exc.errors():
-                error(where + _in_file(raw, problem["loc"]), _message(problem))
+                error(where + _in_file(raw, problem["loc"]),
+                      _message(problem, family.Config, problem["loc"]))
             continue
         if not check.id:
             base = check.datasets[0] if check.datasets else "audit"
@@ -608,6 +619,78 @@ def _in_file(data: Any, loc: tuple) -> tuple:
     return tuple(path)
 
 
+def _partial(data: dict) -> Any:
+    """What the checks may be validated against when the audit's top level is invalid:
+    the datasets that are valid on their own, and the connection URL as written."""
+    from types import SimpleNamespace
+
+    datasets = {}
+    for name, raw in (data.get("datasets") or {}).items() if isinstance(
+            data.get("datasets"), dict) else []:
+        try:
+            datasets[name] = DatasetConfig.model_validate(raw)
+        except ValidationError:
+            pass
+    connection = data.get("connection") if isinstance(data.get("connection"), dict) else {}
+    url = connection.get("url") if isinstance(connection.get("url"), str) else ""
+    return SimpleNamespace(datasets=datasets, connection=SimpleNamespace(url=url))
+
+
+def _allowed_keys(model: Any, loc: tuple) -> list[str] | None:
+    """The keys the block at `loc` (a pydantic location under `model`) allows, as written
+    in a file (aliases), or None when the block is not a model."""
+    import typing
+
+    current = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {field.alias or name: field for name, field in current.model_fields.items()}
+            field = fields.get(part) or current.model_fields.get(part)
+            current = field.annotation if field is not None else None
+        elif typing.get_origin(current) in (list, tuple):
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) in (typing.Union, types.UnionType):
+            # A discriminated union: pydantic's location names the member by its tag.
+            current = next((member for member in typing.get_args(current)
+                            if _tag(member) == part), None)
+        else:
+            return None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [field.alias or name for name, field in current.model_fields.items()]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Annotated[X, ...] -> X; Optional[X] -> X."""
+    import typing
+
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _tag(member: Any) -> str | None:
+    import typing
+
+    member = _unwrap(member)
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return None
+    field = member.model_fields.get("channel")
+    values = typing.get_args(field.annotation) if field is not None else ()
+    return values[0] if values else None
+
+
 def _position(positions: dict, path: tuple) -> tuple[int | None, int | None]:
     path = tuple(path)
     while path:
@@ -627,11 +710,18 @@ def _format_path(path: tuple) -> str:
     return text
 
 
-def _message(problem: dict) -> str:
-    """Pydantic's messages, reworded where they would confuse a YAML author."""
+def _message(problem: dict, model: type[BaseModel] | None = None, loc: tuple = ()) -> str:
+    """Pydantic's messages, reworded where they would confuse a YAML author; an unknown
+    setting gets a "did you mean" and the keys its block allows (`model` holds `loc`)."""
     kind, message = problem["type"], problem["msg"]
     if kind == "extra_forbidden":
-        return "unknown setting (check the spelling; see README for the allowed keys)"
+        allowed = _allowed_keys(model, tuple(loc[:-1])) if model is not None else None
+        if not allowed:
+            return "unknown setting (check the spelling; see README for the allowed keys)"
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown setting {key!r}{hint} (allowed here: {', '.join(allowed)})"
     if kind == "missing":
         return "required setting is missing"
     if kind == "literal_error":

@@ -323,7 +323,8 @@ def test_engine_refusals_name_each_check_where_it_is_written(write_audit):
     result = invoke("validate", path, "--engine", "sql")
     assert result.exit_code == 2
     problem = ("the sql engine cannot run this check on postgresql: normalize: phone: phone "
-               "(E.164 parsing) cannot run inside postgresql; set `engine: pandas` on this check")
+               "(E.164 parsing) cannot run inside postgresql; set `engine: pandas` (or `auto`) on "
+               "it")
     assert result.output.splitlines() == [
         "integrity: error: invalid audit",
         f"{path}:5:33: checks[0] (phones): {problem}",

@@ -484,3 +484,30 @@ def test_sample_times_read_alike_from_every_database(db, engine):
             """, engine)
         rows = {row["id"]: row["sentAt"] for row in result.check("sent").sample}
         assert (rows[1], rows[2]) == expected[zone], zone
+
+
+def test_engine_auto_runs_each_check_where_the_database_can_and_says_why(db):
+    """E.164 runs inside SQLite (which calls the same Python function) but not inside
+    PostgreSQL or MariaDB; a check auto sends to pandas says why; answers equal pandas'."""
+    db.tables(leads=[{"id": 1, "phone": "+44 7700 900123", "email": "a@x"},
+                     {"id": 2, "phone": "07700900123", "email": "A@x "},
+                     {"id": 3, "phone": "+1 555 0100", "email": "b@x"}])
+    checks = """\
+        - {id: phones, kind: duplicates, dataset: leads, columns: phone,
+           normalize: {phone: phone}, default_region: GB}
+        - {id: emails, kind: duplicates, dataset: leads, columns: email,
+           normalize: {email: email}}
+        """
+    auto = run(db, "leads: {table: leads, key: id}", checks, "auto")
+    pandas = run(db, "leads: {table: leads, key: id}", checks, "pandas")
+    sqlite = db.url.startswith("sqlite")
+    assert {check.id: check.engine for check in auto.checks} == {
+        "phones": "sql" if sqlite else "pandas", "emails": "sql"}
+    why = [note for note in auto.check("phones").notes if note.startswith("engine auto")]
+    assert why == ([] if sqlite else [
+        f"engine auto: pandas, because normalize: phone: phone (E.164 parsing) cannot run "
+        f"inside {auto.dialect}"])
+    for check_id in ("phones", "emails"):
+        assert (auto.check(check_id).violation_keys, auto.check(check_id).status) == (
+            pandas.check(check_id).violation_keys, pandas.check(check_id).status)
+    assert auto.check("phones").violation_keys == [(2,)]

@@ -76,7 +76,7 @@ def main(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-ENGINE = click.option("--engine", type=click.Choice(["pandas", "sql"]),
+ENGINE = click.option("--engine", type=click.Choice(["pandas", "sql", "auto"]),
                       help="Where checks run (default: the audit's `engine:`, else pandas): "
                            "pull into pandas, or push the work down into the database. "
                            "A check's own `engine:` wins.")

@@ -35,7 +35,7 @@ from integrity.units import Threshold, parse_duration, parse_threshold
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Where = Annotated[tuple[Condition, ...], BeforeValidator(parse_where)]
 Severity = Literal["critical", "warning", "info"]
-Engine = Literal["pandas", "sql"]
+Engine = Literal["pandas", "sql", "auto"]
 
 
 def as_list(value: Any) -> Any:

@@ -55,7 +55,7 @@ def engine_problems(dialect: str, audit: Audit, dataset: str) -> list[str]:
     zone = audit.datasets[dataset].timezone
     if zone != "UTC" and dialect != "postgresql":
         return [f"dataset {dataset!r} has timezone {zone}: the sql engine on {dialect} reads "
-                f"naive times as UTC; use `engine: pandas` for checks on it"]
+                f"naive times as UTC"]
     return []
 
 

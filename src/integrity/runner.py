@@ -53,7 +53,8 @@ def engine_problems(audit: Audit, dialect: str, engine: str | None = None
             position = audit.positions.get(where) or audit.positions.get(("checks", number),
                                                                          (None, None))
             problems += [(path, config.id, position, f"the sql engine cannot run this check "
-                          f"on {dialect}: {problem}") for problem in check.sql_problems(dialect)]
+                          f"on {dialect}: {problem}; set `engine: pandas` (or `auto`) on it")
+                         for problem in check.sql_problems(dialect)]
     return problems
 
 
@@ -151,6 +152,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         return fail_all(str(error))
     result.database, result.dialect = source.display_url, source.dialect
     source.deadline = deadline
+    chosen = {}  # check id -> why `auto` chose pandas
+    for check in checks:
+        if engines[check.id] == "auto":
+            engines[check.id], chosen[check.id] = _choose(check, source.dialect)
 
     def on_time(connection) -> None:
         """Stop here if the run is out of time; else let the database enforce the rest."""
@@ -171,7 +176,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                     pulls[dataset] = list(dict.fromkeys(pulls.get(dataset, []) + columns))
             if engines[check.id] == "sql":
                 for problem in check.sql_problems(source.dialect):
-                    broken.setdefault(check.id, f"the sql engine cannot run this check: {problem}")
+                    broken.setdefault(check.id, f"the sql engine cannot run this check: {problem}; "
+                                                f"set `engine: pandas` (or `auto`) on it")
         except (IntegrityError, ValueError) as error:
             broken[check.id] = str(error)
 
@@ -248,6 +254,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 for outcome in _run_one(check, engine, contexts[engine], connection,
                                         broken.get(check.id), limit, paths[check.id],
                                         _mask(audit, check)):
+                    if chosen.get(check.id):
+                        outcome.notes.append(chosen[check.id])
                     result.checks.append(outcome)
                     on_result(outcome)
                 if connection.invalidated:
@@ -266,6 +274,17 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         source.dispose()
     result.finished_at = datetime.now(timezone.utc)
     return result
+
+
+def _choose(check: Check, dialect: str) -> tuple[str, str | None]:
+    """`engine: auto`: the database when it can express the check, else pandas — and why."""
+    try:
+        problems = check.sql_problems(dialect)
+    except (IntegrityError, ValueError):
+        return "sql", None  # the check's own error is reported where it runs
+    if problems:
+        return "pandas", f"engine auto: pandas, because {problems[0]}"
+    return "sql", None
 
 
 def _baseline(history: History, audit: str, target: str, now: datetime, check_id: str,

@@ -69,7 +69,7 @@ class Duplicates(Check):
         phones = [c for c, steps in self.config.normalize.items() if "phone" in steps]
         if phones and dialect != "sqlite":
             problems.append(f"normalize: {phones[0]}: phone (E.164 parsing) cannot run inside "
-                            f"{dialect}; set `engine: pandas` on this check")
+                            f"{dialect}")
         return problems
 
     def columns(self):

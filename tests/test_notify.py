@@ -340,3 +340,38 @@ def test_the_runs_timeout_bounds_its_notifications(sqlite_db, tmp_path, http_ser
     assert report["errors"] == [
         "the run exceeded its timeout of 3s while sending notifications"]
     assert report["notifications"][0]["error"] == "the run's --timeout ended the delivery"
+
+
+def test_cooldowns_follow_the_runs_clock_so_a_replay_sends_what_production_would(
+        sqlite_db, tmp_path, http_server):
+    """Two runs seconds apart in real time but two hours apart by --now: a 1h cooldown
+    has passed by the run's clock, so the second alert goes out (the wall clock would
+    have held it back)."""
+    env = {"SLACK_WEBHOOK_URL": f"http://127.0.0.1:{http_server.server_port}/slack"}
+    audit = write_audit(tmp_path, sqlite_db, """\
+  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}", cooldown: 1h}
+""")
+    leads_db(sqlite_db, 1)
+    run(audit, tmp_path, env, "--now", "2026-01-30T10:00:00Z")
+    leads_db(sqlite_db, 2)  # new violations, 30 minutes later by the run's clock
+    _, held = run(audit, tmp_path, env, "--now", "2026-01-30T10:30:00Z")
+    leads_db(sqlite_db, 3)  # and again, two hours after the first alert
+    _, sent = run(audit, tmp_path, env, "--now", "2026-01-30T12:00:00Z")
+    assert [d["suppressed"] for d in held["notifications"]] == [["dupes"]]
+    assert [(d["ok"], d["checks"]) for d in sent["notifications"]] == [(True, ["dupes"])]
+    assert len(http_server.requests) == 2
+
+
+def test_no_history_means_no_notifications_unless_asked(sqlite_db, tmp_path, http_server):
+    env = {"SLACK_WEBHOOK_URL": f"http://127.0.0.1:{http_server.server_port}/slack"}
+    audit = write_audit(tmp_path, sqlite_db, """\
+  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}"}
+""")
+    leads_db(sqlite_db, 1)
+    out = tmp_path / "out"
+    quiet = CliRunner().invoke(main, ["run", str(audit), "-o", str(out), "--no-history",
+                                      "--no-lock"], env=env)
+    assert quiet.exit_code == 1 and http_server.requests == []
+    loud = CliRunner().invoke(main, ["run", str(audit), "-o", str(out), "--no-history",
+                                     "--notify", "--no-lock"], env=env)
+    assert loud.exit_code == 1 and len(http_server.requests) == 1

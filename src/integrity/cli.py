@@ -157,7 +157,11 @@ def _options(function):
         ENGINE,
         HISTORY,
         click.option("--no-history", is_flag=True,
-                     help="Do not read or record run history (no lifecycle, no baselines)."),
+                     help="Do not read or record run history (no lifecycle, no baselines, "
+                          "and no notifications: they need its cooldowns — unless --notify)."),
+        click.option("--notify", "force_notify", is_flag=True,
+                     help="With --no-history, send the audit's notifications all the same "
+                          "(every run alerts: there are no cooldowns without history)."),
         click.option("--timeout", metavar="DURATION",
                      help="Bound the whole run (e.g. 30m); past it the run is an audit error."),
         click.option("--no-lock", is_flag=True,
@@ -210,8 +214,8 @@ def gate(audit, **options) -> None:
 
 
 def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
-         history=None, no_history=False, timeout=None, no_lock=False, summary="auto",
-         log_format="text", only=(), skip=()) -> int:
+         history=None, no_history=False, force_notify=False, timeout=None, no_lock=False,
+         summary="auto", log_format="text", only=(), skip=()) -> int:
     from integrity.errors import IntegrityError
     from integrity.job import JobOptions, execute
     from integrity.operations import Locked, lock_path
@@ -238,7 +242,8 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
         engine=engine, timeout=seconds, on_result=progress,
         history=None if no_history or not audit.config.history.enabled
         else history_url(audit, history),
-        lock=None if no_lock else lock_path(audit.file, audit.connection.url, audit.name))
+        lock=None if no_lock else lock_path(audit.file, audit.connection.url, audit.name),
+        notify=force_notify or not (no_history or not audit.config.history.enabled))
     try:
         outcome = execute(audit, options)
     except Locked as error:

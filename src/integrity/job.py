@@ -37,6 +37,7 @@ class JobOptions:
     history: str | None = None          # URL, or None for no history
     timeout: float | None = None        # seconds for the whole run
     lock: Path | None = None
+    notify: bool = True                 # send the audit's notifications
     on_result: Callable[[CheckResult], None] | None = None
 
 
@@ -84,7 +85,7 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
     recorded = len(result.errors)
     formats = audit.config.output.formats
     outcome = JobOutcome(result, _write(result, options.output, formats))
-    if audit.config.notify:
+    if audit.config.notify and options.notify:
         report = outcome.written.get("html")
         outcome.deliveries = _stage(result, "sending notifications", lambda: deliver(
             result, audit, store, str(report.resolve()) if report else None, deadline)) or []
@@ -93,7 +94,7 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
             result.errors.append(f"the run exceeded its timeout of {options.timeout:g}s "
                                  f"while sending notifications")
     _stage(result, "writing $GITHUB_STEP_SUMMARY", lambda: _step_summary(result))
-    if audit.config.notify or len(result.errors) > recorded:
+    if (audit.config.notify and options.notify) or len(result.errors) > recorded:
         # Once more, with what the notifications did and any output that failed: no
         # report may claim a verdict the process does not give.
         outcome.written = _write(result, options.output, formats) or outcome.written

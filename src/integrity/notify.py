@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -169,8 +169,11 @@ def _summary(result: AuditResult, check: CheckResult, new: int | None) -> str:
 def deliver(result: AuditResult, audit: Audit, history: History | None,
             report: str | None, deadline: float | None = None) -> list[Delivery]:
     """Plan, send and record every channel of the audit; never raises for a channel.
-    `deadline` (time.monotonic()): the job's own bound, on top of each channel's timeout."""
-    now = datetime.now(timezone.utc)
+    `deadline` (time.monotonic()): the job's own bound, on top of each channel's timeout.
+
+    Cooldowns are judged, and deliveries recorded, at the run's `now` — one clock, so a
+    replay with --now sends what production would have sent."""
+    now = result.now
     deliveries = []
     for channel in audit.config.notify:
         key = channel_key(channel)

@@ -101,6 +101,18 @@ class Browser:
         self.send("Page.navigate", session=True, url=url)
         self.wait_for("Page.loadEventFired")
 
+    def viewport(self, width: int, height: int, mobile: bool = False) -> None:
+        """Emulate a screen of width × height CSS pixels (a phone's when mobile).
+
+        Applies to the next `open` as well as the page already open.
+        """
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=width,
+                  height=height, deviceScaleFactor=1, mobile=mobile)
+
+    def reset_viewport(self) -> None:
+        """Back to the window's own size (FLAGS)."""
+        self.send("Emulation.clearDeviceMetricsOverride", session=True)
+
     def evaluate(self, expression: str):
         result = self.send("Runtime.evaluate", session=True, expression=expression,
                            returnByValue=True, awaitPromise=True)

@@ -8,6 +8,7 @@ buttons — without JavaScript every section is still there and readable.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -28,7 +29,7 @@ def environment() -> Environment:
     env = Environment(loader=PackageLoader("integrity", "report/templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(percent=_percent, number=_number, cell=_cell)
+    env.filters.update(percent=_percent, number=_number, cell=_cell, breakable=_breakable)
     env.globals.update(sparkline=sparkline, lifecycle=lifecycle_counts, states=row_states)
     return env
 
@@ -84,6 +85,18 @@ def _percent(value) -> str:
 
 def _number(value) -> str:
     return "–" if value is None else f"{value:,}"
+
+
+# After a separator that a word continues from, and before an opening bracket: where a
+# long check id, dataset list, path or URL may wrap (the CSS breaks anywhere as a last resort).
+_SOFT_BREAK = re.compile(r"(?<=[_:,./)\]=&|@-])(?=[^_:,./)\]=&|@\s-])|(?<=\w)(?=[(\[])")
+
+
+def _breakable(value) -> Markup:
+    """Escaped text with <wbr> at its natural break points; copying it yields the same text."""
+    if value is None:
+        return Markup("")
+    return Markup("<wbr>").join(escape(piece) for piece in _SOFT_BREAK.split(str(value)))
 
 
 def _cell(value) -> str:

@@ -218,6 +218,21 @@ def test_demo_runs_from_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
 
 
+def test_demo_nights_mostly_persist(tmp_path):
+    """Each demo night is the night before plus a day: the last report shows most
+    violations persisting, a few resolved and a few new — not everything replaced."""
+    result = invoke("demo", "--output", tmp_path / "demo", "--scale", "0.005", "--nights", "3")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    summary = report["summary"]
+    assert (summary["new"], summary["persisting"], summary["resolved"]) == (5, 53, 3)
+    assert summary["violations"] == summary["new"] + summary["persisting"]
+    lifecycle = {check["id"]: check["lifecycle"] for check in report["checks"]}
+    assert all(state["previous_run"] == 2 for state in lifecycle.values())
+    assert lifecycle["lead_duplicate_email"]["new"] == 1         # a duplicate in today's leads
+    assert lifecycle["lead_duplicate_email"]["persisting"] == 4  # yesterday's and the older ones
+
+
 def test_help_and_validate_do_not_import_pandas(write_audit):
     path = write_audit("""\
         connection: {url: "sqlite:///x.db"}

@@ -353,16 +353,16 @@ def _quiet_run(audit, now, history) -> None:
 def demo(output: str, scale: float, nights: int, seed: int) -> None:
     """Build the reference data in SQLite, audit it, and point to the report.
 
-    Each night's snapshot carries known, injected violations (some the same as the
-    night before, some new), so the gate fails by design; the demo itself exits 0
-    when the audits ran.
+    Each night's snapshot is the night before plus a day of new rows, with known,
+    injected violations: most persist, a few are repaired, a few new ones appear. The
+    gate fails by design; the demo itself exits 0 when the audits ran.
     """
     import os
     from datetime import timedelta
 
     from integrity.errors import OutputError
     from integrity.reference import reference_audit_path
-    from integrity.reference.generator import default_now, generate
+    from integrity.reference.generator import default_now, generate, generate_next
     from integrity.report import prepare_output
 
     try:
@@ -377,13 +377,18 @@ def demo(output: str, scale: float, nights: int, seed: int) -> None:
     os.environ["REFERENCE_DATABASE_URL"] = url
     audit = _load(str(reference_audit_path()))
     today = default_now()
+    reference = None
     for night in range(nights):
         now = today - timedelta(days=nights - 1 - night)
         last = night == nights - 1
-        click.echo(f"Night {night + 1} of {nights} ({now:%Y-%m-%d}): generating the reference "
-                   f"data (scale {scale}) in {database} and auditing it ...")
-        # Overlapping seeds: some violations persist from night to night, some are new.
-        generate(url, scale=scale, seed=seed + night // 2, now=now)
+        if reference is None:
+            click.echo(f"Night {night + 1} of {nights} ({now:%Y-%m-%d}): generating the "
+                       f"reference data (scale {scale}) in {database} and auditing it ...")
+            reference = generate(url, scale=scale, seed=seed, now=now)
+        else:
+            click.echo(f"Night {night + 1} of {nights} ({now:%Y-%m-%d}): adding a day of data "
+                       "(a few violations repaired, a few new) and auditing it ...")
+            reference = generate_next(url, reference, now=now)
         if last:
             code = _job(audit, output=str(folder), now=now.isoformat(), summary="checks",
                         history=f"sqlite:///{history.resolve()}", no_lock=True)

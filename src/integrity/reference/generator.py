@@ -9,10 +9,16 @@ that compare the two really test the checks.
 Deterministic for a (scale, seed, now) triple. Scale 1 is about 100k quotes,
 ~200k send events, 100k leads, 50k conversations, 500k messages and 100k
 access-log rows.
+
+`next_night()` ages a snapshot the way a production database ages: the same
+rows plus a day of new ones; most violations persist (same keys), a few are
+repaired and a few new ones appear in the new rows — so audits on consecutive
+nights show new, persisting and resolved violations.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -37,6 +43,14 @@ GX = {
 }
 JOBS = ["sms-scheduler", "quote-reminders", "webhook-retry", "invoice-sync"]
 MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
+SEND_COLUMNS = ["tenantId", "quoteId", "channel", "recipient", "idempotencyKey", "status", "sentAt"]
+# What a night repairs: checks whose broken value can be put right from the data
+# itself (each repair resolves one key, two for a wa.me link that a suite also flags).
+REPAIRABLE = ["quote_email_counter", "quote_sent_at_valid", "whatsapp_urls_well_formed",
+              "quote_agent_cross_tenant", "message_cross_tenant", "access_log_cross_tenant",
+              "job_heartbeats"]
+REPAIRS_PER_NIGHT = 3
 
 
 @dataclass
@@ -48,9 +62,18 @@ class Reference:
     expected: dict[str, set[tuple]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
     unparseable_quote: str | None = None
+    # The generator's state, so that `next_night()` can continue from this snapshot.
+    _builder: _Builder | None = field(default=None, init=False, repr=False, compare=False)
 
     def expect(self, check: str, *keys: tuple) -> None:
         self.expected.setdefault(check, set()).update(keys)
+
+    def resolve(self, check: str, *keys: tuple) -> None:
+        remaining = self.expected.get(check, set()) - set(keys)
+        if remaining:
+            self.expected[check] = remaining
+        else:
+            self.expected.pop(check, None)
 
 
 def default_now() -> datetime:
@@ -65,6 +88,19 @@ def build(scale: float = 0.02, seed: int = 7, now: datetime | None = None, injec
     return _Builder(scale, seed, now).run(inject, unparseable_dates)
 
 
+def next_night(previous: Reference, now: datetime | None = None) -> Reference:
+    """The snapshot a night after `previous` (or at `now`, later than it): the same rows
+    plus new ones for the time in between. With injections, a few violations are
+    repaired and a few new ones appear in the new rows; the rest persist with the same
+    keys. Deterministic for a (previous, now) pair; `previous` is left as it was."""
+    if previous._builder is None:
+        raise ValueError("next_night() continues a snapshot made by build() or next_night()")
+    now = (now or previous.now + DAY).astimezone(timezone.utc)
+    if now <= previous.now:
+        raise ValueError(f"the next night ({now}) must come after {previous.now}")
+    return copy.deepcopy(previous._builder).advance(previous, now)
+
+
 class _Builder:
     def __init__(self, scale: float, seed: int, now: datetime):
         self.rng = np.random.default_rng(seed)
@@ -75,6 +111,10 @@ class _Builder:
         self.n_leads = max(500, int(100_000 * scale))
         self.n_access = max(300, int(100_000 * scale))
         self.used: set[str] = set()
+        self.injected = False
+        self.stopped_jobs: set[str] = set()
+        self.quota_offset: dict[str, int] = {}
+        self.lead_serial = self.n_leads  # the next clean lead's number
 
     # -- helpers -------------------------------------------------------------
 
@@ -102,11 +142,13 @@ class _Builder:
         self.sms_metrics()
         self.heartbeats()
         reference = Reference(now=self.aware_now, tables={})
+        self.injected = inject
         if inject:
             self.inject(reference, unparseable)
         self.webhooks(reference, inject)
         self.quota(reference, inject)
         reference.tables = self.frames()
+        reference._builder = self
         return reference
 
     def tenants(self):
@@ -122,11 +164,18 @@ class _Builder:
         self.user["createdAt"] = self.days_ago(100, 200, len(self.user))
 
     def quotes_and_sends(self):
-        rng, n = self.rng, self.n_quotes
+        self.quote, sends, self.bursts = self.make_quotes(0, self.n_quotes, 3, 30, 0)
+        self.send = pd.DataFrame(sends, columns=SEND_COLUMNS)
+        self.quote_index = {quote: i for i, quote in enumerate(self.quote["id"])}
+
+    def make_quotes(self, start: int, n: int, low: float, high: float, first_send: int):
+        """Quotes number `start` on, created `low`–`high` days ago, with their sends (rows,
+        numbered from `first_send`) and bursts. Every send lies in the past when low >= 3."""
+        rng = self.rng
         tenant_index = rng.integers(0, self.n_tenants, n)
-        ids = [f"qt_{i:08d}" for i in range(n)]
-        phones = [f"+4477{i:08d}" for i in range(n)]
-        created = self.days_ago(3, 30, n)
+        ids = [f"qt_{i:08d}" for i in range(start, start + n)]
+        phones = [f"+4477{i:08d}" for i in range(start, start + n)]
+        created = self.days_ago(low, high, n)
         sent = rng.random(n) < 0.7
         channel_draw = rng.choice(3, size=(n, 3), p=[0.6, 0.3, 0.1])
         burst_count = rng.integers(1, 4, n)
@@ -134,10 +183,10 @@ class _Builder:
         gaps = rng.uniform(3600, 86400, (n, 3))
         hit_draw = rng.random((n, 3)) < 0.1
         hit_delay = rng.uniform(5, 120, (n, 3))
-        sends, self.bursts = [], {}
+        sends, bursts_of = [], {}
         email_counts, sms_counts, sent_at, urls = [], [], [], []
         for i in range(n):
-            quote = ids[i]
+            quote, number = ids[i], start + i
             tenant = self.tenant_ids[tenant_index[i]]
             if not sent[i]:
                 email_counts.append(0), sms_counts.append(0), sent_at.append(None)
@@ -150,97 +199,113 @@ class _Builder:
                 channel = CHANNELS[channel_draw[i, b]]
                 counts[channel] += 1
                 key = None if channel == "WHATSAPP" else f"{quote}-{b}"
-                recipient = {"EMAIL": f"customer{i}@example.com", "WHATSAPP": phones[i],
+                recipient = {"EMAIL": f"customer{number}@example.com", "WHATSAPP": phones[i],
                              "LINK": f"https://quotes.example.com/q/{quote}"}[channel]
-                rows = [len(sends)]
+                rows = [first_send + len(sends)]
                 sends.append([tenant, quote, channel, recipient, key, "SENT", moment])
                 if hit_draw[i, b]:
-                    rows.append(len(sends))
+                    rows.append(first_send + len(sends))
                     sends.append([tenant, quote, channel, recipient, key, "DEDUPED",
                                   moment + pd.Timedelta(seconds=hit_delay[i, b])])
                 bursts.append({"channel": channel, "first": moment, "key": key,
                                "recipient": recipient, "rows": rows})
                 moment += pd.Timedelta(seconds=gaps[i, b])
-            self.bursts[quote] = bursts
+            bursts_of[quote] = bursts
             email_counts.append(counts["EMAIL"]), sms_counts.append(counts["WHATSAPP"])
             sent_at.append(bursts[-1]["first"])
             urls.append(f"https://wa.me/{phones[i][1:]}" if counts["WHATSAPP"] else None)
-        self.send = pd.DataFrame(sends, columns=["tenantId", "quoteId", "channel", "recipient",
-                                                 "idempotencyKey", "status", "sentAt"])
         agents = [f"us_{t:05d}_{j}" for t, j in zip(tenant_index, rng.integers(1, 4, n))]
-        self.quote = pd.DataFrame({
+        quote = pd.DataFrame({
             "id": ids, "tenantId": [self.tenant_ids[t] for t in tenant_index],
-            "agentId": agents, "customerEmail": [f"customer{i}@example.com" for i in range(n)],
+            "agentId": agents,
+            "customerEmail": [f"customer{i}@example.com" for i in range(start, start + n)],
             "customerPhone": phones, "whatsappUrl": urls,
             "status": np.where(sent, "SENT", "DRAFT"), "emailSentCount": email_counts,
             "smsSentCount": sms_counts, "sentAt": pd.Series(sent_at, dtype="object"),
             "createdAt": created})
-        self.quote["updatedAt"] = [
+        quote["updatedAt"] = [
             (s if s is not None else pd.Timestamp(c)) + pd.Timedelta(minutes=10)
-            for s, c in zip(self.quote["sentAt"], self.quote["createdAt"])]
-        self.quote_index = {quote: i for i, quote in enumerate(ids)}
+            for s, c in zip(quote["sentAt"], quote["createdAt"])]
+        return quote, sends, bursts_of
 
     def leads(self):
-        n = self.n_leads
+        self.lead = self.make_leads(0, self.n_leads, 1, 30)
+
+    def make_leads(self, start: int, n: int, low: float, high: float) -> pd.DataFrame:
         tenant_index = self.rng.integers(0, self.n_tenants, n)
-        self.lead = pd.DataFrame({
-            "id": [f"ld_{i:08d}" for i in range(n)],
+        numbers = range(start, start + n)
+        return pd.DataFrame({
+            "id": [f"ld_{i:08d}" for i in numbers],
             "tenantId": [self.tenant_ids[t] for t in tenant_index],
-            "email": [f"lead{i}@mail.example.com" for i in range(n)],
-            "phone": [f"+447{100_000_000 + i:09d}" for i in range(n)],
-            "customerCode": [f"C-{i:07d}" for i in range(n)],
+            "email": [f"lead{i}@mail.example.com" for i in numbers],
+            "phone": [f"+447{100_000_000 + i:09d}" for i in numbers],
+            "customerCode": [f"C-{i:07d}" for i in numbers],
             "source": self.rng.choice(["chatwoot", "web", "import"], n),
-            "createdAt": self.days_ago(1, 30, n)})
+            "createdAt": self.days_ago(low, high, n)})
 
     def conversations_and_messages(self):
+        self.conversation, self.message = self.make_conversations(self.lead, 0, 0, 1, 30)
+
+    def make_conversations(self, leads: pd.DataFrame, first: int, first_message: int,
+                           low: float, high: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Conversations of half of `leads`, created `low`–`high` days ago, numbered from
+        `first`, with ten messages each up to a minute ago (ids after `first_message`)."""
         rng = self.rng
-        n = max(1, len(self.lead) // 2)
-        lead_rows = self.lead.iloc[sorted(rng.choice(len(self.lead), n, replace=False))]
+        n = max(1, len(leads) // 2)
+        lead_rows = leads.iloc[sorted(rng.choice(len(leads), n, replace=False))]
         without_lead = rng.random(n) < 0.2
-        self.conversation = pd.DataFrame({
-            "id": [f"cv_{i:08d}" for i in range(n)],
+        conversation = pd.DataFrame({
+            "id": [f"cv_{i:08d}" for i in range(first, first + n)],
             "tenantId": lead_rows["tenantId"].to_numpy(),
             "leadId": np.where(without_lead, None, lead_rows["id"].to_numpy()),
-            "createdAt": self.days_ago(1, 30, n)})
+            "createdAt": self.days_ago(low, high, n)})
         per = 10
         conv = np.repeat(np.arange(n), per)
-        start = self.conversation["createdAt"].to_numpy().astype("datetime64[us]")[conv]
+        start = conversation["createdAt"].to_numpy().astype("datetime64[us]")[conv]
         end = np.datetime64(self.now - MINUTE, "us")
         span = (end - start).astype("int64")
         offsets = (rng.random(len(conv)) * span).astype("int64").astype("timedelta64[us]")
         times = start + offsets
         times[-1] = end  # the newest message is a minute old: "messages still arriving"
-        self.message = pd.DataFrame({
-            "id": np.arange(1, len(conv) + 1),
-            "tenantId": self.conversation["tenantId"].to_numpy()[conv],
-            "conversationId": self.conversation["id"].to_numpy()[conv],
-            "direction": np.where(np.arange(len(conv)) % 2 == 0, "INBOUND", "OUTBOUND"),
-            "body": [f"message {i}" for i in range(len(conv))],
+        numbers = first_message + np.arange(len(conv))
+        message = pd.DataFrame({
+            "id": numbers + 1,
+            "tenantId": conversation["tenantId"].to_numpy()[conv],
+            "conversationId": conversation["id"].to_numpy()[conv],
+            "direction": np.where(numbers % 2 == 0, "INBOUND", "OUTBOUND"),
+            "body": [f"message {i}" for i in numbers],
             "sentAt": times})
+        return conversation, message
 
     def access_log(self):
-        rng, n = self.rng, self.n_access
+        self.access = self.make_access(0, self.n_access, 0.01, 30)
+
+    def make_access(self, first: int, n: int, low: float, high: float) -> pd.DataFrame:
+        rng = self.rng
         quotes = self.quote.iloc[rng.integers(0, len(self.quote), n)]
         actors = [f"us_{int(t[3:]):05d}_{j}" for t, j in
                   zip(quotes["tenantId"], rng.integers(0, 4, n))]
-        self.access = pd.DataFrame({
-            "id": np.arange(1, n + 1), "actorUserId": actors,
+        return pd.DataFrame({
+            "id": np.arange(first + 1, first + n + 1), "actorUserId": actors,
             "actorTenantId": quotes["tenantId"].to_numpy().copy(), "resourceType": "AgentQuote",
             "resourceId": quotes["id"].to_numpy(),
             "resourceTenantId": quotes["tenantId"].to_numpy().copy(),
-            "action": rng.choice(["read", "update"], n), "at": self.days_ago(0.01, 30, n)})
+            "action": rng.choice(["read", "update"], n), "at": self.days_ago(low, high, n)})
 
     def sms_metrics(self):
-        rng = self.rng
         top = pd.Timestamp(self.now).floor("h")
-        hours = [top - pd.Timedelta(hours=k) for k in range(30 * 24)]
+        self.metrics = self.make_metrics([top - pd.Timedelta(hours=k) for k in range(30 * 24)], 0)
+
+    def make_metrics(self, hours: list, first: int) -> pd.DataFrame:
+        rng = self.rng
         n = len(hours)
         sent = np.full(n, 100)
         delivered = rng.integers(96, 100, n)
         generated = np.full(n, 100)
         fallback = rng.integers(10, 30, n)
-        self.metrics = pd.DataFrame({
-            "id": np.arange(1, n + 1), "metric_hour": hours, "scheduled_count": 105, "sent_count": sent,
+        return pd.DataFrame({
+            "id": np.arange(first + 1, first + n + 1), "metric_hour": hours,
+            "scheduled_count": 105, "sent_count": sent,
             "delivered_count": delivered, "failed_count": sent - delivered,
             "generated_count": generated, "llm_success_count": generated - fallback,
             "template_fallback_count": fallback, "opt_out_count": rng.integers(0, 3, n),
@@ -282,6 +347,7 @@ class _Builder:
         if inject:
             row = self.tenant.index[3]
             self.tenant.loc[row, "whatsappQuotaUsed"] += 5
+            self.quota_offset[self.tenant.loc[row, "id"]] = 5
             reference.expect("whatsapp_quota_matches_messages", (self.tenant.loc[row, "id"],))
 
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -466,8 +532,150 @@ class _Builder:
         stopped = (beats["job"] == "quote-reminders") & (
             beats["beatAt"] > pd.Timestamp(self.now) - pd.Timedelta(hours=3))
         self.beats = beats[~stopped & (beats["job"] != "invoice-sync")].reset_index(drop=True)
+        self.stopped_jobs = {"quote-reminders", "invoice-sync"}
         reference.expect("job_heartbeats", ("quote-reminders",), ("invoice-sync",))
 
+
+    # -- the next night -----------------------------------------------------------
+
+    def advance(self, previous: Reference, now: datetime) -> Reference:
+        """Continue from `previous` (this builder is a copy of its state) to `now`."""
+        before = self.now
+        self.now, self.aware_now = now.replace(tzinfo=None), now
+        days = (self.now - before) / DAY
+        reference = Reference(now=now, tables={},
+                              expected={check: set(keys)
+                                        for check, keys in previous.expected.items()},
+                              values=dict(previous.values),
+                              unparseable_quote=previous.unparseable_quote)
+        if self.injected:
+            # A sentAt set days ahead stays ahead: the clock must not quietly repair it.
+            ahead = [i for i, value in self.quote["sentAt"].items()
+                     if isinstance(value, pd.Timestamp) and value > pd.Timestamp(before)]
+            for i in ahead:
+                self.quote.loc[i, "sentAt"] = self.quote.loc[i, "sentAt"] + (self.now - before)
+            self.repair(reference)
+        new = self.add_rows(before, days)
+        if self.injected:
+            self.inject_new_rows(reference, new)
+        self.add_webhooks(new["lead"], new["conversation"])
+        used = self.message[self.message["direction"] == "OUTBOUND"].groupby("tenantId").size()
+        self.tenant["whatsappQuotaUsed"] = (
+            self.tenant["id"].map(used).fillna(0).astype(int)
+            + self.tenant["id"].map(self.quota_offset).fillna(0).astype(int))
+        reference.tables = self.frames()
+        reference._builder = self
+        return reference
+
+    def repair(self, reference: Reference) -> None:
+        """Put right a few violations whose correct value the data itself tells."""
+        candidates = sorted((check, key) for check in REPAIRABLE
+                            for key in reference.expected.get(check, ())
+                            if key != (reference.unparseable_quote,))
+        count = min(REPAIRS_PER_NIGHT, len(candidates))
+        for n in sorted(self.rng.choice(len(candidates), count, replace=False)):
+            check, key = candidates[n]
+            if check.startswith("quote_") or check == "whatsapp_urls_well_formed":
+                quote = key[0]
+                row = self.quote.loc[self.quote_index[quote]]
+                bursts = self.bursts[quote]
+                if check == "quote_email_counter":  # one per idempotency key again
+                    self.set_quote(quote, "emailSentCount",
+                                   sum(b["channel"] == "EMAIL" for b in bursts))
+                elif check == "quote_sent_at_valid":
+                    self.set_quote(quote, "sentAt", bursts[-1]["first"])
+                elif check == "quote_agent_cross_tenant":
+                    self.set_quote(quote, "agentId", f"us_{int(row['tenantId'][3:]):05d}_1")
+                else:
+                    self.set_quote(quote, "whatsappUrl",
+                                   f"https://wa.me/{row['customerPhone'][1:]}")
+                    reference.resolve(GX["url"], key)
+            elif check == "message_cross_tenant":
+                row = key[0] - 1  # ids are 1-based row numbers
+                conversation = self.conversation.loc[
+                    self.conversation["id"] == self.message.loc[row, "conversationId"]]
+                self.message.loc[row, "tenantId"] = conversation["tenantId"].iloc[0]
+            elif check == "access_log_cross_tenant":
+                row = key[0] - 1
+                self.access.loc[row, "actorTenantId"] = self.access.loc[row, "resourceTenantId"]
+            else:  # job_heartbeats: the job runs (again)
+                self.stopped_jobs.discard(key[0])
+            reference.resolve(check, key)
+
+    def add_rows(self, before: datetime, days: float) -> dict:
+        """The rows of the `days` since `before`, appended; returns what is new."""
+        per_day = lambda total, spread: max(1, round(total / spread * days))
+        quotes, sends, bursts = self.make_quotes(len(self.quote), per_day(self.n_quotes, 27),
+                                                 3, 3 + days, len(self.send))
+        self.quote = pd.concat([self.quote, quotes], ignore_index=True)
+        self.quote_index.update((quote, i) for i, quote in enumerate(self.quote["id"]))
+        self.send = pd.concat([self.send, pd.DataFrame(sends, columns=SEND_COLUMNS)],
+                              ignore_index=True)
+        self.bursts.update(bursts)
+        leads = self.make_leads(self.lead_serial, per_day(self.n_leads, 29), 0.001, days)
+        self.lead_serial += len(leads)
+        first_lead = len(self.lead)
+        self.lead = pd.concat([self.lead, leads], ignore_index=True)
+        conversations, messages = self.make_conversations(
+            leads, len(self.conversation), len(self.message), 0.001, days)
+        first_message = len(self.message)
+        self.conversation = pd.concat([self.conversation, conversations], ignore_index=True)
+        self.message = pd.concat([self.message, messages], ignore_index=True)
+        first_access = len(self.access)
+        self.access = pd.concat([self.access, self.make_access(
+            first_access, per_day(self.n_access, 30), 0.001, days)], ignore_index=True)
+        top, last = pd.Timestamp(self.now).floor("h"), pd.Timestamp(before).floor("h")
+        hours = [top - pd.Timedelta(hours=k)
+                 for k in range(int((top - last) / pd.Timedelta(hours=1)))]
+        metrics = self.make_metrics(hours, len(self.metrics))
+        if self.injected:  # the delivery incident goes on
+            metrics = metrics.assign(delivered_count=85, failed_count=15, opt_out_count=10)
+        self.metrics = pd.concat([self.metrics, metrics], ignore_index=True)
+        steps = int((pd.Timestamp(self.now) - pd.Timestamp(before)) / pd.Timedelta(minutes=5))
+        beats = [(job, pd.Timestamp(self.now) - pd.Timedelta(minutes=5 * k))
+                 for job in JOBS if job not in self.stopped_jobs for k in range(steps)]
+        self.beats = pd.concat([self.beats, pd.DataFrame(beats, columns=["job", "beatAt"])],
+                               ignore_index=True)
+        return {"quote": list(quotes["id"]), "lead": first_lead, "conversation": conversations,
+                "message": list(range(first_message, len(self.message) - 1)),  # not the newest
+                "access": list(range(first_access, len(self.access)))}
+
+    def inject_new_rows(self, reference: Reference, new: dict) -> None:
+        """A few new violations, in the new rows."""
+        whatsapp = [q for q in new["quote"]
+                    if any(b["channel"] == "WHATSAPP" for b in self.bursts.get(q, ()))]
+        for quote in self.pick(whatsapp or self.quotes_with(
+                lambda bursts: any(b["channel"] == "WHATSAPP" for b in bursts)), 1):
+            burst = next(b for b in self.bursts[quote] if b["channel"] == "WHATSAPP")
+            send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=2))
+            self.set_quote(quote, "smsSentCount",
+                           self.quote.loc[self.quote_index[quote], "smsSentCount"] + 1)
+            reference.expect("quote_sms_counter", (quote,))
+            reference.expect("quote_send_double_clicks", (send_id,))
+        original = self.lead.loc[self.pick(list(self.lead.index[new["lead"]:]), 1, "lead")[0]]
+        local, domain = original["email"].split("@")
+        copy_ = self.next_lead(original, email=f"{local}@{domain.upper()}",
+                               createdAt=original["createdAt"] + MINUTE)
+        reference.expect("lead_duplicate_email", (copy_,))
+        row = self.pick(new["message"], 1, "message")[0]
+        self.message.loc[row, "conversationId"] = f"cv_deleted_{row}"
+        reference.expect("message_orphans", (int(self.message.loc[row, "id"]),))
+        row = self.pick(new["access"], 1, "access")[0]
+        tenant = self.access.loc[row, "actorTenantId"]
+        self.access.loc[row, "actorTenantId"] = next(t for t in self.tenant_ids if t != tenant)
+        reference.expect("access_log_cross_tenant", (int(self.access.loc[row, "id"]),))
+
+    def add_webhooks(self, first_lead: int, conversations: pd.DataFrame) -> None:
+        leads = self.lead.iloc[first_lead:]
+        events = pd.concat([
+            pd.DataFrame({"tenantId": leads["tenantId"], "eventType": "lead.created",
+                          "receivedAt": leads["createdAt"]}),
+            pd.DataFrame({"tenantId": conversations["tenantId"],
+                          "eventType": "conversation.created",
+                          "receivedAt": conversations["createdAt"]})], ignore_index=True)
+        first = len(self.webhook) + 1
+        events.insert(0, "id", np.arange(first, first + len(events)))
+        self.webhook = pd.concat([self.webhook, events], ignore_index=True)
 
 def _to_milliseconds(frame: pd.DataFrame) -> pd.DataFrame:
     """Times at millisecond precision, which every database keeps exactly (DATETIME(3))."""
@@ -545,8 +753,21 @@ def generate(url: str, *, scale: float = 0.02, seed: int = 7, now: datetime | No
     """Build the reference data and write it to `url`. SQLite also gets garbage timestamps."""
     unparseable = inject and sa.engine.make_url(url).get_backend_name() == "sqlite"
     reference = build(scale, seed, now, inject, unparseable_dates=unparseable)
+    _store(reference, url)
+    return reference
+
+
+def generate_next(url: str, previous: Reference, *, now: datetime | None = None) -> Reference:
+    """Write the night after `previous` (see `next_night`) to `url`, replacing its tables.
+    `url` is the same kind of database `previous` was generated for."""
+    reference = next_night(previous, now)
+    _store(reference, url)
+    return reference
+
+
+def _store(reference: Reference, url: str) -> None:
     write(reference, url)
-    if unparseable:
+    if reference.unparseable_quote is not None:
         engine = sa.create_engine(url)
         with engine.begin() as connection:
             # The DateTime type would refuse this text, so bypass it on purpose.
@@ -554,4 +775,3 @@ def generate(url: str, *, scale: float = 0.02, seed: int = 7, now: datetime | No
                                        'WHERE id = :id'),
                                {"garbage": "not-a-date", "id": reference.unparseable_quote})
         engine.dispose()
-    return reference

@@ -233,14 +233,17 @@ def test_demo_nights_mostly_persist(tmp_path):
     assert lifecycle["lead_duplicate_email"]["persisting"] == 4  # yesterday's and the older ones
 
 
-def test_help_and_validate_do_not_import_pandas(write_audit):
+@pytest.mark.parametrize("command", [["validate"], ["checks"], ["checks", "duplicates"]],
+                         ids=["validate", "checks", "checks-kind"])
+def test_help_and_validate_do_not_import_pandas(write_audit, command):
     path = write_audit("""\
         connection: {url: "sqlite:///x.db"}
         datasets: {t: {table: t, key: id}}
         checks: [{kind: duplicates, dataset: t, columns: [a]}]
         """)
+    arguments = [*command, str(path)] if command == ["validate"] else command
     code = ("import sys\nfrom integrity.cli import main\n"
-            f"try:\n    main(['validate', {str(path)!r}])\nexcept SystemExit as e:\n"
+            f"try:\n    main({arguments!r})\nexcept SystemExit as e:\n"
             "    assert e.code in (0, None), e.code\n"
             "heavy = sorted(m for m in ('pandas', 'sqlalchemy', 'numpy') if m in sys.modules)\n"
             "print(heavy)\n")
@@ -258,6 +261,29 @@ def test_checks_lists_every_kind_with_its_own_line():
     assert list(lines) == list(CHECKS)
     assert lines["timestamp_valid"] == "Null, unparseable, future or impossible timestamps."
     assert len(set(lines.values())) == len(lines)  # no two kinds described alike
+
+
+def test_checks_kind_prints_its_settings_semantics_and_an_example():
+    from integrity.catalog import KIND_EXAMPLES
+
+    result = invoke("checks", "orphans")
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert text.startswith("orphans — References to nothing.\n")
+    assert "unless `required: true`" in text                    # the module's semantics
+    assert "  required  (true or false; default false)\n" in text
+    assert "  on_empty  (`warn`, `fail` or `pass`; default `warn`)\n" in text  # common ones
+    assert "Settings of `thresholds`:" in text
+    example = text.split("Example:\n", 1)[1]
+    assert example == "".join(f"  {line}\n" if line else "\n"
+                              for line in KIND_EXAMPLES["orphans"].splitlines())
+
+
+def test_checks_with_an_unknown_kind_is_exit_2_with_a_suggestion():
+    result = invoke("checks", "dupes")
+    assert result.exit_code == 2
+    assert result.output.startswith("integrity: error: unknown check kind 'dupes'; did you "
+                                    "mean 'duplicates'? (known: counter_vs_events, ")
 
 
 def test_the_history_can_never_be_the_audited_database(write_audit, tmp_path):

@@ -430,12 +430,28 @@ def generate(url: str, scale: float, seed: int, now: str | None, clean: bool) ->
 
 
 @main.command(name="checks")
-def list_checks() -> None:
-    """List the check kinds this version knows."""
+@click.argument("kind", required=False)
+def list_checks(kind: str | None) -> None:
+    """List the check kinds this version knows; with KIND, that kind's reference.
+
+    `integrity checks duplicates` prints every setting of the kind (type, default,
+    meaning), exactly what it counts as a violation, and an example. The same pages,
+    and the rest of an audit file's settings, are in docs/reference.md."""
     from integrity.checks import CHECKS
 
-    for kind, family in CHECKS.items():
-        click.echo(f"{kind:<20} {family.__doc__}")
+    if kind is None:
+        for name, family in CHECKS.items():
+            click.echo(f"{name:<20} {family.__doc__}")
+        return
+    if kind not in CHECKS:
+        import difflib
+
+        hint = difflib.get_close_matches(kind, list(CHECKS), n=1)
+        _fail(f"unknown check kind {kind!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+              + f" (known: {', '.join(CHECKS)})")
+    from integrity.catalog import as_text, kind_page
+
+    click.echo(as_text(kind_page(kind)), nl=False)
 
 
 @main.group()

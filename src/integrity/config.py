@@ -111,8 +111,13 @@ class Model(BaseModel):
 class Thresholds(Model):
     """Bounds on the violation count or rate: `warn: "> 0"`, `critical: "> 5%"`."""
 
-    warn: Threshold | None = None
-    critical: Threshold | None = None
+    warn: Threshold | None = Field(None, description=(
+        "The check warns when this bound holds: `\"> 0\"`, `\"> 5%\"` (a percentage is the "
+        "rate: violations over population), `\"count >= 10\"`, `\"rate > 0.02\"`. "
+        "Default: not set."))
+    critical: Threshold | None = Field(None, description=(
+        "The check fails when this bound holds (it is looked at before `warn`). Default: not "
+        "set; give at least one of `warn` and `critical`."))
 
     @field_validator("warn", "critical", mode="before")
     @classmethod
@@ -129,16 +134,41 @@ class Thresholds(Model):
 class CheckConfig(Model):
     """What every check has. Check families extend it with their own fields."""
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$")] = ""
-    kind: str
-    description: str | None = None
-    severity: Severity = "critical"
-    thresholds: Thresholds | None = None
-    where: Where = ()
-    # When `where` matches none of the dataset's rows (a typo: `SENT` vs `sent`): a warning
-    # (default), a failure at the check's severity, or a pass with the note.
-    on_empty: Literal["warn", "fail", "pass"] = "warn"
-    engine: Engine | None = None
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]+$")] = Field("", description=(
+        "The check's stable name, unique in the audit (letters, digits, `_ . : -`): reports, "
+        "the run history, alerts, `--check`/`--skip` and `integrity accept` use it. Default: "
+        "`<dataset>.<kind>` (its first dataset), e.g. `leads.duplicates`; "
+        "`audit.custom_sql` for custom SQL."))
+    kind: str = Field(description="Which check this is: one of `integrity checks`.")
+    description: str | None = Field(None, description=(
+        "Why the check exists, in your team's words: shown before the check's exact rule in "
+        "every report and in alerts. Default: not set (the rule alone)."))
+    severity: Severity = Field("critical", description=(
+        "What a violation means when `thresholds` is not set: `critical` (the check fails; "
+        "the gate blocks), `warning` (it warns) or `info` (reported only). Default "
+        "`critical`. Freshness with `max_age` judges at this level; a metric judges by its "
+        "own thresholds."))
+    thresholds: Thresholds | None = Field(None, description=(
+        "Bounds on the violation count or rate instead of \"any violation takes "
+        "`severity`\": `{warn: \"> 0\", critical: \"> 5%\"}`. A plain number compares the "
+        "count, a percentage the rate; below every bound the check passes. Default: not set. "
+        "Freshness takes none; a metric's thresholds bound its value instead."))
+    where: Where = Field((), description=(
+        "A filter on the check's dataset: only matching rows are checked and counted. Data, "
+        "never SQL: `{status: SENT}`, `{channel: [EMAIL, SMS]}`, `{deletedAt: null}`, "
+        "`{amount: {gt: 0}}`, `{createdAt: {since: 7d}}` (README, \"Filters\"). Default: "
+        "every row. Not for `reconciliation` (use `left.where`, `right.where`), "
+        "`custom_sql` (filter in the query) or `expectation_suite`."))
+    on_empty: Literal["warn", "fail", "pass"] = Field("warn", description=(
+        "What happens when `where` matches none of the dataset's rows (often a typo: `sent` "
+        "vs `SENT`): `warn` — the check warns, with a note naming the filter and the row "
+        "count; `fail` — it fails at its `severity`; `pass` — it passes with the note. "
+        "Default `warn`."))
+    engine: Engine | None = Field(None, description=(
+        "Where this check runs, over the audit's `engine:` and `--engine`: `pandas` (pull "
+        "the columns, compute in Python), `sql` (the database computes; only violations "
+        "come back) or `auto` (SQL where the database can express the check, else pandas, "
+        "with a note saying why). Default: not set (the run's engine)."))
 
     @property
     def datasets(self) -> list[str]:
@@ -152,26 +182,53 @@ class CheckConfig(Model):
 
 
 class ConnectionConfig(Model):
-    url: str = Field(min_length=1)
-    statement_timeout: Duration = timedelta(minutes=5)
-    connect_timeout: Duration = timedelta(seconds=10)
-    # Transient failures (refused, timed out, too many connections, starting up) are retried
-    # with exponential backoff from `retry_backoff`; permanent ones fail at once.
-    retries: Annotated[int, Field(ge=0, le=10)] = 3
-    retry_backoff: Duration = timedelta(seconds=1)
+    url: str = Field(min_length=1, description=(
+        "The audited database, as an SQLAlchemy URL: `postgresql+psycopg://auditor@db/app`, "
+        "`mysql+pymysql://…`, `sqlite:///app.db`. Keep the password out of the file: "
+        "`url: ${DATABASE_URL}`. Required."))
+    statement_timeout: Duration = Field(timedelta(minutes=5), description=(
+        "The longest one statement may run; the database stops it and the check errors, "
+        "naming this setting. Default 5m."))
+    connect_timeout: Duration = Field(timedelta(seconds=10), description=(
+        "How long one attempt to connect may wait for the database. Default 10s."))
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(3, description=(
+        "How many times a transient connection failure (refused, timed out, too many "
+        "connections, starting up) is retried, 0 to 10; a permanent one fails at once. "
+        "Default 3."))
+    retry_backoff: Duration = Field(timedelta(seconds=1), description=(
+        "The wait before the first retry; each further retry waits twice as long. "
+        "Default 1s."))
 
 
 class DatasetConfig(Model):
     """A table (optionally schema-qualified) or a read-only SQL query."""
 
-    table: str | None = None
-    schema_: str | None = Field(default=None, alias="schema")
-    sql: str | None = None
-    key: Columns | None = None
-    tenant_column: str | None = None
-    timezone: str = "UTC"
-    description: str | None = None
-    mask: list[str] = []  # columns shown masked in reports (phones, e-mails)
+    table: str | None = Field(None, description=(
+        "The table to read. Give `table` or `sql`, not both."))
+    schema_: str | None = Field(default=None, alias="schema", description=(
+        "The table's schema (on MySQL and MariaDB: its database), e.g. `app`. Default: not "
+        "set (the connection's default). Only with `table`."))
+    sql: str | None = Field(None, description=(
+        "A query whose rows are the dataset, instead of a table: one read query, checked as "
+        "the audited database reads it. Give `table` or `sql`, not both."))
+    key: Columns | None = Field(None, description=(
+        "The column(s) that identify a row (a list: a compound key): shown with every "
+        "violation, ordering samples, naming the kept row of a duplicate group and following "
+        "violations from run to run. A parent's key is what `orphans` and `cross_tenant` "
+        "match by default; `counter_vs_events` and `timestamp_preserved` need a one-column "
+        "key. Default: not set."))
+    tenant_column: str | None = Field(None, description=(
+        "The column holding each row's tenant: shown with every violation, and the tenant "
+        "`cross_tenant` compares (on the checked dataset and on its parent). Default: not "
+        "set."))
+    timezone: str = Field("UTC", description=(
+        "The IANA time zone of times stored without an offset (a timestamp without time "
+        "zone, text without `Z` or `+02:00`), e.g. `Europe/Paris`. Default `UTC`."))
+    description: str | None = Field(None, description=(
+        "A note for readers of the audit file: what the dataset is. Default: not set."))
+    mask: list[str] = Field([], description=(
+        "Columns shown masked (`a•••@example.com`, `+44•••••23`) in the samples of every "
+        "check that reads this dataset, on top of the audit's `mask`. Default: none."))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -204,66 +261,120 @@ class DatasetConfig(Model):
 
 
 class OutputConfig(Model):
-    dir: str | None = None
-    formats: list[Literal["html", "json", "junit", "markdown"]] = ["html", "json", "junit",
-                                                                    "markdown"]
-    sample_limit: Annotated[int, Field(ge=0)] = 20
+    dir: str | None = Field(None, description=(
+        "The folder reports are written to. Default: `reports/<audit name>`; `--output` "
+        "wins."))
+    formats: list[Literal["html", "json", "junit", "markdown"]] = Field(
+        ["html", "json", "junit", "markdown"], description=(
+            "The reports to write: `html` (report.html), `json` (report.json), `junit` "
+            "(junit.xml, for CI) and `markdown` (summary.md). Default: all four."))
+    sample_limit: Annotated[int, Field(ge=0)] = Field(20, description=(
+        "How many violations each check shows in its sample (context rows, such as the kept "
+        "row of a duplicate group, come along); 0 shows them all. Counts are always exact. "
+        "Default 20; `--sample-limit` wins."))
 
 
 class HistoryConfig(Model):
     """The run history store: a separate database, never the audited one."""
 
-    url: str | None = None
-    enabled: bool = True
+    url: str | None = Field(None, description=(
+        "The database the run history is kept in, as an SQLAlchemy URL; never the audited "
+        "database. New and persisting violations, baselines, `integrity accept` and alert "
+        "cooldowns come from it. Default: `$INTEGRITY_HISTORY_URL`, else "
+        "`sqlite:///reports/history.sqlite`; `--history` wins."))
+    enabled: bool = Field(True, description=(
+        "`false` runs without a history, as `--no-history` does: no new/persisting "
+        "violations, baselines or cooldowns, and so no notifications unless `--notify`. "
+        "Default true."))
 
 
 class NotifyRules(Model):
     """When a channel speaks: new or worsened violations at or above `min_severity`,
     audit errors, and (PagerDuty) resolutions — at most once per `cooldown` per check."""
 
-    min_severity: Literal["info", "warning", "critical"] = "warning"
-    cooldown: Duration = timedelta(minutes=60)
-    on_errors: bool = True
-    timeout: Duration = timedelta(seconds=10)
-    retries: Annotated[int, Field(ge=0, le=5)] = 2
-    report_url: str | None = None  # where reviewers open the report (CI artifact, web server)
+    min_severity: Literal["info", "warning", "critical"] = Field("warning", description=(
+        "The least severe status that alerts: `critical` (failures only), `warning` "
+        "(warnings and failures) or `info` (info too). Default `warning`."))
+    cooldown: Duration = Field(timedelta(minutes=60), description=(
+        "The least time between two alerts for the same check on this channel, on the "
+        "run's clock (`--now`); a check whose status got worse alerts at once. Default 1h."))
+    on_errors: bool = Field(True, description=(
+        "Alert when a check, or the whole audit, could not run. Default true."))
+    timeout: Duration = Field(timedelta(seconds=10), description=(
+        "The total time one delivery may take on this channel, retries included. "
+        "Default 10s."))
+    retries: Annotated[int, Field(ge=0, le=5)] = Field(2, description=(
+        "How many times a failed delivery is retried (0 to 5), within `timeout`. "
+        "Default 2."))
+    report_url: str | None = Field(None, description=(
+        "The report's address in alerts, where reviewers open it (a CI artifact, a web "
+        "server). Default: not set (the path of the report written)."))
 
 
 class SlackChannel(NotifyRules):
-    channel: Literal["slack"]
-    webhook_url: str
+    channel: Literal["slack"] = Field(description="`slack`: a Slack incoming webhook.")
+    webhook_url: str = Field(description=(
+        "The Slack incoming-webhook URL. A secret: write `${SLACK_WEBHOOK_URL}` and export "
+        "it, never the URL itself. Required."))
 
 
 class PagerDutyChannel(NotifyRules):
-    channel: Literal["pagerduty"]
-    routing_key: str
-    events_url: str = "https://events.pagerduty.com/v2/enqueue"
-    min_severity: Literal["info", "warning", "critical"] = "critical"
-    cooldown: Duration = timedelta(minutes=30)
+    channel: Literal["pagerduty"] = Field(description=(
+        "`pagerduty`: one incident per check (Events API v2), resolved when the check "
+        "passes again."))
+    routing_key: str = Field(description=(
+        "The integration's routing key. A secret: write `${PAGERDUTY_ROUTING_KEY}` and "
+        "export it, never the key itself. Required."))
+    events_url: str = Field("https://events.pagerduty.com/v2/enqueue", description=(
+        "Where events are sent: the Events API v2 endpoint. Change it for PagerDuty's EU "
+        "service region (`https://events.eu.pagerduty.com/v2/enqueue`) or a proxy. Default "
+        "`https://events.pagerduty.com/v2/enqueue`."))
+    min_severity: Literal["info", "warning", "critical"] = Field("critical", description=(
+        "The least severe status that opens an incident: `critical` (failures only), "
+        "`warning` or `info`. Default `critical`."))
+    cooldown: Duration = Field(timedelta(minutes=30), description=(
+        "The least time between two triggers for the same check, on the run's clock "
+        "(`--now`); a check whose status got worse triggers at once. Default 30m."))
 
 
 class SmtpServer(Model):
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 587
-    starttls: bool = True
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None  # trust this CA (a private SMTP relay's certificate)
+    host: str = Field(description="The SMTP server's host name. Required.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(587, description=(
+        "The SMTP server's port (submission). Default 587; implicit TLS (465) is not "
+        "supported."))
+    starttls: bool = Field(True, description=(
+        "Switch to TLS with STARTTLS before logging in, checking the server's certificate. "
+        "Default true; `false` sends in clear (a local relay)."))
+    username: str | None = Field(None, description=(
+        "Log in as this user. Default: not set (no login)."))
+    password: str | None = Field(None, description=(
+        "The SMTP password. A secret: write `${SMTP_PASSWORD}` and export it, never the "
+        "password itself. Default: not set."))
+    ca_file: str | None = Field(None, description=(
+        "A CA certificate file (PEM) to trust, for a relay with a private certificate. "
+        "Default: not set (the system's CAs)."))
 
 
 class EmailChannel(NotifyRules):
-    channel: Literal["email"]
-    smtp: SmtpServer
-    sender: str = Field(alias="from")
-    to: Annotated[list[str], Field(min_length=1)]
+    channel: Literal["email"] = Field(description="`email`: a message through an SMTP server.")
+    smtp: SmtpServer = Field(description="The SMTP server that sends the message. Required.")
+    sender: str = Field(alias="from", description="The sender's address. Required.")
+    to: Annotated[list[str], Field(min_length=1)] = Field(description=(
+        "The recipients' addresses, at least one. Required."))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class WebhookChannel(NotifyRules):
-    channel: Literal["webhook"]
-    url: str
-    secret: str | None = None  # HMAC-SHA256 of the body, in X-Integrity-Signature
+    channel: Literal["webhook"] = Field(description=(
+        "`webhook`: a JSON POST (`audit`, `run_id`, `exit_code`, `alerts`, `report`)."))
+    url: str = Field(description=(
+        "Where the JSON is posted. A secret: write `${AUDIT_WEBHOOK_URL}` and export it, "
+        "never the URL itself. Required."))
+    secret: str | None = Field(None, description=(
+        "Signs each request: `X-Integrity-Signature: sha256=` HMAC-SHA256(secret, "
+        "timestamp + \".\" + body), with the timestamp in `X-Integrity-Timestamp`. A "
+        "secret: write `${AUDIT_WEBHOOK_SECRET}` and export it. Default: not set (unsigned)."))
 
 
 Channel = Annotated[SlackChannel | PagerDutyChannel | EmailChannel | WebhookChannel,
@@ -274,19 +385,38 @@ SECRET_SETTINGS = {"slack": [("webhook_url",)], "pagerduty": [("routing_key",)],
 
 
 class AuditConfig(Model):
-    version: Literal[1] = 1
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    # The audited database's name in the run history (default: the server's identity).
-    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/@-]+$", max_length=300)] | None = None
-    description: str | None = None
-    engine: Engine = "pandas"
-    connection: ConnectionConfig
-    datasets: dict[str, DatasetConfig] = Field(min_length=1)
-    checks: list[dict[str, Any]] = Field(min_length=1)
-    output: OutputConfig = OutputConfig()
-    history: HistoryConfig = HistoryConfig()
-    mask: list[str] = []  # columns shown masked in every dataset's samples
-    notify: list[Channel] = []
+    version: Literal[1] = Field(1, description=(
+        "The audit file's format version: `1`. Default 1."))
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(None, description=(
+        "The audit's name in reports, the run history and alerts (letters, digits, "
+        "`_ . -`). Default: the file's name without `.yml`."))
+    target: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/@-]+$", max_length=300)] | None = \
+        Field(None, description=(
+            "The audited database's name in the run history and reports, e.g. `production` "
+            "(letters, digits, `_ . : / @ -`). Default: not set (the server's identity, from "
+            "the connection URL without its password)."))
+    description: str | None = Field(None, description=(
+        "A note for readers of the audit file: what it audits, who owns it. Default: not "
+        "set."))
+    engine: Engine = Field("pandas", description=(
+        "Where checks run unless a check's `engine:` or `--engine` says otherwise: `pandas` "
+        "(pull the columns checks need once, compute in Python), `sql` (each check runs in "
+        "the database; only violations come back) or `auto` (each check in SQL where the "
+        "database can express it, else in pandas). Default `pandas`."))
+    connection: ConnectionConfig = Field(description="The audited database. Required.")
+    datasets: dict[str, DatasetConfig] = Field(min_length=1, description=(
+        "The tables and queries checks read, by the name checks use. At least one."))
+    checks: list[dict[str, Any]] = Field(min_length=1, description=(
+        "The checks to run: each a mapping with `kind:` and that kind's settings "
+        "(`integrity checks KIND`). At least one."))
+    output: OutputConfig = Field(OutputConfig(), description=(
+        "Where reports are written, which, and how many sample rows they keep."))
+    history: HistoryConfig = Field(HistoryConfig(), description="The run history store.")
+    mask: list[str] = Field([], description=(
+        "Columns shown masked (`a•••@example.com`, `+44•••••23`) in the samples of every "
+        "check, whatever the dataset. Default: none."))
+    notify: list[Channel] = Field([], description=(
+        "Alert channels: `slack`, `pagerduty`, `email`, `webhook`. Default: none."))
 
 
 @dataclass

@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
 from integrity.checks import Check, Measurement, add_columns, single_key_problems
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
@@ -29,11 +31,20 @@ if TYPE_CHECKING:
 class Events(Model):
     """The event log a counter is compared with."""
 
-    dataset: str
-    entity: str
-    time: str
-    idempotency_key: str | None = None
-    where: Where = ()
+    dataset: str = Field(description="The event log dataset, e.g. the send log. Required.")
+    entity: str = Field(description=(
+        "The event log's column holding the entity's id, matched to the checked dataset's "
+        "one-column `key:`; events with a null entity are left out. Required."))
+    time: str = Field(description=(
+        "The event time column: an entity's events at most `window` apart form one burst. "
+        "Required."))
+    idempotency_key: str | None = Field(None, description=(
+        "`counter_vs_events` only: a column naming one logical request; events sharing a "
+        "value count once, events with a null key one per burst. Default: not set (one per "
+        "burst)."))
+    where: Where = Field((), description=(
+        "A filter on the events, e.g. `{channel: EMAIL}` for one channel's sends. Default: "
+        "every event."))
 
     @property
     def columns(self) -> list[str]:
@@ -53,13 +64,23 @@ class Events(Model):
 
 
 class CounterConfig(CheckConfig):
-    kind: Literal["counter_vs_events"]
-    dataset: str
-    counter: str
-    events: Events
-    mode: Literal["equal", "at_most"] = "equal"
-    window: Duration = timedelta(minutes=5)
-    zero_counter: bool = True
+    kind: Literal["counter_vs_events"] = Field(description="Selects this check.")
+    dataset: str = Field(description=(
+        "The dataset holding the counter; it needs a one-column `key:` (the id the events "
+        "refer to). Required."))
+    counter: str = Field(description=(
+        "The counter column, e.g. `emailSentCount`; a null counter reads as 0. Required."))
+    events: Events = Field(description="The event log the counter counts. Required.")
+    mode: Literal["equal", "at_most"] = Field("equal", description=(
+        "`equal`: the counter must equal the unique events (`over_count`, `under_count`, "
+        "`not_incrementing`); `at_most`: it may be lower, not higher (`over_count`, and "
+        "`not_incrementing` unless `zero_counter: false`). Default `equal`."))
+    window: Duration = Field(timedelta(minutes=5), description=(
+        "An entity's events at most this far apart (each from the previous) form one burst, "
+        "counted once. Default 5m."))
+    zero_counter: bool = Field(True, description=(
+        "In `at_most` mode, whether a counter of 0 while events exist is a violation "
+        "(`not_incrementing`). Default true; `equal` mode always flags it."))
 
     @property
     def datasets(self) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig, Columns
@@ -36,11 +36,21 @@ def _per_dialect(value):
 
 
 class CustomSqlConfig(CheckConfig):
-    kind: Literal["custom_sql"]
-    sql: dict[str, str]
-    key: Columns | None = None
-    tenant_column: str | None = None
-    population_sql: dict[str, str] | None = None
+    kind: Literal["custom_sql"] = Field(description="Selects this check.")
+    sql: dict[str, str] = Field(description=(
+        "The query whose every row is a violation: one read query, or one per database, "
+        "`{postgresql: ..., mysql: ..., sqlite: ..., default: ...}` (`mysql` and `mariadb` "
+        "stand in for each other). Required."))
+    key: Columns | None = Field(None, description=(
+        "The returned column(s) that identify a violation. Default: every returned "
+        "column."))
+    tenant_column: str | None = Field(None, description=(
+        "The returned column holding the tenant, shown with the violations. Default: not "
+        "set."))
+    population_sql: dict[str, str] | None = Field(None, description=(
+        "A query returning one number, the population, so the check has a rate (and "
+        "`thresholds` can use percentages); one query or one per database, as `sql`. "
+        "Default: not set."))
 
     @field_validator("sql", "population_sql", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig, Columns, Duration, as_list
@@ -33,12 +33,29 @@ Normaliser = Literal["trim", "lower", "email", "phone", "digits"]
 
 
 class DuplicatesConfig(CheckConfig):
-    kind: Literal["duplicates"]
-    dataset: str
-    columns: Columns
-    normalize: dict[str, Annotated[list[Normaliser], BeforeValidator(as_list)]] = {}
-    default_region: str | None = None
-    keep_first_by: str | None = None
+    kind: Literal["duplicates"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset whose rows are compared. Required.")
+    columns: Columns = Field(description=(
+        "The key: the column, or columns together, no two rows may share, e.g. "
+        "`[tenantId, email]`. A row with a null or empty key part is not compared. "
+        "Required."))
+    normalize: dict[str, Annotated[list[Normaliser], BeforeValidator(as_list)]] = Field(
+        {}, description=(
+            "Per key column, what is done to a value before comparing — one step or a list, "
+            "applied in order: `trim` strips spaces, tabs and line breaks at both ends; "
+            "`lower` lower-cases; `email` is `trim` then `lower`, nothing more (plus-tags and "
+            "dots stay: `a+x@example.com` and `a@example.com` differ); `digits` keeps only "
+            "0-9; `phone` reads the number as E.164 (`+447700900123`) with libphonenumber, "
+            "using `default_region` for national numbers, and keeps the digits (and a "
+            "leading `+`) of one it cannot read; in SQL it runs only on SQLite (elsewhere: "
+            "`engine: pandas` or `auto`). A value left empty is no key. "
+            "Default: none (values compared as stored)."))
+    default_region: str | None = Field(None, description=(
+        "The country assumed by `phone` for numbers written without `+country`, as a "
+        "two-letter code: `GB`, `US`. Default: not set (such numbers keep their digits)."))
+    keep_first_by: str | None = Field(None, description=(
+        "The column whose smallest value marks the `kept` row of a group, e.g. `createdAt` "
+        "(nulls last); ties go by the dataset's key. Default: not set (by the key)."))
 
 
 class Duplicates(Check):
@@ -203,11 +220,16 @@ class Duplicates(Check):
 
 
 class DuplicateEventsConfig(CheckConfig):
-    kind: Literal["duplicate_events"]
-    dataset: str
-    by: Columns
-    time: str
-    window: Duration = timedelta(minutes=5)
+    kind: Literal["duplicate_events"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset of events. Required.")
+    by: Columns = Field(description=(
+        "The columns repeated events share, e.g. `[quoteId, channel, recipient]`; rows "
+        "with a null in any of them are left out. Required."))
+    time: str = Field(description=(
+        "The event time column; rows without a time are left out. Required."))
+    window: Duration = Field(timedelta(minutes=5), description=(
+        "Equal rows at most this far apart (each from the previous) form one burst; every "
+        "row of a burst after the first is a violation. Default 5m."))
 
 
 class DuplicateEvents(Check):

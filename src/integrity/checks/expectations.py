@@ -31,6 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig
 
@@ -40,9 +42,12 @@ SEVERITIES = {"critical", "warning", "info"}
 
 
 class SuiteConfig(CheckConfig):
-    kind: Literal["expectation_suite"]
-    dataset: str
-    suite: str
+    kind: Literal["expectation_suite"] = Field(description="Selects this check.")
+    dataset: str = Field(description=(
+        "The dataset the suite validates, whole (no `where`). Required."))
+    suite: str = Field(description=(
+        "The GX 1.x ExpectationSuite JSON file, relative to the audit file's folder (else "
+        "to the current folder), e.g. `../expectations/leads.json`. Required."))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from integrity.checks import Check, Measurement
 from integrity.config import CheckConfig, Duration
@@ -24,14 +24,22 @@ from integrity.units import format_duration
 
 
 class FreshnessConfig(CheckConfig):
-    kind: Literal["freshness"]
-    dataset: str
-    time: str
-    max_age: Duration | None = None
-    warn_after: Duration | None = None
-    critical_after: Duration | None = None
-    by: list[str] = []
-    expect_groups: list[Any] | None = None
+    kind: Literal["freshness"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset that must keep receiving rows. Required.")
+    time: str = Field(description="The time column whose newest value is judged. Required.")
+    max_age: Duration | None = Field(None, description=(
+        "The oldest the newest row may be; older is a violation at the check's `severity`. "
+        "Give `max_age`, or `warn_after` and/or `critical_after`."))
+    warn_after: Duration | None = Field(None, description=(
+        "The newest row older than this warns. Default: not set."))
+    critical_after: Duration | None = Field(None, description=(
+        "The newest row older than this fails. Default: not set."))
+    by: list[str] = Field([], description=(
+        "Group columns: each group's newest row is judged on its own, e.g. `[job]`. "
+        "Default: none (the whole dataset)."))
+    expect_groups: list[Any] | None = Field(None, description=(
+        "Groups that must exist, with exactly one `by` column: a group without rows is "
+        "stale. Default: not set."))
 
     @model_validator(mode="after")
     def _bounds(self):

@@ -30,8 +30,12 @@ from integrity.units import Threshold, format_duration, parse_threshold
 
 
 class MetricThresholds(Model):
-    warn: Threshold | None = None
-    critical: Threshold | None = None
+    warn: Threshold | None = Field(None, description=(
+        "A group warns when its value meets this bound: `\"< 95%\"`, `\"> 2.5\"`, "
+        "`\"< 50% of baseline\"`, `\"> 2x baseline\"`. Default: not set."))
+    critical: Threshold | None = Field(None, description=(
+        "A group fails when its value meets this bound (it wins over `warn`). Default: not "
+        "set; give at least one of `warn` and `critical`."))
 
     @field_validator("warn", "critical", mode="before")
     @classmethod
@@ -49,26 +53,53 @@ class Baseline(Model):
     """Where relative bounds ('< 50% of baseline') get their baseline: the check's own
     values in the previous `runs` runs of this audit (from the run history)."""
 
-    runs: Annotated[int, Field(ge=1, le=365)] = 7
-    statistic: Literal["median", "mean", "min", "max"] = "median"
-    min_runs: Annotated[int, Field(ge=1)] = 3
-    insufficient: Literal["info", "warning"] = "info"
+    runs: Annotated[int, Field(ge=1, le=365)] = Field(7, description=(
+        "How many previous runs of this audit the baseline looks at, 1 to 365. Default 7."))
+    statistic: Literal["median", "mean", "min", "max"] = Field("median", description=(
+        "How those runs' values (per group) make the baseline. Default `median`."))
+    min_runs: Annotated[int, Field(ge=1)] = Field(3, description=(
+        "The fewest earlier runs with a value a relative bound needs. Default 3."))
+    insufficient: Literal["info", "warning"] = Field("info", description=(
+        "The level of a group with too little history for a relative bound — never a "
+        "silent pass. Default `info`."))
 
 
 class MetricConfig(CheckConfig):
-    kind: Literal["metric"]
-    dataset: str
-    value: AggregateField | None = None
-    numerator: AggregateField | None = None
-    denominator: AggregateField | None = None
-    share: AggregateField | None = None
-    by: list[str] = []
-    expect_groups: list[Any] | None = None
-    time: str | None = None
-    window: Duration | None = None
-    thresholds: MetricThresholds  # type: ignore[assignment]
-    baseline: Baseline = Baseline()
-    format: Literal["percent", "number"] | None = None
+    kind: Literal["metric"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset measured. Required.")
+    value: AggregateField | None = Field(None, description=(
+        "The metric as one aggregate, e.g. `avg(llm_cost_usd)` (the aggregates of "
+        "`reconciliation`). Give exactly one of `value`, `numerator` with `denominator`, "
+        "or `share`."))
+    numerator: AggregateField | None = Field(None, description=(
+        "With `denominator`: the metric is numerator / denominator, e.g. "
+        "`sum(delivered_count)`."))
+    denominator: AggregateField | None = Field(None, description=(
+        "With `numerator`, e.g. `sum(sent_count)`. A denominator of 0 gives no value: "
+        "noted, not judged."))
+    share: AggregateField | None = Field(None, description=(
+        "The metric is each group's part of the total, e.g. `count` (needs `by`)."))
+    by: list[str] = Field([], description=(
+        "Group columns: each group is measured and judged on its own, e.g. `[channel]`. "
+        "Default: none (one value for all rows)."))
+    expect_groups: list[Any] | None = Field(None, description=(
+        "Groups that must exist, with exactly one `by` column: a group without rows "
+        "measures 0 (a ratio: no value). Default: not set."))
+    time: str | None = Field(None, description=(
+        "The time column `window` applies to; give both or neither. Default: not set."))
+    window: Duration | None = Field(None, description=(
+        "Only rows whose `time` lies in [now − window, now) count, so consecutive runs "
+        "never count a row twice. Default: not set (every row)."))
+    thresholds: MetricThresholds = Field(  # type: ignore[assignment]
+        description=(
+            "Bounds on the metric's value — not on a violation count: `{warn: \"< 95%\", "
+            "critical: \"< 90%\"}`; each group beyond a bound is one violation. Required."))
+    baseline: Baseline = Field(Baseline(), description=(
+        "Where relative bounds (`< 50% of baseline`) get their baseline: this check's "
+        "values in earlier runs, from the run history."))
+    format: Literal["percent", "number"] | None = Field(None, description=(
+        "How values are shown: `percent` or `number`. Default: not set (percent for a ratio "
+        "or share, number for `value`)."))
 
     @model_validator(mode="after")
     def _shape(self):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from integrity.checks import Check, Measurement, add_columns
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
@@ -18,13 +20,21 @@ from integrity.filters import describe as describe_filter
 
 
 class OrphansConfig(CheckConfig):
-    kind: Literal["orphans"]
-    dataset: str
-    reference: Columns
-    parent: str
-    parent_key: Columns | None = None
-    parent_where: Where = ()
-    required: bool = False
+    kind: Literal["orphans"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The child dataset whose references are checked. Required.")
+    reference: Columns = Field(description=(
+        "The child's column(s) pointing to the parent, matched in order to `parent_key`. "
+        "Required."))
+    parent: str = Field(description="The parent dataset. Required.")
+    parent_key: Columns | None = Field(None, description=(
+        "The parent column(s) a reference must match. Default: the parent dataset's "
+        "`key:`."))
+    parent_where: Where = Field((), description=(
+        "Only parents matching this filter count, e.g. `{deletedAt: null}`: a reference to "
+        "a soft-deleted parent dangles too. Default: every parent row."))
+    required: bool = Field(False, description=(
+        "Whether a null reference (any part of it null) is a violation too, "
+        "`missing_reference`. Default false: a null reference is allowed, not an orphan."))
 
     @property
     def datasets(self) -> list[str]:

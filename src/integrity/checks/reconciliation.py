@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 from integrity.checks import Check, Measurement, add_columns
 from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
@@ -24,12 +24,20 @@ from integrity.units import parse_fraction
 
 
 class Side(Model):
-    dataset: str
-    measure: AggregateField = parse_aggregate("count")
-    by: list[str] = []
-    per_day: str | None = None
-    where: Where = ()
-    name: str | None = None
+    dataset: str = Field(description="The dataset this side aggregates. Required.")
+    measure: AggregateField = Field(parse_aggregate("count"), description=(
+        "The aggregate: `count` (rows), `count(col)` (non-null values), "
+        "`count_distinct(col)`, `sum(col)`, `avg(col)`, `min(col)`, `max(col)`, or "
+        "`{measure: count, where: {...}}` with a filter of its own. Default `count`."))
+    by: list[str] = Field([], description=(
+        "The key columns to group by, e.g. `[tenantId]`; matched by position to the other "
+        "side's. Default: none (one total)."))
+    per_day: str | None = Field(None, description=(
+        "A time column: group by its UTC calendar day too (after the `by` columns). "
+        "Default: not set."))
+    where: Where = Field((), description="A filter on this side's rows. Default: every row.")
+    name: str | None = Field(None, description=(
+        "This side's label in reports. Default: the dataset's name."))
 
     @property
     def key_count(self) -> int:
@@ -46,8 +54,11 @@ class Side(Model):
 
 
 class Tolerance(Model):
-    absolute: float = 0.0
-    relative: float = 0.0
+    absolute: float = Field(0.0, description=(
+        "The difference allowed per key, as a number. Default 0."))
+    relative: float = Field(0.0, description=(
+        "The difference allowed per key, as a fraction of the larger side: `1%` or 0.01. "
+        "Default 0."))
 
     def allowance(self, left, right):
         import numpy as np
@@ -77,10 +88,16 @@ def parse_tolerance(value: Any) -> Any:
 
 
 class ReconciliationConfig(CheckConfig):
-    kind: Literal["reconciliation"]
-    left: Side
-    right: Side
-    tolerance: Annotated[Tolerance, BeforeValidator(parse_tolerance)] = Tolerance()
+    kind: Literal["reconciliation"] = Field(description="Selects this check.")
+    left: Side = Field(description="One side: an aggregate of a dataset per key. Required.")
+    right: Side = Field(description=(
+        "The other side, with as many keys as `left` (`by` columns, plus `per_day`). "
+        "Required."))
+    tolerance: Annotated[Tolerance, BeforeValidator(parse_tolerance)] = Field(
+        Tolerance(), description=(
+            "How far apart the sides may be per key: `2` (absolute), `\"1%\"` (of the larger "
+            "side) or `{absolute: 2, relative: 1%}` (the larger allowance wins). Default 0: "
+            "the sides must be equal."))
 
     @property
     def datasets(self) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from integrity.checks import Check, Measurement, add_columns
 from integrity.checks.orphans import parent_key, validate_reference
@@ -23,14 +23,25 @@ from integrity.filters import columns as filter_columns
 
 
 class CrossTenantConfig(CheckConfig):
-    kind: Literal["cross_tenant"]
-    dataset: str
-    tenant_column: str | None = None
-    reference: Columns | None = None
-    parent: str | None = None
-    parent_key: Columns | None = None
-    parent_tenant_column: str | None = None
-    other_tenant_column: str | None = None
+    kind: Literal["cross_tenant"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset whose rows are checked. Required.")
+    tenant_column: str | None = Field(None, description=(
+        "The row's tenant column. Default: the dataset's `tenant_column:`; one of the two "
+        "is required."))
+    reference: Columns | None = Field(None, description=(
+        "With `parent`: the column(s) pointing to the parent row, matched in order to "
+        "`parent_key`. Required with `parent`."))
+    parent: str | None = Field(None, description=(
+        "The parent dataset: each row's tenant must equal the tenant of the parent row it "
+        "references. Give `parent` (with `reference`) or `other_tenant_column`, not both."))
+    parent_key: Columns | None = Field(None, description=(
+        "The parent column(s) `reference` matches. Default: the parent dataset's `key:`."))
+    parent_tenant_column: str | None = Field(None, description=(
+        "The parent's tenant column. Default: the parent dataset's `tenant_column:`; with "
+        "`parent`, one of the two is required."))
+    other_tenant_column: str | None = Field(None, description=(
+        "A second tenant column of the same row that must equal `tenant_column`, e.g. an "
+        "access log's `resourceTenantId` against `actorTenantId`. Give this or `parent`."))
 
     @model_validator(mode="after")
     def _one_shape(self):

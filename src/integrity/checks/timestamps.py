@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from integrity.checks import Check, Measurement, add_columns, single_key_problems
 from integrity.checks.counters import Events
@@ -30,12 +30,21 @@ from integrity.units import format_duration
 
 
 class PreservedConfig(CheckConfig):
-    kind: Literal["timestamp_preserved"]
-    dataset: str
-    column: str
-    events: Events
-    window: Duration = timedelta(minutes=5)
-    tolerance: Duration = timedelta(seconds=1)
+    kind: Literal["timestamp_preserved"] = Field(description="Selects this check.")
+    dataset: str = Field(description=(
+        "The dataset holding the stored timestamp; it needs a one-column `key:` (the id the "
+        "events refer to). Required."))
+    column: str = Field(description=(
+        "The stored timestamp that a re-send must not move, e.g. `sentAt`. Required."))
+    events: Events = Field(description=(
+        "The event log (e.g. the sends) whose bursts the stored timestamp is compared with. "
+        "Required."))
+    window: Duration = Field(timedelta(minutes=5), description=(
+        "An entity's events at most this far apart (each from the previous) form one burst: "
+        "a re-send within it must not move the timestamp. Default 5m."))
+    tolerance: Duration = Field(timedelta(seconds=1), description=(
+        "Clock tolerance: a stored time up to this much after the burst's first event is "
+        "not a violation. Default 1s."))
 
     @property
     def datasets(self) -> list[str]:
@@ -159,14 +168,25 @@ class TimestampPreserved(Check):
 
 
 class ValidConfig(CheckConfig):
-    kind: Literal["timestamp_valid"]
-    dataset: str
-    column: str
-    required: bool = True
-    not_in_future: bool = True
-    future_tolerance: Duration = timedelta(minutes=1)
-    not_before: str | None = None
-    earliest: datetime | None = None
+    kind: Literal["timestamp_valid"] = Field(description="Selects this check.")
+    dataset: str = Field(description="The dataset holding the timestamp. Required.")
+    column: str = Field(description=(
+        "The timestamp column: a time column, or text holding ISO 8601 times (anything else "
+        "is `unparseable`). Required."))
+    required: bool = Field(True, description=(
+        "Whether a null value is a violation (`null`). Default true."))
+    not_in_future: bool = Field(True, description=(
+        "Whether a time after the run's `now` plus `future_tolerance` is a violation "
+        "(`in_future`). Default true."))
+    future_tolerance: Duration = Field(timedelta(minutes=1), description=(
+        "How far past `now` a time may be (clock skew) before it is `in_future`. "
+        "Default 1m."))
+    not_before: str | None = Field(None, description=(
+        "Another time column this one must not precede, e.g. `createdAt` (violations: "
+        "`before_createdAt`). Default: not set."))
+    earliest: datetime | None = Field(None, description=(
+        "A date or time no value may precede (`before_earliest`), e.g. `2020-01-01`; "
+        "without an offset it is UTC. Default: not set."))
 
     @field_validator("earliest")
     @classmethod

@@ -127,7 +127,7 @@ def test_a_where_on_a_suite_is_refused_not_ignored(leads, tmp_path):
     result = invoke("validate", audit)
     assert result.exit_code == 2
     assert result.output == (f"integrity: error: {audit}:4:73: checks[0].where: a suite "
-                             "validates its whole dataset: filter with a `query:` dataset or "
+                             "validates its whole dataset: filter with a `sql:` dataset or "
                              "an expectation's row_condition\n")
 
 

@@ -847,7 +847,8 @@ def _message(problem: dict, model: type[BaseModel] | None = None, loc: tuple = (
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, tuple(loc[:-1])) if model is not None else None
         if not allowed:
-            return "unknown setting (check the spelling; see README for the allowed keys)"
+            return ("unknown setting (check the spelling; `integrity checks KIND` and "
+                    "docs/reference.md list every setting)")
         key = str(loc[-1])
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

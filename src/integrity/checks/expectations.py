@@ -150,7 +150,7 @@ class ExpectationSuiteCheck(Check):
         problems = []
         if config.where:
             problems.append((("where",), "a suite validates its whole dataset: filter with a "
-                                         "`query:` dataset or an expectation's row_condition"))
+                                         "`sql:` dataset or an expectation's row_condition"))
         try:
             load_suite(resolve(config.suite, getattr(audit, "file", ".")))
         except ValueError as error:

@@ -182,8 +182,8 @@ class Tables:
                                  isinstance(right_type, _TEXT_TYPES))
         if left_text == right_text:
             return left_expr, right_expr
-        return (left_expr if left_text else sa.cast(left_expr, sa.String),
-                right_expr if right_text else sa.cast(right_expr, sa.String))
+        return (left_expr if left_text else _as_text(left_expr, left_type),
+                right_expr if right_text else _as_text(right_expr, right_type))
 
     def count(self, dataset: str, relation: sa.FromClause,
               condition: sa.ColumnElement | None = None, same_as: Any = None) -> int:
@@ -622,6 +622,16 @@ def burst_starts(time: sa.ColumnElement, partition: list[sa.ColumnElement],
     previous = sa.func.lag(time).over(partition_by=partition, order_by=[time, *order])
     return sa.case((time.is_(None), 1), (previous.is_(None), 1),
                    (axis.later(time, previous, seconds), 1), else_=0)
+
+
+def _as_text(expression: sa.ColumnElement, kind: Any) -> sa.ColumnElement:
+    """A number as the pandas engine writes it when it meets text: 7.0 (a float column, or
+    an integer column that holds a null and so became float in pandas) is "7"."""
+    if isinstance(kind, (sa.Float, sa.Numeric)) and not isinstance(kind, sa.Integer):
+        whole = sa.cast(expression, sa.BigInteger)
+        return sa.case((expression == whole, sa.cast(whole, sa.String)),
+                       else_=sa.cast(expression, sa.String))
+    return sa.cast(expression, sa.String)
 
 
 def install_sqlite_functions(dbapi_connection) -> None:

@@ -376,6 +376,15 @@ class _Builder:
     def set_quote(self, quote: str, column: str, value) -> None:
         self.quote.loc[self.quote_index[quote], column] = value
 
+    def double_click_whatsapp(self, quote: str, reference: Reference) -> None:
+        """Two WhatsApp sends 2 s apart, no key, the counter incremented twice."""
+        burst = next(b for b in self.bursts[quote] if b["channel"] == "WHATSAPP")
+        send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=2))
+        self.set_quote(quote, "smsSentCount",
+                       self.quote.loc[self.quote_index[quote], "smsSentCount"] + 1)
+        reference.expect("quote_sms_counter", (quote,))
+        reference.expect("quote_send_double_clicks", (send_id,))
+
     def inject(self, reference: Reference, unparseable: bool) -> None:
         has = lambda channel: (lambda bursts: any(b["channel"] == channel for b in bursts))
         last_email = lambda bursts: bursts[-1]["channel"] == "EMAIL" and len(bursts[-1]["rows"]) == 1
@@ -394,12 +403,7 @@ class _Builder:
             reference.expect("quote_email_counter", (quote,))
         # Double click on WhatsApp: two sends 2 s apart, no key, counter incremented twice.
         for quote in self.pick(self.quotes_with(has("WHATSAPP")), 3):
-            burst = next(b for b in self.bursts[quote] if b["channel"] == "WHATSAPP")
-            send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=2))
-            self.set_quote(quote, "smsSentCount",
-                           self.quote.loc[self.quote_index[quote], "smsSentCount"] + 1)
-            reference.expect("quote_sms_counter", (quote,))
-            reference.expect("quote_send_double_clicks", (send_id,))
+            self.double_click_whatsapp(quote, reference)
         # Double click on e-mail with two different keys: the counter agrees with the
         # keys, only the time-window rule sees it.
         for quote in self.pick(self.quotes_with(has("EMAIL")), 1):
@@ -646,12 +650,7 @@ class _Builder:
                     if any(b["channel"] == "WHATSAPP" for b in self.bursts.get(q, ()))]
         for quote in self.pick(whatsapp or self.quotes_with(
                 lambda bursts: any(b["channel"] == "WHATSAPP" for b in bursts)), 1):
-            burst = next(b for b in self.bursts[quote] if b["channel"] == "WHATSAPP")
-            send_id = self.add_send(quote, burst, "SENT", burst["first"] + pd.Timedelta(seconds=2))
-            self.set_quote(quote, "smsSentCount",
-                           self.quote.loc[self.quote_index[quote], "smsSentCount"] + 1)
-            reference.expect("quote_sms_counter", (quote,))
-            reference.expect("quote_send_double_clicks", (send_id,))
+            self.double_click_whatsapp(quote, reference)
         original = self.lead.loc[self.pick(list(self.lead.index[new["lead"]:]), 1, "lead")[0]]
         local, domain = original["email"].split("@")
         copy_ = self.next_lead(original, email=f"{local}@{domain.upper()}",

@@ -265,10 +265,7 @@ def test_the_transaction_stays_read_only_whatever_the_session_says(target):
         with pytest.raises((SourceError, sa.exc.SQLAlchemyError)) as refused:
             with source.connect() as connection:
                 connection.exec_driver_sql("SELECT count(*) FROM t").all()
-                try:
-                    connection.exec_driver_sql(statement)
-                except sa.exc.SQLAlchemyError:
-                    raise
+                connection.exec_driver_sql(statement)
                 connection.exec_driver_sql("DELETE FROM t")
         assert any(word in str(refused.value).lower() for word in (
             "read-only", "read only", "authoriz", "readonly")), refused.value

@@ -489,8 +489,12 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
     interpolated: set[tuple] = set()
     later: list[str] = [] if deferred else None
     unset: list[tuple] = []  # paths whose variable is missing: said once, not again below
-    data = _interpolate(data, (), environ or {}, lambda path, message: (
-        unset.append(path), error(path, message)), interpolated, later)
+
+    def missing(path: tuple, message: str) -> None:
+        unset.append(path)
+        error(path, message)
+
+    data = _interpolate(data, (), environ or {}, missing, interpolated, later)
 
     # Every error of the file at once: a problem at the top level does not hide the
     # checks' own (they are validated against whatever datasets did validate).

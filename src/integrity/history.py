@@ -197,9 +197,9 @@ def _add_target_to_runs(connection) -> None:
         kind = runs.c.target.type.compile(dialect=connection.dialect)
         connection.exec_driver_sql(
             f"ALTER TABLE {runs.name} ADD COLUMN target {kind} NOT NULL DEFAULT ''")
-    connection.exec_driver_sql(
-        f"CREATE INDEX IF NOT EXISTS ix_runs_series ON {runs.name} (audit, target)"
-        if connection.dialect.name not in MYSQL else "SELECT 1")  # MySQL: no v2 stores
+    if connection.dialect.name not in MYSQL:  # no MySQL store was ever at version 2
+        connection.exec_driver_sql(
+            f"CREATE INDEX IF NOT EXISTS ix_runs_series ON {runs.name} (audit, target)")
 
 
 MIGRATIONS: dict[int, list] = {

@@ -95,7 +95,9 @@ def read_query(sql: str, database: str | None) -> str:
     `database`: postgresql, mysql, mariadb or sqlite; any other (None included) must
     accept it as all three read it. Raises UnsafeSql saying why not."""
     if database not in SQLGLOT_DIALECTS:
-        return [read_query(sql, each) for each in ("postgresql", "mysql", "sqlite")][0]
+        for each in ("mysql", "sqlite", "postgresql"):
+            accepted = read_query(sql, each)
+        return accepted
     import sqlglot
     from sqlglot import expressions as exp
     from sqlglot.errors import ParseError, TokenError

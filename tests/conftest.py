@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from integrity.config import parse_audit
+from integrity.audit import parse_audit
 from integrity.runner import run_audit
 
 NOW = datetime(2026, 1, 30, 12, 30, tzinfo=timezone.utc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from integrity.errors import ConfigError
+from integrity.gate import exit_code
 
 from conftest import keys, only, run
 
@@ -422,4 +423,4 @@ class TestCustomSqlAndIsolation:
         assert result.check("missing").error == (
             "dataset 'quotes' (table \"quotes\") has no column 'emial'; did you mean 'email'?")
         assert keys(result.check("dupes")) == {(2,)}
-        assert result.exit_code == 2
+        assert exit_code(result) == 2

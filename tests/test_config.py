@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from integrity.config import load_audit, parse_audit
+from integrity.audit import load_audit, parse_audit
 from integrity.errors import ConfigError
 
 HEAD = """\

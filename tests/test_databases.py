@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import DATABASES, NOW, Database, audit_text, database_url
-from integrity.config import load_audit, parse_audit
+from integrity.audit import load_audit, parse_audit
 from integrity.errors import SourceError
+from integrity.gate import exit_code
 from integrity.reference import reference_audit_path
 from integrity.reference.generator import generate
 from integrity.runner import run_audit
@@ -221,7 +222,7 @@ def test_a_full_audit_leaves_every_table_identical(db, monkeypatch):
     monkeypatch.setenv("REFERENCE_DATABASE_URL", db.url)
     audit = load_audit(reference_audit_path())
     for engine in ENGINES:
-        assert run_audit(audit, now=NOW, engine=engine).exit_code == 1
+        assert exit_code(run_audit(audit, now=NOW, engine=engine)) == 1
     assert fingerprint(db.url) == before
     from integrity.reference.schema import metadata
 
@@ -390,7 +391,7 @@ def test_a_permanent_failure_is_not_retried(servers):
                  "sql", retries=3, retry_backoff="2s")
     assert time.monotonic() - began < 1.5
     assert 'database "no_such_database_here" does not exist' in result.errors[0]
-    assert result.exit_code == 2
+    assert exit_code(result) == 2
 
 
 # ---------------------------------------------------------------------------
@@ -440,7 +441,7 @@ def test_connection_retries_stop_at_the_runs_timeout(servers):
     text = text.replace("  url:", "  retries: 10\n  retry_backoff: 1s\n  url:", 1)
     result = run_audit(parse_audit(text), now=NOW, timeout=2.5)
     assert time.monotonic() - began < 5  # 10 retries would take 17 minutes of backoff
-    assert result.exit_code == 2
+    assert exit_code(result) == 2
     assert "(the run's --timeout leaves no time for another)" in result.errors[0]
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integrity.config import Thresholds, parse_audit
+from integrity.audit import parse_audit
+from integrity.config import Thresholds
 from integrity.filters import parse_where
 
 ROOT = Path(__file__).resolve().parents[1]

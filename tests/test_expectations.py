@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from conftest import NOW, run
 from integrity.cli import main
+from integrity.gate import exit_code
 from integrity.reference.generator import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def test_a_suite_written_by_gx_runs_here_with_keys(leads, tmp_path, engine):
     rows = by_id["contact:expect_table_row_count_to_be_between"]
     assert (rows.status, rows.violation_count) == ("fail", 1)
     assert "observed value: 4" in rows.notes
-    assert result.exit_code == 1
+    assert exit_code(result) == 1
 
 
 def test_suite_meta_sets_the_default_severity(leads, tmp_path):

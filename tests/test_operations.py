@@ -40,7 +40,7 @@ def slow_audit(sqlite_db, tmp_path):
 
 
 def lock_of(audit: Path) -> Path:
-    from integrity.config import load_audit
+    from integrity.audit import load_audit
     from integrity.operations import lock_path
 
     loaded = load_audit(audit)

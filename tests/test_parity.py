@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import mysql
 
 from conftest import DATABASES, NOW, audit_text, database_url
-from integrity.config import parse_audit
+from integrity.audit import parse_audit
 from integrity.runner import run_audit
 
 # CI runs a fixed set of examples (reproducible); INTEGRITY_PARITY_RANDOM=1 explores anew.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import Database, keys, only, run
 
@@ -31,7 +30,7 @@ def test_camel_case_reserved_and_schema_qualified_names(pg):
 
 def test_statement_timeout_is_enforced(pg):
     from conftest import audit_text
-    from integrity.config import parse_audit
+    from integrity.audit import parse_audit
     from integrity.runner import run_audit
 
     pg.tables(t=[{"id": 1}])
@@ -46,7 +45,7 @@ def test_statement_timeout_is_enforced(pg):
 def test_a_run_timeout_names_the_run_limit_even_after_a_bulk_read(pg):
     """Datasets read in bulk (ADBC) first, then a check that overruns the run's limit."""
     from conftest import audit_text
-    from integrity.config import parse_audit
+    from integrity.audit import parse_audit
     from integrity.runner import run_audit
 
     pg.tables(t=[{"id": 1, "email": "a@x"}, {"id": 2, "email": "a@x"}])

@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 
 from conftest import DATABASES, NOW, database_url
-from integrity.config import load_audit
+from integrity.audit import load_audit
+from integrity.gate import exit_code
 from integrity.reference import reference_audit_path
 from integrity.reference.generator import generate, generate_next
 from integrity.runner import run_audit
@@ -94,7 +95,7 @@ def test_every_injected_violation_is_found_exactly(injected, engine, monkeypatch
         expected = reference.expected.get(check.id, set())
         assert set(check.violation_keys) == expected, check.id
         assert check.violation_count == len(expected), check.id
-    assert result.exit_code == 1
+    assert exit_code(result) == 1
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -115,7 +116,7 @@ def test_injections_cover_every_check_kind(injected, engine, monkeypatch):
 def test_clean_reference_data_passes(clean, engine, monkeypatch):
     result = audit_reference(clean, monkeypatch, engine)
     assert [(c.id, c.status, c.error) for c in result.checks if c.status != "pass"] == []
-    assert result.exit_code == 0
+    assert exit_code(result) == 0
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import DATABASES, NOW, Database, audit_text, database_url
-from integrity.config import parse_audit
+from integrity.audit import parse_audit
 from integrity.runner import run_audit
 
 ENGINES = ["pandas", "sql"]

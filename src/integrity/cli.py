@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from integrity import __version__
+from integrity.gate import ExitCode, exit_code
 
-AUDIT_ERROR = 2  # gate.ExitCode.AUDIT_ERROR, without importing the gate for --help
+AUDIT_ERROR = int(ExitCode.AUDIT_ERROR)
 
 
 def _fail(message: str) -> None:
@@ -35,7 +36,7 @@ def _parse_now(value: str | None) -> datetime | None:
 
 
 def _load(path: str, deferred: bool = False):
-    from integrity.config import load_audit
+    from integrity.audit import load_audit
     from integrity.errors import ConfigError
 
     try:
@@ -252,7 +253,7 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
     except IntegrityError as error:
         _fail(str(error))
     _report(outcome, mode, log_format)
-    return outcome.result.exit_code
+    return exit_code(outcome.result)
 
 
 def _select(audit, only: tuple[str, ...], skip: tuple[str, ...]):
@@ -299,11 +300,10 @@ def _report(outcome, mode: str, log_format: str) -> None:
     if log_format == "json":
         import json
 
-        from integrity.gate import ExitCode
-
         click.echo(json.dumps({
             "event": "audit", "audit": result.audit_name, "run_id": result.run_id,
-            "exit_code": result.exit_code, "outcome": ExitCode(result.exit_code).name.lower(),
+            "exit_code": exit_code(result),
+            "outcome": ExitCode(exit_code(result)).name.lower(),
             "counts": result.counts, "errors": result.errors, "warnings": result.warnings,
             "report": str(report) if report else None,
             "notifications": [{"channel": d.channel, "ok": d.ok, "error": d.error}
@@ -669,7 +669,7 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
     """
     import os
 
-    from integrity.config import load_audit
+    from integrity.audit import load_audit
     from integrity.errors import ConfigError, IntegrityError
     from integrity.operations import crontab_line, read_env_file, systemd_units, validate_cron
 

@@ -16,10 +16,11 @@ import hashlib
 import os
 import re
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
@@ -175,6 +176,17 @@ class CheckConfig(Model):
         """Names of the datasets the check reads (checked against `datasets:`)."""
         dataset = getattr(self, "dataset", None)
         return [dataset] if dataset else []
+
+
+class Family(Protocol):
+    """What reading a file needs of a check family (`checks.Check` is one): the model of
+    its settings and its cross-field validation. The catalog is passed in by the caller
+    (`integrity.audit`), so this module knows no family."""
+
+    Config: type[CheckConfig]
+
+    @classmethod
+    def validate(cls, config: CheckConfig, audit: Any) -> list[tuple[tuple, str]]: ...
 
 
 # ---------------------------------------------------------------------------
@@ -432,7 +444,7 @@ class Audit:
     # Where each check stands in the file (check id -> index), so `checks[3]` keeps naming
     # the same check when --check/--skip run a subset.
     indices: dict[str, int] = field(default_factory=dict, repr=False)
-    # ${VARIABLES} left for run time (`parse_audit(deferred=True)`, as `validate` reads).
+    # ${VARIABLES} left for run time (`parse(deferred=True)`, as `validate` reads).
     deferred: list[str] = field(default_factory=list)
     # Warnings that are not errors: a dataset no check reads (a typo in a check, or leftovers).
     warnings: list[str] = field(default_factory=list)
@@ -454,10 +466,10 @@ class Audit:
 # Loading.
 
 
-def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None,
-               deferred: bool = False) -> Audit:
+def load(path: str | os.PathLike, kinds: Mapping[str, Family], *,
+         environ: dict[str, str] | None = None, deferred: bool = False) -> Audit:
     """Read and validate an audit file; raise ConfigError(s) naming every problem.
-    `deferred`: see parse_audit."""
+    `kinds`: the check families by kind (the catalog). `deferred`: see `parse`."""
     file = str(path)
     try:
         if Path(path).stat().st_size > MAX_FILE_BYTES:  # not even read into memory
@@ -467,13 +479,15 @@ def load_audit(path: str | os.PathLike, *, environ: dict[str, str] | None = None
         raise ConfigError("no such audit file", file=file) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read audit file: {error}", file=file) from None
-    return parse_audit(text, file=file, environ=os.environ if environ is None else environ,
-                       deferred=deferred)
+    return parse(text, kinds, file=file, environ=os.environ if environ is None else environ,
+                 deferred=deferred)
 
 
-def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | None = None,
-                deferred: bool = False) -> Audit:
-    """`deferred`: an unset ${VARIABLE} (without a default) is not an error but left for run
+def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
+          environ: dict[str, str] | None = None, deferred: bool = False) -> Audit:
+    """The audit in `text`, each check validated by its family in `kinds`.
+
+    `deferred`: an unset ${VARIABLE} (without a default) is not an error but left for run
     time and listed in `Audit.deferred` — `integrity validate` needs no secrets."""
     data, positions = _load_yaml(text, file)
     if not isinstance(data, dict):
@@ -509,7 +523,7 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
             error(path, _message(problem, AuditConfig, problem["loc"]))
     if audit is None:
         _validate_checks(_partial(data), data.get("checks", []) if isinstance(
-            data.get("checks"), list) else [], error, file)
+            data.get("checks"), list) else [], kinds, error, file)
         raise ConfigErrors(errors)
 
     for index, channel in enumerate(audit.notify):
@@ -522,7 +536,7 @@ def parse_audit(text: str, *, file: str = "<audit>", environ: dict[str, str] | N
                 error(path, f"a secret must come from the environment: write "
                             f"${{{'_'.join(setting).upper()}}} and export it")
     _validate_dataset_queries(audit, error)
-    checks = _validate_checks(audit, data.get("checks", []), error, file)
+    checks = _validate_checks(audit, data.get("checks", []), kinds, error, file)
     if errors:
         raise ConfigErrors(errors)
     name = audit.name or Path(file).stem
@@ -549,11 +563,9 @@ def _validate_dataset_queries(audit: AuditConfig, error) -> None:
                 error(("datasets", name, "sql"), problem)
 
 
-def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
-                     ) -> list[CheckConfig]:
+def _validate_checks(audit: AuditConfig, raw_checks: list[Any], kinds: Mapping[str, Family],
+                     error, file: str) -> list[CheckConfig]:
     from types import SimpleNamespace
-
-    from integrity.checks import CHECKS  # the registry; importing it registers every family
 
     # What a family's `validate` may look at: the datasets, and the file (for relative paths).
     scope = SimpleNamespace(datasets=audit.datasets, file=file, config=audit)
@@ -567,14 +579,14 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], error, file: str
             continue
         kind = raw.get("kind")
         if not isinstance(kind, str) or not kind:
-            error(where, f"missing `kind` (one of: {', '.join(sorted(CHECKS))})")
+            error(where, f"missing `kind` (one of: {', '.join(sorted(kinds))})")
             continue
-        family = CHECKS.get(kind)
+        family = kinds.get(kind)
         if family is None:
-            hint = difflib.get_close_matches(kind, list(CHECKS), n=1)
+            hint = difflib.get_close_matches(kind, list(kinds), n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             error(where + ("kind",), f"unknown check kind {kind!r}{suggestion} "
-                                     f"(known: {', '.join(sorted(CHECKS))})")
+                                     f"(known: {', '.join(sorted(kinds))})")
             continue
         try:
             check = family.Config.model_validate(raw)

@@ -31,6 +31,11 @@ def failing_statuses(fail_on: str) -> set[str]:
     return {"fail", "warn"} if fail_on == "warning" else {"fail"}
 
 
+def exit_code(result: AuditResult) -> int:
+    """The exit code of a finished run (see `decide`)."""
+    return int(decide(result))
+
+
 def decide(result: AuditResult) -> ExitCode:
     if result.errors or not result.checks or any(c.status == "error" for c in result.checks):
         return ExitCode.AUDIT_ERROR

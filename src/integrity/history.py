@@ -20,16 +20,18 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from integrity import __version__
 from integrity.errors import IntegrityError, masked_url, scrub, url_secrets
+from integrity.gate import ExitCode, exit_code
 
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
@@ -569,9 +571,7 @@ class History:
         """Correct a recorded run's outcome after errors found once it was recorded (a
         report that could not be written): history never keeps a pass the process did
         not give."""
-        from integrity.gate import ExitCode
-
-        code = result.exit_code
+        code = exit_code(result)
         try:
             with self.engine.begin() as connection:
                 connection.execute(runs.update().where(runs.c.id == result.run_id).values(
@@ -625,9 +625,7 @@ class History:
                                    f"accepted; {open_count} open")
 
     def _record(self, connection, result: AuditResult) -> int:
-        from integrity.gate import ExitCode
-
-        code = result.exit_code
+        code = exit_code(result)
         run_id = connection.execute(runs.insert().values(
             audit=result.audit_name, target=result.target, audit_file=result.audit_file,
             engine=result.engine,

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from integrity import __version__
 from integrity.errors import scrub
+from integrity.gate import exit_code
 from integrity.results import STATUS_RANK
 
 if TYPE_CHECKING:
@@ -293,7 +294,7 @@ def _headline(result: AuditResult, alerts: list[Alert]) -> str:
     count = len(triggered)
     return (f"[{label}] integrity {result.audit_name}: {count} "
             f"{'check needs' if count == 1 else 'checks need'} attention "
-            f"(exit {result.exit_code})")
+            f"(exit {exit_code(result)})")
 
 
 def _lines(alerts: list[Alert]) -> list[str]:
@@ -309,7 +310,7 @@ def _slack(channel, alerts, result, link) -> None:
 
 def _webhook(channel, alerts, result, link) -> None:
     body = json.dumps({
-        "audit": result.audit_name, "run_id": result.run_id, "exit_code": result.exit_code,
+        "audit": result.audit_name, "run_id": result.run_id, "exit_code": exit_code(result),
         "data_as_of": result.now.isoformat(), "report": link,
         "alerts": [asdict(alert) for alert in alerts]}, sort_keys=True).encode()
     headers = {}
@@ -336,7 +337,7 @@ def _pagerduty(channel, alerts, result, link) -> None:
                 "severity": PAGERDUTY_SEVERITY[alert.status], "component": alert.check_id,
                 "group": result.audit_name, "class": alert.reason,
                 "custom_details": {"violations": alert.violation_count, "new": alert.new_count,
-                                   "run": result.run_id, "exit_code": result.exit_code}}
+                                   "run": result.run_id, "exit_code": exit_code(result)}}
             if link and link.startswith(("http://", "https://")):
                 event["links"] = [{"href": link, "text": "integrity report"}]
         _post(channel.events_url, json.dumps(event).encode(), {},

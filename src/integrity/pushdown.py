@@ -14,7 +14,6 @@ stands for a missing or unparseable time, as NaT does in the pandas engine.
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,13 +30,13 @@ from integrity import filters
 from integrity.config import Aggregate, Audit
 from integrity.errors import CheckError
 from integrity.units import ISO_TIME, ISO_TIME_WITH_OFFSET, OFFSET_AT_END
+from integrity.values import EPOCH
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from integrity.sources import Source
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 UNITS = {"sqlite": 1_000, "postgresql": 1_000_000, "mysql": 1_000_000, "mariadb": 1_000_000}
 _TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
 # PostgreSQL types the pandas engine reads as their text (sources.BulkReader): a filter
@@ -632,43 +631,3 @@ def _as_text(expression: sa.ColumnElement, kind: Any) -> sa.ColumnElement:
         return sa.case((expression == whole, sa.cast(whole, sa.String)),
                        else_=sa.cast(expression, sa.String))
     return sa.cast(expression, sa.String)
-
-
-def install_sqlite_functions(dbapi_connection) -> None:
-    """Deterministic Python functions the SQL engine calls on SQLite."""
-    from integrity.checks.duplicates import normalise_one
-
-    def normalise(value, steps, region):
-        if value is None:
-            return None
-        return normalise_one(value, steps.split(","), region or None)
-
-    dbapi_connection.create_function("integrity_normalise", 3, normalise, deterministic=True)
-    dbapi_connection.create_function("integrity_epoch_ms", 1, epoch_ms, deterministic=True)
-    dbapi_connection.create_function("integrity_number", 1, number, deterministic=True)
-
-
-def number(value) -> int | float | None:
-    """A value as a number the way the pandas engine reads a measure (`pd.to_numeric`,
-    errors coerced), None when it is none."""
-    if value is None or isinstance(value, (int, float)):
-        return value
-    parsed = pd.to_numeric(pd.Series([value], dtype=object), errors="coerce").iloc[0]
-    return None if pd.isna(parsed) else float(parsed)
-
-
-_ISO = re.compile(ISO_TIME)
-
-
-def epoch_ms(value) -> int | None:
-    """Milliseconds since the epoch of a text time (units.ISO_TIME; naive is UTC, as the
-    sql engine on SQLite runs only UTC datasets), None when it is no time."""
-    text = str(value).strip() if value is not None else ""
-    if not _ISO.match(text):
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:  # 02-30: the pattern's shape, not a date
-        return None
-    delta = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + round(delta.microseconds / 1000)

@@ -349,12 +349,6 @@ class AuditResult:
         return counts
 
     @property
-    def exit_code(self) -> int:
-        from integrity.gate import decide
-
-        return int(decide(self))
-
-    @property
     def duration_seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
 

@@ -31,11 +31,12 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -48,9 +49,10 @@ from integrity import filters
 from integrity.config import Audit, ConnectionConfig, DatasetConfig
 from integrity.errors import CheckError, SourceError, masked_url, url_secrets
 from integrity.units import ISO_TIME, ISO_TIME_WITH_OFFSET
+from integrity.values import install_sqlite_functions
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine, URL
+    from sqlalchemy.engine import URL, Connection, Engine
 
 APPLICATION_NAME = "integrity"
 log = logging.getLogger(__name__)
@@ -274,8 +276,6 @@ def _sqlite_engine(url: URL, timeout_ms: int, run_deadline) -> Engine:
         # SQLite has no statement timeout; interrupt long statements ourselves.
         dbapi_connection.set_progress_handler(
             lambda: 1 if time.monotonic() > deadlines[key] else 0, 10_000)
-        from integrity.pushdown import install_sqlite_functions
-
         install_sqlite_functions(dbapi_connection)
 
     @event.listens_for(engine, "before_cursor_execute")

@@ -16,9 +16,7 @@ previous); in a burst every row after the first is surplus.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
@@ -28,6 +26,7 @@ from integrity.config import CheckConfig, Columns, Duration, as_list
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
 from integrity.units import format_duration
+from integrity.values import normalise_one
 
 Normaliser = Literal["trim", "lower", "email", "phone", "digits"]
 
@@ -395,41 +394,3 @@ def normalise(values, steps: list[str], region: str | None):
     # Normalise each distinct value once: phone parsing is slow and keys repeat.
     mapping = {value: normalise_one(value, steps, region) for value in values.dropna().unique()}
     return values.map(mapping).astype("object").where(values.notna(), None)
-
-
-_ASCII_SPACE = " \t\n\r\f\v"
-_NOT_DIGIT = re.compile(r"[^0-9]")
-
-
-def normalise_one(value, steps: list[str], region: str | None) -> str | None:
-    """One value through the normalisers. The SQL engine mirrors these exact rules:
-    trim strips ASCII white space, digits keeps ASCII 0-9, lower is Unicode lower-case."""
-    text = str(value)
-    for step in steps:
-        if step in {"trim", "email"}:
-            text = text.strip(_ASCII_SPACE)
-        if step in {"lower", "email"}:
-            text = text.lower()
-        if step == "digits":
-            text = _NOT_DIGIT.sub("", text)
-        if step == "phone":
-            text = e164(text, region) or ""
-    return text or None
-
-
-@lru_cache(maxsize=200_000)
-def e164(raw: str, region: str | None) -> str | None:
-    """The number in E.164 (+447700900123), or its digits when it cannot be parsed."""
-    import phonenumbers
-
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        number = phonenumbers.parse(text, region.upper() if region else None)
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is not None and phonenumbers.is_possible_number(number):
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    digits = "".join(ch for ch in text if ch.isdigit())
-    return ("+" + digits if text.startswith("+") else digits) or None

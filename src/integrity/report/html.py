@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from integrity import __version__
+from integrity.gate import exit_code
 from integrity.report.json_report import lifecycle_counts, lifecycle_totals, row_states
 from integrity.results import STATUS_RANK, AuditResult, CheckResult
 
@@ -39,7 +40,7 @@ def render(result: AuditResult) -> str:
                                                  -(lifecycle_counts(c) or {}).get("new", 0)))
     changed = [c for c in order if (lifecycle_counts(c) or {}).get("new")
                or (lifecycle_counts(c) or {}).get("resolved")]
-    code = result.exit_code
+    code = exit_code(result)
     verdict_class, verdict = VERDICTS[code]
     return environment().get_template("report.html.j2").render(
         result=result, checks=order, changed=changed, counts=result.counts,

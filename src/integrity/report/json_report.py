@@ -10,15 +10,14 @@ import json
 from typing import Any
 
 from integrity import __version__
+from integrity.gate import ExitCode, exit_code
 from integrity.results import AuditResult, CheckResult
 
 SCHEMA_VERSION = "1.1"
 
 
 def document(result: AuditResult) -> dict[str, Any]:
-    from integrity.gate import ExitCode
-
-    code = result.exit_code
+    code = exit_code(result)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "integrity", "version": __version__},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from integrity.gate import exit_code
 from integrity.report.json_report import lifecycle_counts, lifecycle_totals
 from integrity.report.junit import summary
 from integrity.results import STATUS_RANK, AuditResult
@@ -11,7 +12,7 @@ VERDICT = {0: "✅ gate passed", 1: "❌ gate failed: violations",
 
 
 def render(result: AuditResult, limit: int = 50) -> str:
-    code = result.exit_code
+    code = exit_code(result)
     counts = result.counts
     lines = [f"### integrity · {result.audit_name}: {VERDICT[code]} (exit {code})", "",
              f"{len(result.checks)} checks: " + ", ".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from integrity.gate import exit_code
 from integrity.results import STATUS_RANK, AuditResult
 
 _OUTCOME = {0: "passed", 1: "FAILED (violations)", 2: "ERROR (audit incomplete)"}
@@ -26,7 +27,7 @@ def summary_lines(result: AuditResult, *, all_checks: bool = False) -> list[str]
     counts = result.counts
     tally = ", ".join(f"{counts[s]} {s}" for s in ("fail", "warn", "error", "info", "pass")
                       if counts[s])
-    code = result.exit_code
+    code = exit_code(result)
     lines.append(f"{result.audit_name}: {len(result.checks)} checks ({tally or 'none'}) in "
                  f"{result.duration_seconds:.1f}s; gate (fail on {result.fail_on}) "
                  f"{_OUTCOME[code]}, exit {code}")

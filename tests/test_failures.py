@@ -44,7 +44,10 @@ STAGES = {
 def audit(sqlite_db, tmp_path):
     sqlite_db.tables(t=[{"id": 1, "email": "a"}, {"id": 2, "email": "a"}])
     path = tmp_path / "audit.yml"
+    # engine: pandas — the faults below are injected into the pandas engine's reading and
+    # measuring (the SQL engine's own faults are in test_attacks and test_databases).
     path.write_text(textwrap.dedent(f"""\
+        engine: pandas
         connection: {{url: "{sqlite_db.url}"}}
         datasets: {{t: {{table: t, key: id}}}}
         checks:

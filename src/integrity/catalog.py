@@ -233,7 +233,7 @@ AUDIT_EXAMPLE = """\
 version: 1
 name: nightly                        # default: the file name
 target: production                   # the database's name in history
-engine: pandas                       # pandas (default), sql or auto
+engine: auto                         # auto (default), sql or pandas
 connection:
   url: ${DATABASE_URL}               # ${VAR} and ${VAR:-default} come from the environment
   statement_timeout: 2m

@@ -78,7 +78,7 @@ def main(verbose: bool) -> None:
 
 
 ENGINE = click.option("--engine", type=click.Choice(["pandas", "sql", "auto"]),
-                      help="Where checks run (default: the audit's `engine:`, else pandas): "
+                      help="Where checks run (default: the audit's `engine:`, else auto): "
                            "pull into pandas, or push the work down into the database. "
                            "A check's own `engine:` wins.")
 

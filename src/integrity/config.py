@@ -410,11 +410,12 @@ class AuditConfig(Model):
     description: str | None = Field(None, description=(
         "A note for readers of the audit file: what it audits, who owns it. Default: not "
         "set."))
-    engine: Engine = Field("pandas", description=(
-        "Where checks run unless a check's `engine:` or `--engine` says otherwise: `pandas` "
-        "(pull the columns checks need once, compute in Python), `sql` (each check runs in "
-        "the database; only violations come back) or `auto` (each check in SQL where the "
-        "database can express it, else in pandas). Default `pandas`."))
+    engine: Engine = Field("auto", description=(
+        "Where checks run unless a check's `engine:` or `--engine` says otherwise: `auto` "
+        "(each check in SQL where the database can express it, else in pandas; the report "
+        "says which ran where and why), `sql` (every check in the database; only violations "
+        "come back) or `pandas` (pull the columns checks need once, compute in Python). "
+        "Both engines give the same answer. Default `auto`."))
     connection: ConnectionConfig = Field(description="The audited database. Required.")
     datasets: dict[str, DatasetConfig] = Field(min_length=1, description=(
         "The tables and queries checks read, by the name checks use. At least one."))

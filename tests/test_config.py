@@ -90,7 +90,7 @@ def test_all_errors_are_reported_together():
         "a.yml:13:18: checks[1].thresholds.warn: invalid threshold '>> 3': "
         "use e.g. '> 0', '> 5%', 'count >= 10'",
         "a.yml:18:5: checks[2].colour: unknown setting 'colour' (allowed here: id, kind, "
-        "description, severity, thresholds, where, on_empty, engine, dataset, reference, "
+        "description, severity, thresholds, where, on_empty, notify, engine, dataset, reference, "
         "parent, parent_key, parent_where, required)"]
 
 
@@ -236,10 +236,16 @@ def test_the_shipped_audits_are_valid():
     from pathlib import Path
 
     paths = sorted(Path(__file__).parents[1].glob("audits/*.yml"))
-    assert [path.name for path in paths] == ["reference.yml"]
+    assert [path.name for path in paths] == ["reference.yml", "sms-alerts.yml"]
     audit = load_audit(paths[0], environ={})
     assert [check.kind for check in audit.checks].count("expectation_suite") == 5
     assert len(audit.checks) == 28
+    alerts = load_audit(paths[1], environ={"PAGERDUTY_ROUTING_KEY": "R0", "SLACK_WEBHOOK_URL":
+                                           "https://hooks.slack.com/services/T/B/x"})
+    assert [(check.id, check.notify.cooldown.total_seconds() / 60) for check in
+            alerts.checks] == [("delivery_rate_critical", 60), ("llm_failure_critical", 30),
+                               ("llm_cost_spike_warning", 120), ("opt_out_rate_warning", 240),
+                               ("daily_limit_hit_warning", 180)]
 
 
 def test_notification_errors_name_the_setting_where_it_is_written():
@@ -328,11 +334,11 @@ def test_every_error_of_a_file_comes_at_once_with_the_keys_allowed_there():
         "a.yml:4:12: datasets.quotes.tabel: unknown setting 'tabel'; did you mean 'table'? "
         "(allowed here: table, schema, sql, key, tenant_column, timezone, description, mask)",
         "a.yml:10:48: notify[0].cooldwn: unknown setting 'cooldwn'; did you mean 'cooldown'? "
-        "(allowed here: min_severity, cooldown, on_errors, timeout, retries, report_url, "
-        "channel, webhook_url)",
+        "(allowed here: name, checks, severities, min_severity, cooldown, repeat, on_errors, "
+        "timeout, retries, report_url, channel, webhook_url)",
         "a.yml:7:53: checks[0].max_ag: unknown setting 'max_ag'; did you mean 'max_age'? "
-        "(allowed here: id, kind, description, severity, thresholds, where, on_empty, engine, "
-        "dataset, time, max_age, warn_after, critical_after, by, expect_groups)",
+        "(allowed here: id, kind, description, severity, thresholds, where, on_empty, notify, "
+        "engine, dataset, time, max_age, warn_after, critical_after, by, expect_groups)",
         "a.yml:8:6: checks[1].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
         "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
         "expectation_suite, freshness, metric, orphans, reconciliation, timestamp_preserved, "

@@ -66,6 +66,15 @@ def _validate(block: str) -> None:
         checks = "".join(f"  {line}\n" for line in block.splitlines())
         parse_audit(HEAD + "datasets:\n" + datasets + "checks:\n" + checks, file=file,
                     environ=Environment())
+    elif isinstance(data, dict) and set(data) == {"checks"}:  # checks with their routing
+        names = sorted(_datasets(data["checks"])) or ["t"]
+        datasets = "".join(f"  {name}: {{table: {name}, key: id}}\n" for name in names)
+        channels = sorted({name for item in data["checks"]
+                           for name in (item.get("notify") or {}).get("channels") or []})
+        notify = "".join(f"  - {{channel: webhook, name: {name}, url: \"${{HOOK}}\"}}\n"
+                         for name in channels)
+        parse_audit(HEAD + "datasets:\n" + datasets + block + "\nnotify:\n" + notify,
+                    file=file, environ=Environment())
     elif isinstance(data, dict) and set(data) == {"where"}:
         parse_where(data["where"])
     elif isinstance(data, dict) and set(data) == {"thresholds"}:

@@ -18,8 +18,8 @@ from conftest import NOW, audit_text, database_url
 from integrity.cli import main
 from integrity.audit import parse_audit
 from integrity.gate import exit_code
-from integrity.history import History, HistoryError, fingerprint, meta_table
-from integrity.notify import Alert, Delivery
+from integrity.history import SCHEMA_VERSION, History, HistoryError, fingerprint, meta_table
+from integrity.notify import Step
 from integrity.runner import run_audit
 
 DATASETS = """\
@@ -233,7 +233,8 @@ def test_two_runs_writing_at_once_are_both_recorded(sqlite_db, tmp_path):
     assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert connection.execute("SELECT count(*) FROM integrity_runs").fetchone() == (4,)
     assert connection.execute("SELECT count(*) FROM integrity_check_results").fetchone() == (8,)
-    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [("3",)]
+    assert connection.execute("SELECT value FROM integrity_meta").fetchall() == [
+        (str(SCHEMA_VERSION),)]
 
 
 def test_schema_versions(tmp_path):
@@ -247,7 +248,8 @@ def test_schema_versions(tmp_path):
     newer = History(url)
     with pytest.raises(HistoryError) as refused:
         newer.ensure()
-    assert "schema version 99, newer than this integrity (3)" in str(refused.value)
+    assert f"schema version 99, newer than this integrity ({SCHEMA_VERSION})" in str(
+        refused.value)
     for handle in (store, newer):
         handle.dispose()
 
@@ -329,25 +331,27 @@ def test_a_store_round_trip(kind, servers, sqlite_db, tmp_path):
     assert next(row for row in results if row["check_id"] == LONG_ID)["fingerprints"] == {
         fingerprint(LONG_ID, ("5",))}
     assert [run["id"] for run in store.list_runs("lifecycle")] == [second.run_id, first.run_id]
-    # Notification state: per check, replaced on each delivery that got through.
+    # Alert state: per check (exactly, as written), replaced on each step, per target.
     sent = NOW + timedelta(microseconds=654_321)
+    opened = {"open": True, "announced": True, "pending": False, "opened_at": sent,
+              "last_sent_at": sent, "resolved_at": None, "last_status": "fail",
+              "last_value": "1 violation", "reminders": 0, "acknowledged_at": None,
+              "ack_until": None, "ack_note": None}
+    resolved = {**opened, "open": False, "resolved_at": sent + timedelta(hours=1),
+                "last_sent_at": sent + timedelta(hours=1), "last_status": "pass"}
 
-    def notify(*alerts, at=sent):
-        store.record_notifications("lifecycle", second.target, "slack:0123456789ab",
-                                   second.run_id, list(alerts),
-                                   Delivery("slack", "x", [], True, 1), at)
+    def record(check_id, state, at=sent):
+        store.record_alerts("lifecycle", second.target, "slack:0123456789ab", "slack",
+                            second.run_id, [Step(check_id, "fired", None, state, state)],
+                            None, at)
 
-    notify(Alert("Orphans", "trigger", "fail", "s", "new"),
-           Alert(LONG_ID, "trigger", "fail", "s", "new"),
-           Alert("orphans", "resolve", "pass", "s", "resolved"))
-    notify(Alert("Orphans", "resolve", "pass", "s", "resolved"), at=sent + timedelta(hours=1))
-    assert store.notification_state("lifecycle", second.target, "slack:0123456789ab") == {
-        "Orphans": {"last_sent_at": sent + timedelta(hours=1), "last_status": "pass",
-                    "open": False},
-        LONG_ID: {"last_sent_at": sent, "last_status": "fail", "open": True},
-        "orphans": {"last_sent_at": sent, "last_status": "pass", "open": False}}
-    assert store.notification_state("lifecycle", second.target, "SLACK:0123456789AB") == {}
-    assert store.notification_state("lifecycle", "another-target", "slack:0123456789ab") == {}
+    for check_id in ("Orphans", LONG_ID, "orphans"):
+        record(check_id, opened)
+    record("Orphans", resolved, at=sent + timedelta(hours=1))
+    assert store.alert_state("lifecycle", second.target, "slack:0123456789ab") == {
+        "Orphans": resolved, LONG_ID: opened, "orphans": opened}
+    assert store.alert_state("lifecycle", second.target, "SLACK:0123456789AB") == {}
+    assert store.alert_state("lifecycle", "another-target", "slack:0123456789ab") == {}
     store.dispose()
 
 
@@ -390,7 +394,8 @@ def test_mariadb_ensure_is_idempotent_and_takes_turns(servers, sqlite_db):
         again.dispose()
     engine = sa.create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(sa.select(meta_table)).all() == [("schema_version", "3")]
+        assert connection.execute(sa.select(meta_table)).all() == [
+            ("schema_version", str(SCHEMA_VERSION))]
         assert connection.exec_driver_sql("SELECT count(*) FROM integrity_runs").scalar() == 1
     engine.dispose()
     assert integrity_tables(url) == ALL_TABLES
@@ -541,5 +546,5 @@ def test_a_version_2_store_upgrades_and_keeps_its_runs(kind, servers, tmp_path, 
     store.dispose()
     engine = sa.create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(sa.select(meta_table.c.value)).scalar() == "3"
+        assert connection.execute(sa.select(meta_table.c.value)).scalar() == str(SCHEMA_VERSION)
     engine.dispose()

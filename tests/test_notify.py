@@ -154,10 +154,10 @@ def test_slack_and_signed_webhook_speak_once_per_change(sqlite_db, tmp_path, htt
     env = {"SLACK_WEBHOOK_URL": f"{base}/slack/{SLACK_TOKEN}",
            "AUDIT_WEBHOOK_URL": f"{base}/hook", "AUDIT_WEBHOOK_SECRET": SECRET}
     audit = write_audit(tmp_path, sqlite_db, """\
-  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}", cooldown: 0s,
+  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}", cooldown: 0s, repeat: never,
      report_url: "https://ci.example.com/artifacts/report.html"}
   - {channel: webhook, url: "${AUDIT_WEBHOOK_URL}", secret: "${AUDIT_WEBHOOK_SECRET}",
-     cooldown: 0s}
+     cooldown: 0s, repeat: never}
 """)
     leads_db(sqlite_db, 1)
     first, report = run(audit, tmp_path, env)
@@ -167,6 +167,7 @@ def test_slack_and_signed_webhook_speak_once_per_change(sqlite_db, tmp_path, htt
     assert json.loads(slack["body"]) == {"text": "\n".join([
         "[FAIL] integrity alerts: 1 check needs attention (exit 1)",
         "- alerts: dupes FAIL — 1 violation, 1 new",
+        "  first keys: id=10",
         "Report: https://ci.example.com/artifacts/report.html"])}
     body = json.loads(hook["body"])
     assert (body["audit"], body["exit_code"], body["run_id"]) == ("alerts", 1, 1)
@@ -179,7 +180,7 @@ def test_slack_and_signed_webhook_speak_once_per_change(sqlite_db, tmp_path, htt
     assert [(d["channel"], d["ok"], d["checks"]) for d in report["notifications"]] == [
         ("slack", True, ["dupes"]), ("webhook", True, ["dupes"])]
     assert SLACK_TOKEN not in json.dumps(report) and SECRET not in json.dumps(report)
-    # Same data again: nothing new, nothing worse — silence.
+    # Same data again: nothing new, nothing worse, no reminders (repeat: never) — silence.
     run(audit, tmp_path, env)
     assert len(http_server.requests) == 2
     # One more duplicate: new violations speak again.
@@ -198,23 +199,29 @@ def test_pagerduty_triggers_then_resolves_with_a_stable_dedup_key(sqlite_db, tmp
      events_url: "http://127.0.0.1:{http_server.server_port}/pd/v2/enqueue"}}
 """)
     leads_db(sqlite_db, 1)
-    run(audit, tmp_path, env)
+    _, first = run(audit, tmp_path, env)
+    first_now = first["run"]["now"][:19] + "Z"  # alerts give times to the second
     run(audit, tmp_path, env)           # still failing, nothing new: no second trigger
     leads_db(sqlite_db, 0)
     fixed, _ = run(audit, tmp_path, env)
     run(audit, tmp_path, env)           # still fine: nothing to resolve any more
     assert fixed.exit_code == 0
     events = [json.loads(request["body"]) for request in http_server.requests]
+    # One incident per check and audited database (a hash of the server's identity when
+    # the audit names no `target:`).
+    target = json.loads((tmp_path / "out" / "report.json").read_text())["run"]["target"]
+    key = f"integrity/alerts/dupes@{hashlib.sha256(target.encode()).hexdigest()[:12]}"
     assert [(e["event_action"], e["dedup_key"]) for e in events] == [
-        ("trigger", "integrity/alerts/dupes"), ("resolve", "integrity/alerts/dupes")]
+        ("trigger", key), ("resolve", key)]
     trigger = events[0]
     assert trigger["routing_key"] == ROUTING_KEY
     assert trigger["payload"] == {
         "summary": "alerts: dupes FAIL — 1 violation, 1 new", "source": sqlite_db.url,
         "severity": "critical", "component": "dupes", "group": "alerts", "class": "new",
-        "custom_details": {"violations": 1, "new": 1, "run": 1, "exit_code": 1}}
+        "custom_details": {"violations": 1, "new": 1, "run": 1, "exit_code": 1,
+                           "first_keys": [{"id": 10}], "since": first_now}}
     assert events[1] == {"routing_key": ROUTING_KEY, "event_action": "resolve",
-                         "dedup_key": "integrity/alerts/dupes"}
+                         "dedup_key": key}
 
 
 def test_email_over_starttls_with_login(sqlite_db, tmp_path, smtp_server):
@@ -235,7 +242,8 @@ def test_email_over_starttls_with_login(sqlite_db, tmp_path, smtp_server):
     message = message_from_bytes(envelope.content)
     assert message["Subject"] == "[FAIL] integrity alerts: 1 check needs attention (exit 1)"
     body = message.get_payload(decode=True).decode().replace("\r\n", "\n")
-    assert body.startswith("- alerts: dupes FAIL — 1 violation, 1 new\n\nReport: ")
+    assert body.startswith("- alerts: dupes FAIL — 1 violation, 1 new\n  first keys: id=10\n\n"
+                           "Report: ")
     assert "s3cret-pass" not in result.output
 
 

@@ -82,5 +82,5 @@ def test_a_checks_own_description_is_in_every_report_and_alert(sqlite_db, tmp_pa
     written = write_reports(result, tmp_path)
     for name in ("html", "json", "markdown"):
         assert "No duplicate leads (seed 003)" in written[name].read_text(), name
-    assert _summary(result, check, 1) == (
+    assert _summary(result, check, 1, check.status) == (
         "test: dupes (No duplicate leads (seed 003)) FAIL — 1 violation, 1 new")

@@ -163,6 +163,11 @@ def _options(function):
         click.option("--notify", "force_notify", is_flag=True,
                      help="With --no-history, send the audit's notifications all the same "
                           "(every run alerts: there are no cooldowns without history)."),
+        click.option("--notify-dry-run", "notify_dry_run", metavar="FILE",
+                     type=click.Path(dir_okay=False),
+                     help="Write the messages the channels would get to FILE (JSON lines) "
+                          "instead of sending them; alert state is kept as if sent — replay "
+                          "with --now and a separate --history."),
         click.option("--timeout", metavar="DURATION",
                      help="Bound the whole run (e.g. 30m); past it the run is an audit error."),
         click.option("--no-lock", is_flag=True,
@@ -216,7 +221,7 @@ def gate(audit, **options) -> None:
 
 def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
          history=None, no_history=False, force_notify=False, timeout=None, no_lock=False,
-         summary="auto", log_format="text", only=(), skip=()) -> int:
+         summary="auto", log_format="text", only=(), skip=(), notify_dry_run=None) -> int:
     from integrity.errors import IntegrityError
     from integrity.job import JobOptions, execute
     from integrity.operations import Locked, lock_path
@@ -244,7 +249,9 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
         history=None if no_history or not audit.config.history.enabled
         else history_url(audit, history),
         lock=None if no_lock else lock_path(audit.file, audit.connection.url, audit.name),
-        notify=force_notify or not (no_history or not audit.config.history.enabled))
+        notify=force_notify or bool(notify_dry_run) or not (
+            no_history or not audit.config.history.enabled),
+        notify_dry_run=notify_dry_run)
     try:
         outcome = execute(audit, options)
     except Locked as error:
@@ -551,6 +558,119 @@ def accept(audit: str, check: str, keys: tuple[str, ...], reason: str, until: st
                    f"{check} in its last recorded run ({', '.join(map(','.join, unknown))}); "
                    f"check the spelling — a compound key is comma-separated, as the report "
                    f"shows it", err=True)
+
+
+@main.group(name="alerts")
+def alerts_group() -> None:
+    """Open alerts, the alert log, and acknowledging an alert."""
+
+
+@alerts_group.command("list")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@HISTORY
+def alerts_list(audit: str, history: str | None) -> None:
+    """The open alerts of AUDIT: since when, last value, channels, reminders sent."""
+    loaded = _load(audit, deferred=True)
+    store = _reading(loaded, history)
+    found = _guarded(lambda: store.open_alerts(loaded.name))
+    if not found:
+        click.echo(f"no open alerts for {loaded.name}")
+        return
+    for alert in found:
+        acked = ""
+        if alert["acknowledged_at"]:
+            until = (f" until {_moment(alert['ack_until'])}" if alert["ack_until"]
+                     else "")
+            acked = f", acknowledged{until}: {alert['ack_note']}"
+        state = ("sent" if alert["announced"] else "held back") + (
+            ", a message is due" if alert["pending"] and alert["announced"] else "")
+        click.echo(f"{alert['last_status'].upper():<5} {alert['check_id']} on "
+                   f"{alert['target'] or '?'} via {alert['channel_name']}: open since "
+                   f"{_moment(alert['opened_at'])}, last value {alert['last_value'] or '–'}, "
+                   f"{state}, {alert['reminders']} reminder(s){acked}")
+
+
+@alerts_group.command("log")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@HISTORY
+def alerts_log(audit: str, limit: int, history: str | None) -> None:
+    """The alert history of AUDIT, newest first: fired, reminded, held back,
+    acknowledged, recovered — with times and delivery outcomes."""
+    loaded = _load(audit, deferred=True)
+    store = _reading(loaded, history)
+    for entry in _guarded(lambda: store.alert_log(loaded.name, limit)):
+        delivered = {None: "", True: ", delivered", False: f", NOT delivered: "
+                     f"{entry['error']}"}[entry["delivered"]]
+        note = f" — {entry['note']}" if entry["note"] else ""
+        run = f"run #{entry['run_id']}" if entry["run_id"] else "by hand"
+        click.echo(f"{_moment(entry['at'])}  {entry['event']:<12} {entry['check_id']} on "
+                   f"{entry['target'] or '?'} via {entry['channel_name']} "
+                   f"({entry['status']}{', ' + entry['value'] if entry['value'] else ''}; "
+                   f"{run}{delivered}){note}")
+
+
+@alerts_group.command("ack")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.argument("check")
+@click.option("--note", required=True, help="Who is on it, and why (shown in the alert log).")
+@click.option("--for", "lasting", metavar="DURATION",
+              help="Silence reminders this long (e.g. 4h); default: until the alert "
+                   "resolves or worsens.")
+@click.option("--target", help="Only the alert on this target (default: every target).")
+@click.option("--now", "now", metavar="ISO_TIME", help="Acknowledge as of this time.")
+@HISTORY
+def alerts_ack(audit: str, check: str, note: str, lasting: str | None, target: str | None,
+               now: str | None, history: str | None) -> None:
+    """Acknowledge CHECK's open alert: no reminders while someone is on it.
+
+    The breach stays open and in every report; a worse status alerts again;
+    PagerDuty hears `acknowledge` for its incident at once.
+    """
+    from integrity.notify import acknowledge_incidents
+    from integrity.units import parse_duration
+
+    loaded = _load(audit)
+    moment = _parse_now(now) or datetime.now(timezone.utc)
+    until = None
+    if lasting:
+        try:
+            until = moment + parse_duration(lasting)
+        except ValueError as error:
+            _fail(f"--for: {error}")
+    store = _reading(loaded, history)
+    acknowledged = _guarded(lambda: store.acknowledge(loaded.name, check, note, until, moment,
+                                                      target))
+    if not acknowledged:
+        _fail(f"{check}: no open alert of {loaded.name} to acknowledge "
+              f"(`integrity alerts list {audit}` shows the open ones)")
+    for line in acknowledge_incidents(loaded, acknowledged, check):
+        click.echo(line)
+    channels = ", ".join(sorted({a["channel_name"] for a in acknowledged}))
+    click.echo(f"acknowledged {check} on {channels}"
+               f"{f' until {_moment(until)}' if until else ''}: {note}")
+
+
+def _reading(audit, option: str | None):
+    """The audit's history store, for a command that reads (or acknowledges): refused if
+    it is the audited database, and never created — a store that does not exist yet has
+    no alerts."""
+    from integrity.history import History
+
+    return History(history_url(audit, option))
+
+
+def _guarded(action):
+    from integrity.errors import IntegrityError
+
+    try:
+        return action()
+    except IntegrityError as error:
+        _fail(str(error))
+
+
+def _moment(moment) -> str:
+    return "–" if moment is None else f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 @main.group(name="history")

@@ -132,6 +132,19 @@ class Thresholds(Model):
         return self
 
 
+class CheckNotify(Model):
+    """A check's own alerting, over its channels' settings."""
+
+    channels: list[str] | None = Field(None, description=(
+        "The channels (by `name`, default their type) that hear this check, e.g. "
+        "`[pagerduty]`. Default: every channel whose `checks:` takes it."))
+    cooldown: Duration | None = Field(None, description=(
+        "This check's cooldown on every channel, e.g. `30m`. Default: the channel's."))
+    repeat: Duration | Literal["never"] | None = Field(None, description=(
+        "How often this check's open alert is repeated, or `never`. Default: the channel's "
+        "`repeat`."))
+
+
 class CheckConfig(Model):
     """What every check has. Check families extend it with their own fields."""
 
@@ -165,6 +178,9 @@ class CheckConfig(Model):
         "vs `SENT`): `warn` — the check warns, with a note naming the filter and the row "
         "count; `fail` — it fails at its `severity`; `pass` — it passes with the note. "
         "Default `warn`."))
+    notify: CheckNotify | None = Field(None, description=(
+        "This check's alerting: which channels hear it and its cooldown, e.g. `{channels: "
+        "[pagerduty], cooldown: 30m}`. Default: not set (the channels' settings)."))
     engine: Engine | None = Field(None, description=(
         "Where this check runs, over the audit's `engine:` and `--engine`: `pandas` (pull "
         "the columns, compute in Python), `sql` (the database computes; only violations "
@@ -284,6 +300,10 @@ class OutputConfig(Model):
         "How many violations each check shows in its sample (context rows, such as the kept "
         "row of a duplicate group, come along); 0 shows them all. Counts are always exact. "
         "Default 20; `--sample-limit` wins."))
+    keep_runs: Annotated[int, Field(ge=0, le=10_000)] = Field(30, description=(
+        "Each recorded run also keeps its own report.html and report.json in "
+        "`runs/<run id>/` under `dir` — the page its alerts link to, which the next run "
+        "does not overwrite; the newest `keep_runs` are kept, 0 keeps none. Default 30."))
 
 
 class HistoryConfig(Model):
@@ -301,15 +321,35 @@ class HistoryConfig(Model):
 
 
 class NotifyRules(Model):
-    """When a channel speaks: new or worsened violations at or above `min_severity`,
-    audit errors, and (PagerDuty) resolutions — at most once per `cooldown` per check."""
+    """When a channel speaks: an alert opens when a check it hears reaches its severities
+    (or cannot run), is repeated every `repeat` while the breach lasts, and resolves with
+    a recovery message — at most one message per `cooldown` per check, held back, never
+    lost."""
 
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(None, description=(
+        "The channel's name, for a check's `notify.channels` and in reports, e.g. `oncall`. "
+        "Default: its type (`slack`, `pagerduty`, `email`, `webhook`); give names when two "
+        "channels share a type."))
+    checks: list[str] = Field([], description=(
+        "The checks this channel hears: ids or globs, e.g. `[sms_delivery_rate, llm_*]`. "
+        "Default: every check."))
+    severities: list[Literal["critical", "warning", "info"]] | None = Field(
+        None, min_length=1, description=(
+            "Exactly the levels this channel hears, e.g. `[warning]` for Slack while "
+            "PagerDuty takes `[critical]`; replaces `min_severity`. Default: not set "
+            "(`min_severity` and worse)."))
     min_severity: Literal["info", "warning", "critical"] = Field("warning", description=(
         "The least severe status that alerts: `critical` (failures only), `warning` "
         "(warnings and failures) or `info` (info too). Default `warning`."))
     cooldown: Duration = Field(timedelta(minutes=60), description=(
-        "The least time between two alerts for the same check on this channel, on the "
-        "run's clock (`--now`); a check whose status got worse alerts at once. Default 1h."))
+        "The least time between two messages about the same check on this channel, on the "
+        "run's clock (`--now`). An alert due within it is held back and sent by the first "
+        "run after it if the breach still stands; a worse status speaks at once. "
+        "Default 1h."))
+    repeat: Duration | Literal["never"] | None = Field(None, description=(
+        "How often an open alert is repeated (a reminder) while the breach lasts, on the "
+        "run's clock, or `never`. PagerDuty keeps its one incident open instead. Default: "
+        "the `cooldown`."))
     on_errors: bool = Field(True, description=(
         "Alert when a check, or the whole audit, could not run. Default true."))
     timeout: Duration = Field(timedelta(seconds=10), description=(
@@ -538,6 +578,7 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
                             f"${{{'_'.join(setting).upper()}}} and export it")
     _validate_dataset_queries(audit, error)
     checks = _validate_checks(audit, data.get("checks", []), kinds, error, file)
+    _validate_channel_names(audit, checks, data.get("checks", []), error)
     if errors:
         raise ConfigErrors(errors)
     name = audit.name or Path(file).stem
@@ -551,6 +592,33 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
     return Audit(file=file, name=name, config=audit, checks=checks, config_hash=digest,
                  positions=positions, deferred=list(dict.fromkeys(later or [])),
                  warnings=warnings)
+
+
+def _validate_channel_names(audit: AuditConfig, checks: list[CheckConfig], raw: list[Any],
+                            error) -> None:
+    """`name:`s are unique, and a check's `notify.channels` names one channel each (a type
+    such as `webhook` names a channel only while there is one of that type)."""
+    names: dict[str, list[int]] = {}
+    for index, channel in enumerate(audit.notify):
+        if channel.name and channel.name in names and any(
+                audit.notify[other].name for other in names[channel.name]):
+            error(("notify", index, "name"), f"two channels are named {channel.name!r} (also "
+                                             f"notify[{names[channel.name][0]}])")
+        names.setdefault(channel.name or channel.channel, []).append(index)
+    positions = {item.get("id"): index for index, item in enumerate(raw)
+                 if isinstance(item, dict)}
+    for number, check in enumerate(checks):
+        wanted = check.notify.channels if check.notify is not None else None
+        where = ("checks", positions.get(check.id, number), "notify", "channels")
+        for position, name in enumerate(wanted or []):
+            if name not in names:
+                hint = difflib.get_close_matches(name, list(names), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                error(where + (position,), f"no channel named {name!r}{suggestion} "
+                                           f"(channels: {', '.join(names) or 'none'})")
+            elif len(names[name]) > 1:
+                error(where + (position,), f"{len(names[name])} channels are {name!r}: give "
+                                           f"them a `name:` and use it here")
 
 
 def _validate_dataset_queries(audit: AuditConfig, error) -> None:

@@ -36,7 +36,7 @@ from integrity.gate import ExitCode, exit_code
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
@@ -184,6 +184,46 @@ notification_log = sa.Table(
     sa.Column("error", _TEXT),
     **_ON_MYSQL,
 )
+alerts = sa.Table(  # per audit, target, channel and check: the alert's lifecycle (notify.py)
+    "integrity_alerts", metadata,
+    sa.Column("audit", _name(200), primary_key=True),
+    sa.Column("target", _name(300), primary_key=True),
+    sa.Column("channel", _name(60), primary_key=True),
+    sa.Column("check_id", _name(400, 400), primary_key=True),
+    sa.Column("channel_name", sa.String(100), nullable=False),
+    sa.Column("open", sa.Boolean, nullable=False),
+    sa.Column("announced", sa.Boolean, nullable=False),  # a message about it got through
+    sa.Column("pending", sa.Boolean, nullable=False),    # a message is due (held, or failed)
+    sa.Column("opened_at", _MOMENT),
+    sa.Column("last_sent_at", _MOMENT),
+    sa.Column("resolved_at", _MOMENT),
+    sa.Column("last_status", sa.String(10), nullable=False),
+    sa.Column("last_value", _TEXT),
+    sa.Column("reminders", sa.Integer, nullable=False),
+    sa.Column("acknowledged_at", _MOMENT),
+    sa.Column("ack_until", _MOMENT),
+    sa.Column("ack_note", _TEXT),
+    sa.Column("last_run_id", sa.Integer),
+    **_ON_MYSQL,
+)
+alert_log = sa.Table(  # every step of every alert: fired, reminded, held, acknowledged, ...
+    "integrity_alert_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audit", _name(200), nullable=False),
+    sa.Column("target", _name(300), nullable=False),
+    sa.Column("channel_name", sa.String(100), nullable=False),
+    sa.Column("check_id", _name(400, 400), nullable=False),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("at", _MOMENT, nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("value", _TEXT),
+    sa.Column("delivered", sa.Boolean),  # null: nothing was sent
+    sa.Column("error", _TEXT),
+    sa.Column("note", _TEXT),
+    **_ON_MYSQL,
+)
+sa.Index("ix_alert_log_series", alert_log.c.audit, alert_log.c.target, alert_log.c.id)
 sa.Index("ix_runs_series", runs.c.audit, runs.c.target)
 sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
 sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
@@ -204,11 +244,29 @@ def _add_target_to_runs(connection) -> None:
             f"CREATE INDEX IF NOT EXISTS ix_runs_series ON {runs.name} (audit, target)")
 
 
+def _alerts_from_state(connection) -> None:
+    """Version 4: alerts have a lifecycle (integrity_alerts, a new table); what the
+    version-3 integrity_alert_state knew — when each alert was last sent, and PagerDuty
+    incidents still open — carries over, so no cooldown restarts and no incident is
+    forgotten."""
+    if connection.execute(sa.select(sa.func.count()).select_from(alerts)).scalar():
+        return  # already carried over (MySQL commits each step at once)
+    rows = connection.execute(sa.select(notification_state)).all()
+    if rows:
+        connection.execute(alerts.insert(), [dict(
+            audit=row.audit, target=row.target, channel=row.channel, check_id=row.check_id,
+            channel_name=row.channel.split(":")[0], open=bool(row.open),
+            announced=bool(row.open), pending=False, opened_at=row.last_sent_at if row.open
+            else None, last_sent_at=row.last_sent_at, resolved_at=None,
+            last_status=row.last_status, last_value=None, reminders=0) for row in rows])
+
+
 MIGRATIONS: dict[int, list] = {
     2: [],  # 2: notification state and log (new tables)
     # 3: runs.target; alert state per target in integrity_alert_state (a new table: the
     # version-2 integrity_notification_state is left as it was, unused).
     3: [_add_target_to_runs],
+    4: [_alerts_from_state],  # integrity_alert_state is left as it was, unused
 }
 
 
@@ -679,39 +737,125 @@ class History:
 
     # -- notifications -------------------------------------------------------------------------
 
-    def notification_state(self, audit: str, target: str, channel: str) -> dict[str, dict]:
+    _ALERT_FIELDS = ("open", "announced", "pending", "opened_at", "last_sent_at",
+                     "resolved_at", "last_status", "last_value", "reminders",
+                     "acknowledged_at", "ack_until", "ack_note")
+    _ALERT_MOMENTS = {"opened_at", "last_sent_at", "resolved_at", "acknowledged_at",
+                      "ack_until"}
+
+    def alert_state(self, audit: str, target: str, channel: str) -> dict[str, dict]:
+        """Each check's alert on one channel (notify.plan reads and returns these)."""
         self.ensure()
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(notification_state).where(
-                notification_state.c.audit == audit, notification_state.c.target == target,
-                notification_state.c.channel == channel)).all()
-        return {row.check_id: {"last_sent_at": _aware(row.last_sent_at),
-                               "last_status": row.last_status, "open": row.open}
-                for row in rows}
+            rows = connection.execute(sa.select(alerts).where(
+                alerts.c.audit == audit, alerts.c.target == target,
+                alerts.c.channel == channel)).all()
+        return {row.check_id: self._alert(row) for row in rows}
 
-    def record_notifications(self, audit: str, target: str, channel: str, run_id: int | None,
-                             alerts, delivery, now: datetime) -> None:
-        """Log the attempt; move the cooldown and incident state only if it got through."""
+    def _alert(self, row) -> dict:
+        return {name: _aware(getattr(row, name)) if name in self._ALERT_MOMENTS
+                else getattr(row, name) for name in self._ALERT_FIELDS}
+
+    def record_alerts(self, audit: str, target: str, channel: str, channel_name: str,
+                      run_id: int | None, steps, delivery, now: datetime) -> None:
+        """Keep each alert's new state — as sent only if the delivery got through, so a
+        failed one stays due — and log every step and the delivery."""
+        ok = delivery is None or delivery.ok
         try:
             with self.engine.begin() as connection:
-                connection.execute(notification_log.insert().values(
-                    run_id=run_id, audit=audit, channel=channel, sent_at=_naive(now),
-                    checks=json.dumps([alert.check_id for alert in alerts]), ok=delivery.ok,
-                    attempts=delivery.attempts, error=delivery.error))
-                if not delivery.ok:
-                    return
-                for alert in alerts:
+                if delivery is not None and delivery.alerts:
+                    connection.execute(notification_log.insert().values(
+                        run_id=run_id, audit=audit, channel=channel, sent_at=_naive(now),
+                        checks=json.dumps(delivery.alerts), ok=delivery.ok,
+                        attempts=delivery.attempts, error=delivery.error))
+                for step in steps:
+                    state = step.sent if ok or step.alert is None else step.unsent
                     key = dict(audit=audit, target=target, channel=channel,
-                               check_id=alert.check_id)
-                    connection.execute(notification_state.delete().where(
-                        *[notification_state.c[name] == value for name, value in key.items()]))
-                    connection.execute(notification_state.insert().values(
-                        **key, last_sent_at=_naive(now), last_status=alert.status,
-                        open=alert.action == "trigger"))
+                               check_id=step.check_id)
+                    connection.execute(alerts.delete().where(
+                        *[alerts.c[name] == value for name, value in key.items()]))
+                    connection.execute(alerts.insert().values(
+                        **key, channel_name=channel_name, last_run_id=run_id,
+                        **{name: _naive(value) if name in self._ALERT_MOMENTS and value
+                           else value for name, value in state.items()
+                           if name in self._ALERT_FIELDS},
+                        **{name: False for name in ("announced", "pending")
+                           if name not in state}))
+                    if step.logged:
+                        connection.execute(alert_log.insert().values(
+                            audit=audit, target=target, channel_name=channel_name,
+                            check_id=step.check_id, run_id=run_id, at=_naive(now),
+                            event=step.event, status=state.get("last_status") or "pass",
+                            value=state.get("last_value"),
+                            delivered=None if step.alert is None else ok,
+                            error=None if ok or step.alert is None else delivery.error))
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot record notifications") from None
 
+    def acknowledge(self, audit: str, check_id: str, note: str, until: datetime | None,
+                    now: datetime, target: str | None = None) -> list[dict]:
+        """Acknowledge the open alerts of a check (every channel; one target, or every
+        target): no reminders until `until` (None: until it resolves or worsens). The
+        breach stays open and visible. Returns the alerts acknowledged."""
+        self.ensure()
+        where = [alerts.c.audit == audit, alerts.c.check_id == check_id,
+                 alerts.c.open.is_(True)]
+        if target is not None:
+            where.append(alerts.c.target == target)
+        try:
+            with self.engine.begin() as connection:
+                found = connection.execute(sa.select(alerts).where(*where)).all()
+                if found:
+                    connection.execute(alerts.update().where(*where).values(
+                        acknowledged_at=_naive(now), ack_until=_naive(until) if until else None,
+                        ack_note=note))
+                    connection.execute(alert_log.insert(), [dict(
+                        audit=audit, target=row.target, channel_name=row.channel_name,
+                        check_id=check_id, run_id=None, at=_naive(now), event="acknowledged",
+                        status=row.last_status, value=row.last_value, delivered=None,
+                        error=None, note=note) for row in found])
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the acknowledgement") from None
+        return [{"target": row.target, "channel": row.channel, "channel_name": row.channel_name,
+                 **self._alert(row)} for row in found]
+
+    def open_alerts(self, audit: str) -> list[dict]:
+        """The alerts of an audit that are open, on every target and channel."""
+        if not self._exists():
+            return []
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(alerts).where(
+                alerts.c.audit == audit, alerts.c.open.is_(True)).order_by(
+                alerts.c.opened_at, alerts.c.check_id, alerts.c.channel_name)).all()
+        return [{"target": row.target, "check_id": row.check_id, "channel": row.channel,
+                 "channel_name": row.channel_name, "last_run_id": row.last_run_id,
+                 **self._alert(row)} for row in rows]
+
+    def alert_log(self, audit: str, limit: int = 50) -> list[dict]:
+        """The newest steps of an audit's alerts, newest first."""
+        if not self._exists():
+            return []
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(alert_log).where(
+                alert_log.c.audit == audit).order_by(alert_log.c.id.desc()).limit(limit)).all()
+        return [{**row._mapping, "at": _aware(row.at)} for row in rows]
+
     # -- browsing ------------------------------------------------------------------------------
+
+    def _exists(self) -> bool:
+        """Whether the store was ever made: reading commands never create one."""
+        database = self.url.database
+        if self.url.get_backend_name() == "sqlite" and database and database != ":memory:" \
+                and not Path(database).exists():
+            return False
+        try:
+            with self.engine.connect() as connection:
+                present = sa.inspect(connection).has_table(meta_table.name)
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot read the store") from None
+        if present:
+            self.ensure()  # an older store is upgraded before it is read
+        return present
 
     def list_runs(self, audit: str | None = None, limit: int = 20) -> list[dict]:
         self.ensure()

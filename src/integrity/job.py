@@ -38,6 +38,7 @@ class JobOptions:
     timeout: float | None = None        # seconds for the whole run
     lock: Path | None = None
     notify: bool = True                 # send the audit's notifications
+    notify_dry_run: str | None = None   # write the messages to this file instead
     on_result: Callable[[CheckResult], None] | None = None
 
 
@@ -85,10 +86,14 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
     recorded = len(result.errors)
     formats = audit.config.output.formats
     outcome = JobOutcome(result, _write(result, options.output, formats))
+    keep = audit.config.output.keep_runs if result.run_id is not None else 0
     if audit.config.notify and options.notify:
         report = outcome.written.get("html")
+        if report and keep and "html" in formats:
+            report = _run_folder(options.output, result.run_id) / "report.html"
         outcome.deliveries = _stage(result, "sending notifications", lambda: deliver(
-            result, audit, store, str(report.resolve()) if report else None, deadline)) or []
+            result, audit, store, str(report.resolve()) if report else None, deadline,
+            options.notify_dry_run)) or []
         result.notifications = outcome.deliveries
         if deadline is not None and time.monotonic() >= deadline:
             result.errors.append(f"the run exceeded its timeout of {options.timeout:g}s "
@@ -98,9 +103,32 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
         # Once more, with what the notifications did and any output that failed: no
         # report may claim a verdict the process does not give.
         outcome.written = _write(result, options.output, formats) or outcome.written
+    if keep:
+        _stage(result, "keeping the run's own report", lambda: _keep_run(
+            result.run_id, options.output, outcome.written, keep))
     if store is not None and result.run_id is not None and len(result.errors) > recorded:
         _stage(result, "amending the run history", lambda: store.amend(result))
     return outcome
+
+
+def _run_folder(output: str, run_id: int) -> Path:
+    return Path(output) / "runs" / str(run_id)
+
+
+def _keep_run(run_id: int, output: str, written: dict[str, Path], keep: int) -> None:
+    """A copy of the run's report.html and report.json in runs/<run id>/ (its alerts link
+    there; the next run overwrites only the latest), and only the newest `keep` of them."""
+    import shutil
+
+    folder = _run_folder(output, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("html", "json"):
+        if name in written:
+            shutil.copyfile(written[name], folder / written[name].name)
+    folders = sorted((p for p in (Path(output) / "runs").glob("*")
+                      if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    for old in folders[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _stage(result: AuditResult, doing: str, action: Callable):

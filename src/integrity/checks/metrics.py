@@ -7,18 +7,29 @@ at 0%". A metric is one of
 * `numerator: sum(delivered_count)` / `denominator: sum(sent_count)` — a ratio;
 * `share: count` — each group's part of the total (needs `by`).
 
-computed over the rows of `dataset` whose `time` lies in the last `window`
-before the run's `now`, [now − window, now): consecutive nightly runs never
-count a row twice (all rows without a window), optionally per group
-(`by: [channel]`; `expect_groups` lists groups that must exist, so a channel
-with no rows at all is measured as 0). Bounds are `thresholds: {warn: "< 95%",
+computed over the rows of `dataset` whose `time` lies in the measured interval
+[start, end) (every row without a `window`), optionally per group (`by:
+[channel]`; `expect_groups` lists groups that must exist, so a channel with no
+rows at all is measured as 0). Bounds are `thresholds: {warn: "< 95%",
 critical: "< 90%"}`; each group breaching a bound is one violation, and the
 check takes the worst level. No rows in the window is a pass with a note.
+
+The interval slides by default: [now − window, now), so consecutive runs never
+count a row twice. With `align: hour|day|week` it is the last `window` of whole
+calendar hours, days or weeks (a week starts on Monday) in the dataset's
+`timezone` that ended at or before the run's `now`: at 10:00:05 or at 10:40,
+`window: 1h, align: hour` measures [09:00, 10:00) and `window: 2h` [08:00,
+10:00); at 00:00:05, `window: 1d, align: day` measures the day before. A day is
+a calendar day, 23 or 25 hours long when the clocks change. The interval is
+computed once, from the run's `now`, and both engines compare times against
+the same two bounds; the report records it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
@@ -89,7 +100,14 @@ class MetricConfig(CheckConfig):
         "The time column `window` applies to; give both or neither. Default: not set."))
     window: Duration | None = Field(None, description=(
         "Only rows whose `time` lies in [now − window, now) count, so consecutive runs "
-        "never count a row twice. Default: not set (every row)."))
+        "never count a row twice (with `align`: the last `window` of whole buckets). "
+        "Default: not set (every row)."))
+    align: Literal["hour", "day", "week"] | None = Field(None, description=(
+        "Measure whole calendar buckets in the dataset's `timezone`: the last `window` of "
+        "complete hours, days or weeks (from Monday) that ended at or before the run's "
+        "`now`, so a run at 10:00:05 or 10:40 with `window: 1h, align: hour` measures "
+        "[09:00, 10:00). `window` must be a whole number of them. Default: not set (the "
+        "window slides with `now`)."))
     thresholds: MetricThresholds = Field(  # type: ignore[assignment]
         description=(
             "Bounds on the metric's value — not on a violation count: `{warn: \"< 95%\", "
@@ -124,12 +142,66 @@ class MetricConfig(CheckConfig):
         return self.value is None
 
 
+ALIGN_UNITS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+
+def measured_interval(now: datetime, window: timedelta, align: str | None, zone: str
+                      ) -> tuple[datetime, datetime]:
+    """[start, end) in UTC that a run at `now` measures (see the module docstring)."""
+    now = now.astimezone(timezone.utc)
+    if align is None:
+        return now - window, now
+    local = now.astimezone(ZoneInfo(zone))
+    if align == "hour":
+        # An hour is an hour of real time, the clocks changing or not; only its start is
+        # local (a zone 5:30 ahead of UTC starts its hours at UTC's half hours).
+        end = local.replace(minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+        return end - window, end
+    # Days and weeks are counted on the local calendar (wall-clock arithmetic), so a day
+    # the clocks change is still one day.
+    end_local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if align == "week":
+        end_local -= timedelta(days=local.weekday())
+    start_local = end_local - timedelta(days=window // timedelta(days=1))
+    return start_local.astimezone(timezone.utc), end_local.astimezone(timezone.utc)
+
+
+def interval_text(interval: tuple[datetime, datetime], zone: str) -> str:
+    """`[2026-01-30 09:00, 10:00) UTC`: the interval in the dataset's time zone, the end's
+    date only when it differs from the start's."""
+    start, end = (moment.astimezone(ZoneInfo(zone)) for moment in interval)
+
+    def clock(moment: datetime) -> str:
+        seconds = moment.strftime(":%S") if moment.second or moment.microsecond else ""
+        fraction = f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else ""
+        return moment.strftime("%H:%M") + seconds + fraction
+
+    first = f"{start:%Y-%m-%d} {clock(start)}"
+    second = clock(end) if end.date() == start.date() else f"{end:%Y-%m-%d} {clock(end)}"
+    return f"[{first}, {second}) {zone}"
+
+
 class Metric(Check):
     """A value or rate over a window against bounds."""
 
     kind = "metric"
     Config = MetricConfig
     config: MetricConfig
+    _interval: tuple[datetime, datetime] | None = None  # of the run being measured
+
+    @classmethod
+    def validate(cls, config, audit):
+        if config.align is None:
+            return []
+        if config.window is None:
+            return [(("align",), "align needs a window (and its time column): the number of "
+                                 "whole buckets measured, e.g. window: 1h with align: hour")]
+        unit = ALIGN_UNITS[config.align]
+        if config.window < unit or config.window % unit:
+            return [(("window",), f"window {format_duration(config.window)} is not a whole "
+                                  f"number of {config.align}s (align: {config.align}); use e.g. "
+                                  f"{format_duration(unit)} or {format_duration(2 * unit)}")]
+        return []
 
     def columns(self):
         config = self.config
@@ -155,10 +227,11 @@ class Metric(Check):
         config = self.config
         self._baseline = data.baseline
         rows = data.rows(config.dataset, config.where)
-        if config.window is not None:
+        interval = self.interval(data.now)
+        if interval is not None:
             times = data.time_column(config.dataset, rows, config.time)
-            now = pd.Timestamp(data.now)
-            rows = rows[((times >= now - pd.Timedelta(config.window)) & (times < now)).to_numpy()]
+            start, end = (pd.Timestamp(moment) for moment in interval)
+            rows = rows[((times >= start) & (times < end)).to_numpy()]
         by = list(config.by)
         if rows.empty:
             groups = pd.DataFrame(columns=[*by, *[f"a{i}" for i in range(len(self.parts()))]])
@@ -182,11 +255,11 @@ class Metric(Check):
         self._baseline = db.baseline
         rows = db.alias(config.dataset, "rows")
         scope = db.where(config.dataset, rows, config.where)
-        if config.window is not None:
+        interval = self.interval(db.now)
+        if interval is not None:
             scope = sa.and_(scope,
-                            db.time_at_least(config.dataset, rows, config.time,
-                                             db.now - config.window),
-                            db.time_before(config.dataset, rows, config.time, db.now))
+                            db.time_at_least(config.dataset, rows, config.time, interval[0]),
+                            db.time_before(config.dataset, rows, config.time, interval[1]))
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
                       for i, part in enumerate(self.parts())]
@@ -210,6 +283,17 @@ class Metric(Check):
         if hint:
             outcome.notes.append(hint.replace("the newest", "the window"))
         return outcome
+
+    def interval(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The interval this run measures (None without a window), kept for `describe`."""
+        config = self.config
+        self._interval = None if config.window is None else measured_interval(
+            now, config.window, config.align, self.zone)
+        return self._interval
+
+    @property
+    def zone(self) -> str:
+        return self.audit.datasets[self.config.dataset].timezone
 
     def judge(self, groups, total, population: int) -> Measurement:
         """From per-group aggregates (columns by…, a0[, a1]) to the judged measurement."""
@@ -256,7 +340,8 @@ class Metric(Check):
         notes = list(notes)
         if table.empty:
             return Measurement(violations=table, violation_count=0, population=population,
-                               keys=list(config.by) or ["scope"], judged=True, notes=notes)
+                               keys=list(config.by) or ["scope"], judged=True, notes=notes,
+                               interval=self._interval)
         levels = pd.Series(None, index=table.index, dtype="object")
         bounds = config.thresholds
         groups = self.group_keys(table)
@@ -308,7 +393,8 @@ class Metric(Check):
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=population,
                            keys=list(config.by) or ["scope"], level=level, judged=True,
-                           value=single, value_text=shown, notes=notes, values=values)
+                           value=single, value_text=shown, notes=notes, values=values,
+                           interval=self._interval)
 
     @property
     def relative(self) -> bool:
@@ -339,6 +425,21 @@ class Metric(Check):
                 found[group] = value
         return found
 
+    def _span(self) -> str:
+        """`the last 1d [2026-01-29 10:00, 2026-01-30 10:00) UTC`, `the hour [2026-01-30
+        09:00, 10:00) UTC`: the interval once a run measured it, else how it is chosen."""
+        config = self.config
+        if config.align is None:
+            span = f"the last {format_duration(config.window)}"
+        else:
+            count = config.window // ALIGN_UNITS[config.align]
+            span = f"the {config.align}" if count == 1 else f"the {count} {config.align}s"
+            if self._interval is None:
+                span = span.replace("the", "the last complete", 1)
+        if self._interval is None:
+            return span + (f" (aligned in {self.zone})" if config.align else "")
+        return f"{span} {interval_text(self._interval, self.zone)}"
+
     def format(self, value) -> str | None:
         if value is None or value != value:
             return None
@@ -356,7 +457,7 @@ class Metric(Check):
         if config.by:
             text += f" per {', '.join(config.by)}"
         if config.window is not None:
-            text += f" over the last {format_duration(config.window)} of {config.time}"
+            text += f" over {self._span()} of {config.time}"
         if config.where:
             text += f" where {describe_filter(config.where)}"
         bounds = [f"{name} if {bound}" for name, bound in

@@ -129,3 +129,77 @@ def test_a_sliding_window_records_its_interval_and_no_window_none(sqlite_db):
                                    "09:10:00.25, 10:40:00.25) UTC of at: critical if < 1.")
     assert (result.check("all").interval, check_document(result.check("all"))["interval"]) \
         == (None, None)
+
+
+# ---------------------------------------------------------------------------
+# Empty means something.
+
+QUIET_HOUR = [{"id": 1, "channel": "EMAIL", "ok": 1, "sent": 2, "cost": 2.0,
+               "at": "2026-01-30 08:30:00"},
+              {"id": 2, "channel": "SMS", "ok": 0, "sent": 0, "cost": 4.0,
+               "at": "2026-01-30 08:45:00"}]
+LAST_HOUR = "time: at, window: 1h, align: hour"
+EMPTY = f"""\
+- {{id: count, kind: metric, dataset: sends, value: count, {LAST_HOUR},
+   thresholds: {{critical: "< 1"}}}}
+- {{id: sum, kind: metric, dataset: sends, value: sum(cost), {LAST_HOUR},
+   thresholds: {{critical: "< 1"}}}}
+- {{id: rate, kind: metric, dataset: sends, numerator: sum(ok), denominator: count,
+   {LAST_HOUR}, thresholds: {{critical: "< 90%"}}}}
+- {{id: rate_pass, kind: metric, dataset: sends, numerator: sum(ok), denominator: count,
+   {LAST_HOUR}, on_empty: pass, thresholds: {{critical: "< 90%"}}}}
+- {{id: cost, kind: metric, dataset: sends, value: avg(cost), {LAST_HOUR}, on_empty: info,
+   thresholds: {{warn: "> 3"}}}}
+- {{id: per_channel, kind: metric, dataset: sends, value: count, by: [channel],
+   expect_groups: [EMAIL, SMS], {LAST_HOUR}, thresholds: {{critical: "< 1"}}}}
+- {{id: channels_seen, kind: metric, dataset: sends, value: count, by: [channel],
+   {LAST_HOUR}, thresholds: {{critical: "< 1"}}}}
+- {{id: share, kind: metric, dataset: sends, share: count, by: [channel],
+   expect_groups: [EMAIL, SMS], {LAST_HOUR}, thresholds: {{warn: "< 10%"}}}}
+- {{id: delivered, kind: metric, dataset: sends, numerator: sum(ok), denominator: sum(sent),
+   by: [channel], thresholds: {{critical: "< 10%"}}}}
+- {{id: sms_delivered, kind: metric, dataset: sends, numerator: sum(ok),
+   denominator: sum(sent), where: {{channel: SMS}}, thresholds: {{critical: "< 10%"}}}}
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_empty_window_counts_zero_and_a_ratio_has_no_value(db, engine):
+    db.tables(sends=QUIET_HOUR)
+    result = measure(db, EMPTY, utc("2026-01-30 10:00:05"), engine)
+    hour = "[2026-01-30 09:00, 10:00) UTC"
+
+    def shown(check_id):
+        check = result.check(check_id)
+        return (check.status, check.value, check.violation_count,
+                [tuple(row.values()) for row in check.sample], check.notes)
+
+    # A count and a sum over no rows are 0, judged like any value.
+    assert shown("count") == ("fail", 0, 1, [("all rows", "0", "critical", "< 1")], [])
+    assert shown("sum") == ("fail", 0, 1, [("all rows", "0", "critical", "< 1")], [])
+    assert shown("per_channel") == ("fail", None, 2, [("EMAIL", "0", "critical", "< 1"),
+                                                      ("SMS", "0", "critical", "< 1")], [])
+    # A ratio, an average and a share have no value: on_empty, with the reason.
+    assert shown("rate") == ("warn", None, 1, [
+        ("all rows", None, "warning", f"no value: no rows in {hour}")], [
+        f"no value: no rows in {hour}; on_empty: warn"])
+    assert shown("rate_pass") == ("pass", None, 0, [], [
+        f"no value: no rows in {hour}; on_empty: pass"])
+    assert shown("cost") == ("info", None, 1, [
+        ("all rows", None, "info", f"no value: no rows in {hour}")], [
+        f"no value: no rows in {hour}; on_empty: info"])
+    assert shown("share") == ("warn", None, 2, [
+        ("EMAIL", None, "warning", f"no value: no rows in {hour}"),
+        ("SMS", None, "warning", f"no value: no rows in {hour}")], [
+        f"no value for 2 group(s) (EMAIL, SMS): no rows in {hour}; on_empty: warn"])
+    # Grouped, with no group to measure at all: the whole check has no value.
+    assert shown("channels_seen") == ("warn", None, 0, [], [
+        f"no value: no rows in {hour}, so no group to measure; on_empty: warn"])
+    # Rows, but nothing sent: denominator 0.
+    assert shown("delivered") == ("warn", None, 1, [
+        ("SMS", None, "warning", "no value: denominator 0")], [
+        "no value for 1 group(s) (SMS): denominator 0; on_empty: warn"])
+    assert result.check("delivered").value_text == "EMAIL: 50.00%, SMS: no value"
+    assert shown("sms_delivered") == ("warn", None, 1, [
+        ("all rows", None, "warning", "no value: denominator 0")], [
+        "no value: denominator 0; on_empty: warn"])

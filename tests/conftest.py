@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
+import time
 import uuid
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -166,3 +169,46 @@ def write_audit(tmp_path):
         path.write_text(textwrap.dedent(text))
         return path
     return write
+
+
+# ---------------------------------------------------------------------------
+# A real HTTP server on loopback, recording what channels send (Slack, PagerDuty, webhooks).
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers by path: /ok 200, /fail 500, /hang sleeps past the client's timeout."""
+
+    def do_POST(self):  # noqa: N802 — the http.server API
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers),
+                                     "body": body})
+        if "/hang" in self.path:
+            time.sleep(2)
+        if "/trickle" in self.path:  # the answer one byte at a time: each read is quick
+            answer = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"x" * 80 + b"\r\n\r\n"
+            for byte in answer:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up, as it should
+                time.sleep(0.2)
+            return
+        status = 500 if "/fail" in self.path else 202 if "/pd" in self.path else 200
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

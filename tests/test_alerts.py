@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from integrity.cli import main
-from test_notify import ROUTING_KEY, http_server, leads_db, write_audit  # noqa: F401
+from test_notify import ROUTING_KEY, leads_db, write_audit
 
 DAY = "2026-03-02"
 

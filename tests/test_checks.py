@@ -361,9 +361,12 @@ class TestMetricsAndFreshness:
         success = only(result, "success")
         assert [(r["channel"], r["value"]) for r in success.sample] == [("SMS", "50.00%")]
         empty = only(result, "empty")
-        # FAX is a value no row has: the filter, not the data, made the window empty.
+        # FAX is a value no row has: the filter, not the data, made the window empty. An
+        # average over no rows has no value: on_empty (warn).
+        assert [(r["scope"], r["value"], r["level"], r["bound"]) for r in empty.sample] == [
+            ("all rows", None, "warning", "no value: no rows")]
         assert (empty.status, empty.notes) == ("warn", [
-            "no rows in the window: nothing to measure",
+            "no value: no rows; on_empty: warn",
             "the filter (channel = 'FAX') matches none of the 11 rows of sends: values compare "
             "exactly (case included); on_empty: warn"])
 

@@ -198,6 +198,22 @@ def test_check_specific_rules():
         """) == ["a.yml:7:5: checks[0]: give max_age, or warn_after and/or critical_after"]
 
 
+def test_an_aligned_window_is_whole_buckets():
+    assert errors("""\
+        - {id: hours, kind: metric, dataset: sends, value: count, time: sentAt,
+           window: 90m, align: hour, thresholds: {warn: "< 1"}}
+        - {id: weeks, kind: metric, dataset: sends, value: count, time: sentAt,
+           window: 1d, align: week, thresholds: {warn: "< 1"}}
+        - {id: unbounded, kind: metric, dataset: sends, value: count, align: day,
+           thresholds: {warn: "< 1"}}
+        """) == ["a.yml:8:6: checks[0].window: window 1.5h is not a whole number of hours "
+                 "(align: hour); use e.g. 1h or 2h",
+                 "a.yml:10:6: checks[1].window: window 1d is not a whole number of weeks "
+                 "(align: week); use e.g. 7d or 14d",
+                 "a.yml:11:65: checks[2].align: align needs a window (and its time column): "
+                 "the number of whole buckets measured, e.g. window: 1h with align: hour"]
+
+
 def test_thresholds_language():
     audit = parse_audit(HEAD + textwrap.indent(textwrap.dedent("""\
         - kind: orphans

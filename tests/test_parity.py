@@ -111,6 +111,7 @@ def assert_same(url, tables, datasets, checks):
                                                                key=repr), left.id
         if left.value is not None or right.value is not None:
             assert left.value == pytest.approx(right.value), left.id
+        assert left.interval == right.interval, left.id
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -262,7 +263,8 @@ def test_reconciliation(url, left, right, per_day, measure, tolerance):
                   ("cost", st.one_of(st.none(), st.integers(0, 10))),
                   ("at", times())),
        shape=st.sampled_from(["ratio", "value", "share", "filtered"]), grouped=st.booleans(),
-       expect=st.booleans(), window=st.sampled_from([None, "20m", "2h"]))
+       expect=st.booleans(),
+       window=st.sampled_from([None, ("20m", None), ("2h", None), ("1h", "hour")]))
 def test_metric(url, table, shape, grouped, expect, window):
     if shape == "share":
         grouped = True
@@ -277,7 +279,9 @@ def test_metric(url, table, shape, grouped, expect, window):
         if expect:
             check["expect_groups"] = ["EMAIL", "SMS", "LINK"]
     if window:
-        check["time"], check["window"] = "at", window
+        check["time"], check["window"] = "at", window[0]
+        if window[1]:  # at NOW, 12:30: [11:00, 12:00), whose start the times hit exactly
+            check["align"] = window[1]
     assert_same(url, {"sends": ({"channel": "text", "ok": "int", "cost": "int", "at": "time"},
                                 table)},
                 "sends: {table: sends, key: id}", [check])

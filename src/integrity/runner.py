@@ -360,6 +360,8 @@ def _when_the_filter_matches_nothing(check: Check, engine: str, context,
         outcome.status = LEVEL_STATUS[config.severity]
     elif config.on_empty == "warn" and outcome.status in {"pass", "info"}:
         outcome.status = "warn"
+    elif config.on_empty == "info" and outcome.status == "pass":  # a metric's setting
+        outcome.status = "info"
 
 
 def _psycopg(source) -> bool:

@@ -16,6 +16,7 @@ by `integrity validate`, which must not pay for pandas.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from integrity.config import Audit, CheckConfig
@@ -61,6 +62,8 @@ class Measurement:
     error: str | None = None
     # Per-group values of a metric, kept in the run history for baselines.
     values: dict[str, float | None] = field(default_factory=dict)
+    # The [start, end) a windowed metric measured (UTC), as both engines compared it.
+    interval: tuple[datetime, datetime] | None = None
 
 
 class Check:

@@ -7,18 +7,38 @@ at 0%". A metric is one of
 * `numerator: sum(delivered_count)` / `denominator: sum(sent_count)` — a ratio;
 * `share: count` — each group's part of the total (needs `by`).
 
-computed over the rows of `dataset` whose `time` lies in the last `window`
-before the run's `now`, [now − window, now): consecutive nightly runs never
-count a row twice (all rows without a window), optionally per group
-(`by: [channel]`; `expect_groups` lists groups that must exist, so a channel
-with no rows at all is measured as 0). Bounds are `thresholds: {warn: "< 95%",
+computed over the rows of `dataset` whose `time` lies in the measured interval
+[start, end) (every row without a `window`), optionally per group (`by:
+[channel]`; `expect_groups` lists groups that must exist, so a channel with no
+rows at all is measured over no rows). Bounds are `thresholds: {warn: "< 95%",
 critical: "< 90%"}`; each group breaching a bound is one violation, and the
-check takes the worst level. No rows in the window is a pass with a note.
+check takes the worst level.
+
+Empty means something. A count (`count`, `count(col)`, `count_distinct(col)`)
+or a `sum` over no rows — an empty window, or an expected group without rows —
+is 0, and is judged like any other value: `< 50% of baseline` fires on a day
+with none. `avg`, `min` and `max` over no rows, a ratio whose denominator is 0
+and a share of a total of 0 have no value, nor has a check with `by` that finds
+no group at all; such a group (or the whole check) takes the `on_empty` level —
+`warn` by default, `fail`, `info`, or `pass` — never a silent pass, and a note
+says why ("no rows in [start, end)", "denominator 0").
+
+The interval slides by default: [now − window, now), so consecutive runs never
+count a row twice. With `align: hour|day|week` it is the last `window` of whole
+calendar hours, days or weeks (a week starts on Monday) in the dataset's
+`timezone` that ended at or before the run's `now`: at 10:00:05 or at 10:40,
+`window: 1h, align: hour` measures [09:00, 10:00) and `window: 2h` [08:00,
+10:00); at 00:00:05, `window: 1d, align: day` measures the day before. A day is
+a calendar day, 23 or 25 hours long when the clocks change. The interval is
+computed once, from the run's `now`, and both engines compare times against
+the same two bounds; the report records it.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
@@ -76,20 +96,35 @@ class MetricConfig(CheckConfig):
         "`sum(delivered_count)`."))
     denominator: AggregateField | None = Field(None, description=(
         "With `numerator`, e.g. `sum(sent_count)`. A denominator of 0 gives no value: "
-        "noted, not judged."))
+        "the group takes the `on_empty` level."))
     share: AggregateField | None = Field(None, description=(
         "The metric is each group's part of the total, e.g. `count` (needs `by`)."))
     by: list[str] = Field([], description=(
         "Group columns: each group is measured and judged on its own, e.g. `[channel]`. "
         "Default: none (one value for all rows)."))
     expect_groups: list[Any] | None = Field(None, description=(
-        "Groups that must exist, with exactly one `by` column: a group without rows "
-        "measures 0 (a ratio: no value). Default: not set."))
+        "Groups that must exist, with exactly one `by` column: a group without rows is "
+        "measured over no rows (a count or sum: 0; a ratio, share or average: no value, "
+        "`on_empty`). Default: not set."))
     time: str | None = Field(None, description=(
         "The time column `window` applies to; give both or neither. Default: not set."))
     window: Duration | None = Field(None, description=(
         "Only rows whose `time` lies in [now − window, now) count, so consecutive runs "
-        "never count a row twice. Default: not set (every row)."))
+        "never count a row twice (with `align`: the last `window` of whole buckets). "
+        "Default: not set (every row)."))
+    align: Literal["hour", "day", "week"] | None = Field(None, description=(
+        "Measure whole calendar buckets in the dataset's `timezone`: the last `window` of "
+        "complete hours, days or weeks (from Monday) that ended at or before the run's "
+        "`now`, so a run at 10:00:05 or 10:40 with `window: 1h, align: hour` measures "
+        "[09:00, 10:00). `window` must be a whole number of them. Default: not set (the "
+        "window slides with `now`)."))
+    on_empty: Literal["warn", "fail", "pass", "info"] = Field("warn", description=(
+        "The level of a group without a value — `avg`, `min` or `max` over no rows, a ratio "
+        "whose denominator is 0, a share of a total of 0 — or of the whole check when `by` "
+        "finds no group (a count or sum over no rows is 0, and judged): `warn` — the group "
+        "warns; `fail` — it fails; `info` — it is reported; `pass` — it passes; each with "
+        "a note saying why. As for every check, also what happens when `where` matches "
+        "none of the dataset's rows. Default `warn`."))
     thresholds: MetricThresholds = Field(  # type: ignore[assignment]
         description=(
             "Bounds on the metric's value — not on a violation count: `{warn: \"< 95%\", "
@@ -124,12 +159,70 @@ class MetricConfig(CheckConfig):
         return self.value is None
 
 
+# Aggregates that are 0 over no rows; the others (avg, min, max) have no value there.
+ADDITIVE = {"count", "count_distinct", "sum"}
+# The level a group without a value takes, by `on_empty`.
+ON_EMPTY_LEVELS = {"warn": "warning", "fail": "critical", "info": "info", "pass": None}
+ALIGN_UNITS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+
+def measured_interval(now: datetime, window: timedelta, align: str | None, zone: str
+                      ) -> tuple[datetime, datetime]:
+    """[start, end) in UTC that a run at `now` measures (see the module docstring)."""
+    now = now.astimezone(timezone.utc)
+    if align is None:
+        return now - window, now
+    local = now.astimezone(ZoneInfo(zone))
+    if align == "hour":
+        # An hour is an hour of real time, the clocks changing or not; only its start is
+        # local (a zone 5:30 ahead of UTC starts its hours at UTC's half hours).
+        end = local.replace(minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+        return end - window, end
+    # Days and weeks are counted on the local calendar (wall-clock arithmetic), so a day
+    # the clocks change is still one day.
+    end_local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if align == "week":
+        end_local -= timedelta(days=local.weekday())
+    start_local = end_local - timedelta(days=window // timedelta(days=1))
+    return start_local.astimezone(timezone.utc), end_local.astimezone(timezone.utc)
+
+
+def interval_text(interval: tuple[datetime, datetime], zone: str) -> str:
+    """`[2026-01-30 09:00, 10:00) UTC`: the interval in the dataset's time zone, the end's
+    date only when it differs from the start's."""
+    start, end = (moment.astimezone(ZoneInfo(zone)) for moment in interval)
+
+    def clock(moment: datetime) -> str:
+        seconds = moment.strftime(":%S") if moment.second or moment.microsecond else ""
+        fraction = f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else ""
+        return moment.strftime("%H:%M") + seconds + fraction
+
+    first = f"{start:%Y-%m-%d} {clock(start)}"
+    second = clock(end) if end.date() == start.date() else f"{end:%Y-%m-%d} {clock(end)}"
+    return f"[{first}, {second}) {zone}"
+
+
 class Metric(Check):
     """A value or rate over a window against bounds."""
 
     kind = "metric"
     Config = MetricConfig
     config: MetricConfig
+    _interval: tuple[datetime, datetime] | None = None  # of the run being measured
+
+    @classmethod
+    def validate(cls, config, audit):
+        if config.align is None:
+            return []
+        if config.window is None:
+            return [(("align",), "align needs a window (and its time column): the number of "
+                                 "whole buckets measured, e.g. window: 1h with align: hour")]
+        unit = ALIGN_UNITS[config.align]
+        if config.window < unit or config.window % unit:
+            return [(("window",), f"window {format_duration(config.window)} is not a whole "
+                                  f"number of {config.align}s (align: {config.align}); use e.g. "
+                                  f"{format_duration(unit)} or {format_duration(2 * unit)}")]
+        return []
 
     def columns(self):
         config = self.config
@@ -155,16 +248,17 @@ class Metric(Check):
         config = self.config
         self._baseline = data.baseline
         rows = data.rows(config.dataset, config.where)
-        if config.window is not None:
+        interval = self.interval(data.now)
+        if interval is not None:
             times = data.time_column(config.dataset, rows, config.time)
-            now = pd.Timestamp(data.now)
-            rows = rows[((times >= now - pd.Timedelta(config.window)) & (times < now)).to_numpy()]
+            start, end = (pd.Timestamp(moment) for moment in interval)
+            rows = rows[((times >= start) & (times < end)).to_numpy()]
         by = list(config.by)
-        if rows.empty:
-            groups = pd.DataFrame(columns=[*by, *[f"a{i}" for i in range(len(self.parts()))]])
-        elif not by:
+        if not by:  # one value, over no rows too (SQL's aggregate without GROUP BY)
             groups = pd.DataFrame({f"a{i}": [aggregate(data, config.dataset, rows, part, [])]
                                    for i, part in enumerate(self.parts())})
+        elif rows.empty:
+            groups = pd.DataFrame(columns=[*by, *[f"a{i}" for i in range(len(self.parts()))]])
         else:
             series = [aggregate(data, config.dataset, rows, part, by).rename(f"a{i}")
                       for i, part in enumerate(self.parts())]
@@ -182,11 +276,11 @@ class Metric(Check):
         self._baseline = db.baseline
         rows = db.alias(config.dataset, "rows")
         scope = db.where(config.dataset, rows, config.where)
-        if config.window is not None:
+        interval = self.interval(db.now)
+        if interval is not None:
             scope = sa.and_(scope,
-                            db.time_at_least(config.dataset, rows, config.time,
-                                             db.now - config.window),
-                            db.time_before(config.dataset, rows, config.time, db.now))
+                            db.time_at_least(config.dataset, rows, config.time, interval[0]),
+                            db.time_before(config.dataset, rows, config.time, interval[1]))
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
         aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
                       for i, part in enumerate(self.parts())]
@@ -194,8 +288,6 @@ class Metric(Check):
                      .where(scope).group_by(*by))
         groups = db.frame(statement)
         population = int(groups.pop("_rows").sum()) if len(groups) else 0
-        if not config.by and population == 0:
-            groups = groups.iloc[0:0]
         total = None
         if config.share is not None and population:
             if config.share.function in {"count", "sum"}:  # additive: the groups add up
@@ -211,15 +303,27 @@ class Metric(Check):
             outcome.notes.append(hint.replace("the newest", "the window"))
         return outcome
 
+    def interval(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The interval this run measures (None without a window), kept for `describe`."""
+        config = self.config
+        self._interval = None if config.window is None else measured_interval(
+            now, config.window, config.align, self.zone)
+        return self._interval
+
+    @property
+    def zone(self) -> str:
+        return self.audit.datasets[self.config.dataset].timezone
+
     def judge(self, groups, total, population: int) -> Measurement:
-        """From per-group aggregates (columns by…, a0[, a1]) to the judged measurement."""
+        """From per-group aggregates (columns by…, a0[, a1]; one row without `by`, even over
+        no rows) to the judged measurement."""
         import numpy as np
         import pandas as pd
 
         config = self.config
-        if population == 0 and not config.expect_groups:
-            return self._result(pd.DataFrame(), population=0,
-                                notes=["no rows in the window: nothing to measure"])
+        rowless = pd.Series(population == 0, index=groups.index)  # measured over no rows
+        if config.expect_groups is not None:
+            groups, rowless = self._expected(groups, rowless, config.expect_groups)
         numbers = groups.drop(columns=list(config.by)).apply(
             lambda column: pd.to_numeric(column, errors="coerce").astype("float64"))
         if config.share is not None:
@@ -228,87 +332,145 @@ class Metric(Check):
             value = numbers["a0"]
         else:
             value = numbers["a0"] / numbers["a1"].replace(0, np.nan)
-        if not config.by:
-            single = value.iloc[0] if len(value) else None
-            table = pd.DataFrame({"scope": ["all rows"], "value": [single]})
+        why = [None if not pd.isna(number) else self._no_value(empty, parts, total)
+               for number, empty, parts in zip(value, rowless, numbers.itertuples(index=False))]
+        if config.by:
+            table = groups[list(config.by)].assign(value=value.to_numpy(), _why=why)
+            table = self._in_order(table)
         else:
-            table = groups[list(config.by)].assign(value=value.to_numpy())
-            if config.expect_groups is not None:
-                table = self._expected(table, config.expect_groups)
-        return self._result(table, population=population)
+            table = pd.DataFrame({"scope": ["all rows"] * len(value), "value": value.to_numpy(),
+                                  "_why": why})
+        table = table.reset_index(drop=True)
+        reasons = [reason if isinstance(reason, str) else None for reason in table["_why"]]
+        return self._result(table.drop(columns="_why"), population, reasons)
 
-    def _expected(self, table, expected):
+    def _in_order(self, table):
+        """Groups in their natural order, as both engines show them; in text order when
+        they mix types (an expected group 1 among text)."""
+        by = list(self.config.by)
+        try:
+            return table.sort_values(by, kind="stable")
+        except TypeError:
+            return table.sort_values(by, kind="stable", key=lambda column: column.astype(str))
+
+    def _expected(self, groups, rowless, expected):
+        """`groups` with a row for each expected group that has none, its aggregates taken
+        over no rows (a count or sum is 0, anything else null), and `rowless` to match."""
         import pandas as pd
 
         column = self.config.by[0]
-        present = set(table[column].astype(str)) if column in table else set()
+        present = set(groups[column].astype(str))
         missing = [group for group in expected if str(group) not in present]
-        fill = 0.0 if self.config.numerator is None else float("nan")
-        extra = pd.DataFrame({column: missing, "value": [fill] * len(missing)})
-        if column not in table:
-            return extra
-        return pd.concat([table, extra], ignore_index=True)
+        extra = pd.DataFrame({column: missing, **{
+            f"a{i}": [0.0 if part.function in ADDITIVE else float("nan")] * len(missing)
+            for i, part in enumerate(self.parts())}})
+        flags = pd.Series([True] * len(missing))
+        if groups.empty:  # nothing to append to (and no all-NA concatenation)
+            return extra, flags
+        return (pd.concat([groups, extra], ignore_index=True),
+                pd.concat([rowless, flags], ignore_index=True))
 
-    def _result(self, table, population, notes=()):
+    def _no_value(self, rowless: bool, parts, total) -> str:
+        """Why a group (or the scope) has no value, in the note and its violation row."""
+        config = self.config
+        if rowless:
+            return self._no_rows()
+        if config.share is not None:
+            return "total 0" if not total else f"{config.share} has no value"
+        if config.value is not None:
+            return f"{config.value} has no value"
+        numerator, denominator = parts
+        if denominator == 0:
+            return "denominator 0"
+        if denominator != denominator:
+            return f"the denominator {config.denominator} has no value"
+        return f"the numerator {config.numerator} has no value"
+
+    def _no_rows(self) -> str:
+        if self._interval is None:
+            return "no rows"
+        return f"no rows in {interval_text(self._interval, self.zone)}"
+
+    def _result(self, table, population, why):
         import pandas as pd
 
+        from integrity.checks.common import worst_level
+
         config = self.config
-        notes = list(notes)
-        if table.empty:
+        notes: list[str] = []
+        keys = list(config.by) or ["scope"]
+        empty_level = ON_EMPTY_LEVELS[config.on_empty]
+        if table.empty:  # `by` found no group at all: the whole check has no value
+            notes.append(f"no value: {self._no_rows()}, so no group to measure; "
+                         f"on_empty: {config.on_empty}")
             return Measurement(violations=table, violation_count=0, population=population,
-                               keys=list(config.by) or ["scope"], judged=True, notes=notes)
+                               keys=keys, level=empty_level, judged=True, notes=notes,
+                               interval=self._interval)
         levels = pd.Series(None, index=table.index, dtype="object")
+        reasons = pd.Series(None, index=table.index, dtype="object")  # the `bound` column
         bounds = config.thresholds
         groups = self.group_keys(table)
-        baselines = self.baselines(groups, notes)
+        valued = table["value"].notna()
+        baselines = self.baselines([g for g, ok in zip(groups, valued) if ok], notes)
         for level, bound in (("warning", bounds.warn), ("critical", bounds.critical)):
             if bound is not None:
-                breached = [bound.breached(value, baselines.get(group)) for value, group in
-                            zip(table["value"], groups)]
-                levels[pd.Series(breached, index=table.index)] = level
-        unjudged = pd.Series(False, index=table.index)  # flagged for want of a baseline
-        if self.relative and any(baselines.get(group) is None for group in groups):
-            # Too little history: say so, never pass silently.
-            short = [g for g in groups if baselines.get(g) is None]
-            for index, group in zip(table.index, groups):
-                if group in short and pd.isna(levels[index]):
-                    levels[index] = config.baseline.insufficient
-                    unjudged[index] = True
-            notes.append(f"too little history for a baseline ({len(short)} group(s) with fewer "
-                         f"than {config.baseline.min_runs} earlier runs): "
-                         f"{config.baseline.insufficient}")
-        no_data = table["value"].isna()
-        if no_data.any():
-            notes.append(f"{int(no_data.sum())} group(s) have no data (denominator 0)"
-                         if config.by else "no data to compute the metric (denominator 0)")
+                breached = pd.Series([bound.breached(value, baselines.get(group)) for value, group
+                                      in zip(table["value"], groups)], index=table.index)
+                levels[breached], reasons[breached] = level, str(bound)
+        if self.relative:
+            short = [index for index, group in zip(table.index, groups)
+                     if valued[index] and baselines.get(group) is None]
+            if short:
+                # Too little history: say so, never pass silently.
+                for index in short:
+                    if pd.isna(levels[index]):
+                        levels[index] = config.baseline.insufficient
+                        reasons[index] = "baseline: too little history"
+                notes.append(f"too little history for a baseline ({len(short)} group(s) with "
+                             f"fewer than {config.baseline.min_runs} earlier runs): "
+                             f"{config.baseline.insufficient}")
+        for reason, indices in self._by_reason(why).items():
+            notes.append(self._no_value_note(reason, [groups[i] for i in indices]))
+            if empty_level is not None:
+                levels[indices], reasons[indices] = empty_level, f"no value: {reason}"
         flagged = levels.notna()
-        violations = table[flagged].assign(
-            level=levels[flagged],
-            bound=["baseline: too little history" if short else
-                   str(bounds.critical if level == "critical" else bounds.warn)
-                   for level, short in zip(levels[flagged], unjudged[flagged])])
+        violations = table[flagged].assign(level=levels[flagged], bound=reasons[flagged])
         if self.relative:
             violations["baseline"] = [None if baselines.get(g) is None else
                                       self.format(baselines[g]) for g, keep in
                                       zip(groups, flagged) if keep]
         violations["value"] = violations["value"].map(self.format)
-        if config.by:
-            violations = violations.sort_values(list(config.by), kind="stable")
-        from integrity.checks.common import worst_level
-
-        level = worst_level(levels)
         single = None if config.by else table["value"].iloc[0]
         single = None if single is None or pd.isna(single) else float(single)
         shown = self.format(single) if single is not None else (
-            ", ".join(f"{row[config.by[0]]}: {self.format(row['value'])}"
+            ", ".join(f"{row[config.by[0]]}: {self.format(row['value']) or 'no value'}"
                       for _, row in table.iterrows()) if len(config.by) == 1 and
             len(table) <= 12 else None)
         values = {group: (None if pd.isna(value) else float(value))
                   for group, value in zip(groups, table["value"])}
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int(flagged.sum()), population=population,
-                           keys=list(config.by) or ["scope"], level=level, judged=True,
-                           value=single, value_text=shown, notes=notes, values=values)
+                           keys=keys, level=worst_level(levels), judged=True,
+                           value=single, value_text=shown, notes=notes, values=values,
+                           interval=self._interval)
+
+    @staticmethod
+    def _by_reason(why: list[str | None]) -> dict[str, list[int]]:
+        """Positions of the groups without a value, per reason, in order of appearance."""
+        found: dict[str, list[int]] = {}
+        for index, reason in enumerate(why):
+            if reason is not None:
+                found.setdefault(reason, []).append(index)
+        return found
+
+    def _no_value_note(self, reason: str, groups: list[str]) -> str:
+        """`no value: denominator 0; on_empty: warn`, naming the groups when there are some."""
+        where = "no value"
+        if self.config.by:
+            named = ", ".join(groups[:12]) + (f" and {len(groups) - 12} more"
+                                              if len(groups) > 12 else "")
+            where = f"no value for {len(groups)} group(s) ({named})"
+        return f"{where}: {reason}; on_empty: {self.config.on_empty}"
 
     @property
     def relative(self) -> bool:
@@ -339,6 +501,21 @@ class Metric(Check):
                 found[group] = value
         return found
 
+    def _span(self) -> str:
+        """`the last 1d [2026-01-29 10:00, 2026-01-30 10:00) UTC`, `the hour [2026-01-30
+        09:00, 10:00) UTC`: the interval once a run measured it, else how it is chosen."""
+        config = self.config
+        if config.align is None:
+            span = f"the last {format_duration(config.window)}"
+        else:
+            count = config.window // ALIGN_UNITS[config.align]
+            span = f"the {config.align}" if count == 1 else f"the {count} {config.align}s"
+            if self._interval is None:
+                span = span.replace("the", "the last complete", 1)
+        if self._interval is None:
+            return span + (f" (aligned in {self.zone})" if config.align else "")
+        return f"{span} {interval_text(self._interval, self.zone)}"
+
     def format(self, value) -> str | None:
         if value is None or value != value:
             return None
@@ -356,7 +533,7 @@ class Metric(Check):
         if config.by:
             text += f" per {', '.join(config.by)}"
         if config.window is not None:
-            text += f" over the last {format_duration(config.window)} of {config.time}"
+            text += f" over {self._span()} of {config.time}"
         if config.where:
             text += f" where {describe_filter(config.where)}"
         bounds = [f"{name} if {bound}" for name, bound in

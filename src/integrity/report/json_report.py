@@ -71,6 +71,8 @@ def check_document(check: CheckResult) -> dict[str, Any]:
         "rate": None if check.rate is None else round(check.rate, 6),
         "value": check.value,
         "value_text": check.value_text,
+        "interval": None if check.interval is None else {
+            "start": _time(check.interval[0]), "end": _time(check.interval[1])},
         "thresholds": check.thresholds,
         "sql": check.sql,
         "notes": check.notes,

@@ -354,7 +354,7 @@ def _summary(result: AuditResult, check: CheckResult | None, new: int, status: s
     if check.status == "error":
         return f"{result.audit_name}: {check.id} could not run: {check.error}"
     count = check.violation_count or 0
-    fresh = f", {new} new" if new else ""
+    fresh = f", {new} new" if new and check.kind != "metric" else ""  # a metric: its value
     why = f" ({check.purpose})" if check.purpose else ""
     what = (f"{check.value_text}" if check.value_text and check.kind == "metric" else
             f"{count:,} violation{'s' if count != 1 else ''}")

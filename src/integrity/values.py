@@ -102,6 +102,17 @@ _ISO = re.compile(ISO_TIME)
 def epoch_ms(value) -> int | None:
     """Milliseconds since the epoch of a text time (units.ISO_TIME; naive is UTC, as the
     sql engine on SQLite runs only UTC datasets), None when it is no time."""
+    return _epoch_ms(value) if isinstance(value, str) else _epoch_ms_uncached(value)
+
+
+@lru_cache(maxsize=65_536)
+def _epoch_ms(value: str) -> int | None:
+    """SQLite calls this once per row and check: times repeat (hourly metrics, a day's
+    events), so each distinct text is parsed once."""
+    return _epoch_ms_uncached(value)
+
+
+def _epoch_ms_uncached(value) -> int | None:
     text = str(value).strip() if value is not None else ""
     if not _ISO.match(text):
         return None

@@ -214,6 +214,22 @@ def test_an_aligned_window_is_whole_buckets():
                  "the number of whole buckets measured, e.g. window: 1h with align: hour"]
 
 
+def test_a_baseline_looks_at_runs_or_a_window():
+    audit = parse_audit(HEAD + textwrap.indent(textwrap.dedent("""\
+        - {id: weekly, kind: metric, dataset: sends, value: count,
+           thresholds: {warn: "< 50% of baseline"}, baseline: {window: 7d, exclude: none}}
+        - {id: counted, kind: metric, dataset: sends, value: count,
+           thresholds: {warn: "< 50% of baseline"}}
+        """), "  "), file="a.yml")
+    weekly, counted = (check.baseline for check in audit.checks)
+    assert (weekly.window, weekly.exclude) == (timedelta(days=7), "none")
+    assert (counted.window, counted.runs, counted.exclude) == (None, 7, "breaches")
+    assert errors("""\
+        - {id: both, kind: metric, dataset: sends, value: count,
+           thresholds: {warn: "< 50% of baseline"}, baseline: {runs: 7, window: 7d}}
+        """) == ["a.yml:8:47: checks[0].baseline: give runs or window, not both"]
+
+
 def test_thresholds_language():
     audit = parse_audit(HEAD + textwrap.indent(textwrap.dedent("""\
         - kind: orphans

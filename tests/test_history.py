@@ -154,7 +154,10 @@ def test_baselines_come_from_earlier_runs(sqlite_db, store):
     assert night(4, 60, 1.0).check("daily_quotes").status == "pass"   # median 100: 60 is fine
     dropped = night(5, 40, 1.0).check("daily_quotes")                # median(100,110,90,60)=95
     assert (dropped.status, dropped.sample[0]["baseline"]) == ("warn", "95")
-    assert night(6, 20, 1.0).check("daily_quotes").status == "fail"   # < 25% of 90 (median)
+    # Night 5's 40 breached a bound: left out, the median stays 95, and 20 < 25% of it.
+    fallen = night(6, 20, 1.0).check("daily_quotes")
+    assert (fallen.status, fallen.notes) == ("fail", [
+        "baseline 95 = median of 4 runs 2026-01-21..2026-01-24 (1 breaching run left out)"])
     spike = night(7, 80, 2.5).check("cost_spike")                     # mean of 1.0…1.1 ≈ 1.02
     assert [(row["level"], row["bound"]) for row in spike.sample] == [("warning", "> 2x baseline")]
 
@@ -320,9 +323,10 @@ def test_a_store_round_trip(kind, servers, sqlite_db, tmp_path):
     # Baselines per group, exactly: only "A" more than doubled its own.
     cost = second.check("cost")
     assert (cost.status, set(cost.violation_keys)) == ("warn", {("A",)})
-    assert [store.baseline("lifecycle", second.target, "cost", group, 7, "mean", before=NOW)
-            for group in
-            ("a", "A", "a ", "a  ")] == [(1_234_567.891, 1), (2.2, 1), (3.3, 1), (None, 0)]
+    assert [store.trailing_values("lifecycle", second.target, "cost", group, before=NOW,
+                                  runs_back=7) for group in ("a", "A", "a ", "a  ")] == [
+        [(1_234_567.891, first_at, False)], [(2.2, first_at, False)], [(3.3, first_at, False)],
+        []]
     # What was recorded reads back as written.
     head, results = store.run(second.run_id)
     assert head["audit"] == "lifecycle" and head["data_as_of"] == NOW.replace(tzinfo=None)
@@ -547,4 +551,40 @@ def test_a_version_2_store_upgrades_and_keeps_its_runs(kind, servers, tmp_path, 
     engine = sa.create_engine(url)
     with engine.connect() as connection:
         assert connection.execute(sa.select(meta_table.c.value)).scalar() == str(SCHEMA_VERSION)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_a_version_3_store_upgrades_and_its_values_count_as_not_breached(kind, servers,
+                                                                        tmp_path, sqlite_db):
+    """Values recorded before breaches were say nothing (NULL): they count as not breached,
+    so a store upgraded in place keeps its baselines; new values say whether they breached."""
+    from conftest import database_url
+
+    url = database_url(kind, servers, tmp_path)
+    cost = STORE_CHECKS[STORE_CHECKS.index("- id: cost"):]  # the metric alone
+    sqlite_db.tables(sends=sends(a=1.0))
+    store = History(url)
+    first = audited(sqlite_db, store, NOW - timedelta(days=1), cost, STORE_DATASETS)
+    store.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # back to version 3, as an older integrity left it
+        connection.exec_driver_sql("ALTER TABLE integrity_check_values DROP COLUMN breached")
+        connection.exec_driver_sql("UPDATE integrity_meta SET value = '3'")
+    engine.dispose()
+    sqlite_db.tables(sends=sends(a=5.0))  # more than 2x the old value: a breach
+    store = History(url)
+    second = audited(sqlite_db, store, NOW, cost, STORE_DATASETS)
+    assert (second.check("cost").status, second.check("cost").notes) == (
+        "warn", ["baseline for a 1 = mean of 1 run 2026-01-29"])
+    assert store.trailing_values("lifecycle", second.target, "cost", "a",
+                                 before=NOW + timedelta(days=1)) == [
+        (5.0, NOW, True), (1.0, NOW - timedelta(days=1), False)]
+    store.dispose()
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(meta_table.c.value)).scalar() == str(SCHEMA_VERSION)
+        assert connection.exec_driver_sql(
+            "SELECT run_id, breached FROM integrity_check_values ORDER BY run_id").all() == [
+            (first.run_id, None), (second.run_id, True)]
     engine.dispose()

@@ -6,8 +6,9 @@ and MariaDB, with exact expected values, intervals and notes.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 
 from conftest import DATABASES, Database, audit_text, database_url
@@ -203,3 +204,90 @@ def test_an_empty_window_counts_zero_and_a_ratio_has_no_value(db, engine):
     assert shown("sms_delivered") == ("warn", None, 1, [
         ("all rows", None, "warning", "no value: denominator 0")], [
         "no value: denominator 0; on_empty: warn"])
+
+
+# ---------------------------------------------------------------------------
+# Baselines by time, without breaches.
+
+
+@pytest.fixture
+def store(tmp_path):
+    from integrity.history import History
+
+    history = History(f"sqlite:///{tmp_path / 'history.sqlite'}")
+    yield history
+    history.dispose()
+
+
+def night(db: Database, store, checks: str, now: str, rows: int, engine: str,
+          cost: float = 1.0, target: str = "production"):
+    """A run at `now` over `rows` calls made at noon the day before, recorded in `store`."""
+    moment = utc(now)
+    noon = (moment - timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    calls = [(i, cost, noon.strftime("%Y-%m-%d %H:%M:%S")) for i in range(rows)]
+    db.tables(calls=pd.DataFrame(calls, columns=["id", "cost", "at"]))
+    text = f"target: {target}\n" + audit_text(db.url, "calls: {table: calls, key: id}", checks)
+    result = run_audit(parse_audit(text, file="nightly.yml"), now=moment, engine=engine,
+                       history=store, sample_limit=0)
+    assert result.errors == []
+    store.apply(result)
+    return result
+
+
+SPIKE = """\
+- {id: cost, kind: metric, dataset: calls, value: avg(cost), time: at, window: 1d,
+   align: day, thresholds: {critical: "> 2x baseline"},
+   baseline: {window: 7d, statistic: mean, min_runs: 2}}
+- {id: cost_all_values, kind: metric, dataset: calls, value: avg(cost), time: at,
+   window: 1d, align: day, thresholds: {critical: "> 2x baseline"},
+   baseline: {window: 7d, statistic: mean, min_runs: 2, exclude: none}}
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_spike_does_not_raise_its_own_baseline(db, store, engine):
+    """After a day at 3x the usual cost, 2.97x still fails: the spike breached a bound in
+    its own run and is left out. Kept in (`exclude: none`), it lifts the mean to 1.5."""
+    def statuses(now, cost):
+        result = night(db, store, SPIKE, now, 2, engine, cost)
+        return [(check.status, check.value) for check in result.checks]
+
+    assert statuses("2026-01-21 00:00:05", 1.0) == [("info", 1.0)] * 2  # no history yet
+    assert statuses("2026-01-22 00:00:05", 1.0) == [("info", 1.0)] * 2  # 1 run < min_runs
+    assert statuses("2026-01-23 00:00:05", 1.0) == [("pass", 1.0)] * 2
+    assert statuses("2026-01-24 00:00:05", 3.0) == [("fail", 3.0)] * 2  # > 2x 1.0
+    after = night(db, store, SPIKE, "2026-01-25 00:00:05", 2, engine, 2.97)
+    cost, kept = after.check("cost"), after.check("cost_all_values")
+    assert (cost.status, cost.notes) == ("fail", [
+        "baseline 1 = mean of 3 runs 2026-01-21..2026-01-23 (1 breaching run left out)"])
+    assert [(row["value"], row["baseline"], row["bound"]) for row in cost.sample] == [
+        ("2.97", "1", "> 2x baseline")]
+    assert (kept.status, kept.notes) == ("pass", [
+        "baseline 1.5 = mean of 4 runs 2026-01-21..2026-01-24"])
+
+
+WINDOWED = """\
+- {id: calls, kind: metric, dataset: calls, value: count, time: at, window: 1d, align: day,
+   thresholds: {warn: "< 50% of baseline"},
+   baseline: {window: 3d, statistic: median, min_runs: 1}}
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_baseline_window_reads_its_span_of_this_target_only(sqlite_db, store, engine):
+    """The baseline of the run at 2026-01-25 00:00:05 is the runs of production in
+    [2026-01-22 00:00:05, now): not the older run (30), not staging's (2000). A day without
+    a single call counts 0, and 0 is under 50% of the median 22."""
+    for now, rows, target, status in [
+            ("2026-01-20 00:00:05", 30, "production", "info"),  # too little history
+            ("2026-01-22 00:00:05", 20, "production", "pass"),  # the first one in
+            ("2026-01-23 00:00:05", 24, "production", "pass"),
+            ("2026-01-24 00:00:05", 22, "production", "pass"),
+            ("2026-01-24 12:00:00", 2000, "staging", "info")]:
+        assert night(sqlite_db, store, WINDOWED, now, rows, engine, target=target
+                     ).check("calls").status == status, now
+    quiet = night(sqlite_db, store, WINDOWED, "2026-01-25 00:00:05", 0, engine).check("calls")
+    assert (quiet.status, quiet.value, quiet.notes) == ("warn", 0, [
+        "baseline 22 = median of 3 runs 2026-01-22..2026-01-24"])
+    assert [(row["value"], row["baseline"], row["bound"]) for row in quiet.sample] == [
+        ("0", "22", "< 50% of baseline")]

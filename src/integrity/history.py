@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from integrity.gate import ExitCode, exit_code
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
@@ -136,6 +135,9 @@ check_values = sa.Table(  # per-group values of metric checks, for baselines
     sa.Column("check_id", _name(400, 400), primary_key=True),
     sa.Column("group_key", _name(400), primary_key=True),
     sa.Column("value", _NUMBER),
+    # Whether the value breached a bound in its own run: baselines leave it out. NULL for
+    # values recorded before version 4, read as not breached.
+    sa.Column("breached", sa.Boolean),
     **_ON_MYSQL,
 )
 violations = sa.Table(
@@ -231,14 +233,19 @@ sa.Index("ix_results_check", check_results.c.check_id, check_results.c.run_id)
 # Upgrades: version -> statements taking the schema from version - 1 to version. New tables
 # need none (create_all adds them); changed columns would go here. The MySQL/MariaDB
 # variants above are version 2 as it stands: no MySQL store could be made without them.
-def _add_target_to_runs(connection) -> None:
-    """Version 3: runs carry their target; runs recorded before have none (''). Checked
-    first, so the step can be run again (MySQL commits each ALTER at once)."""
-    present = {column["name"] for column in sa.inspect(connection).get_columns(runs.name)}
-    if "target" not in present:
-        kind = runs.c.target.type.compile(dialect=connection.dialect)
+def _add_column(connection, table: sa.Table, name: str, constraints: str = "") -> None:
+    """ALTER TABLE … ADD COLUMN `name` as `table` declares it — unless it is there: checked
+    first, so a step can be run again (MySQL commits each ALTER at once)."""
+    present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+    if name not in present:
+        kind = table.c[name].type.compile(dialect=connection.dialect)
         connection.exec_driver_sql(
-            f"ALTER TABLE {runs.name} ADD COLUMN target {kind} NOT NULL DEFAULT ''")
+            f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}{constraints}")
+
+
+def _add_target_to_runs(connection) -> None:
+    """Version 3: runs carry their target; runs recorded before have none ('')."""
+    _add_column(connection, runs, "target", " NOT NULL DEFAULT ''")
     if connection.dialect.name not in MYSQL:  # no MySQL store was ever at version 2
         connection.exec_driver_sql(
             f"CREATE INDEX IF NOT EXISTS ix_runs_series ON {runs.name} (audit, target)")
@@ -261,12 +268,19 @@ def _alerts_from_state(connection) -> None:
             last_status=row.last_status, last_value=None, reminders=0) for row in rows])
 
 
+def _add_breached_to_check_values(connection) -> None:
+    """Version 5: a metric value says whether it breached a bound in its own run; values
+    recorded before say nothing (NULL), and count as not breached."""
+    _add_column(connection, check_values, "breached")
+
+
 MIGRATIONS: dict[int, list] = {
     2: [],  # 2: notification state and log (new tables)
     # 3: runs.target; alert state per target in integrity_alert_state (a new table: the
     # version-2 integrity_notification_state is left as it was, unused).
     3: [_add_target_to_runs],
     4: [_alerts_from_state],  # integrity_alert_state is left as it was, unused
+    5: [_add_breached_to_check_values],  # check_values.breached, for baselines
 }
 
 
@@ -567,28 +581,29 @@ class History:
                            None if row.key_json is None else json.loads(row.key_json),
                            row.reason, row.until) for row in rows]
 
-    def baseline(self, audit: str, target: str, check_id: str, group_key: str,
-                 runs_back: int, statistic: str, before: datetime
-                 ) -> tuple[float | None, int]:
-        """(median/mean/min/max of the last `runs_back` values, how many there were)."""
+    def trailing_values(self, audit: str, target: str, check_id: str, group_key: str, *,
+                        before: datetime, runs_back: int | None = None,
+                        since: datetime | None = None) -> list[tuple[float, datetime, bool]]:
+        """A metric group's values in the runs of `audit` on `target` before `before`, newest
+        first: (value, the run's `now`, whether the value breached a bound in that run) —
+        the last `runs_back` values, or those of runs at or after `since`. A value recorded
+        before breaches were (schema version 4) counts as not breached."""
         self.ensure()
+        statement = (
+            sa.select(check_values.c.value, runs.c.data_as_of, check_values.c.breached)
+            .select_from(check_values.join(runs, runs.c.id == check_values.c.run_id))
+            .where(*_series(audit, target), check_values.c.check_id == check_id,
+                   check_values.c.group_key == group_key, check_values.c.value.is_not(None),
+                   runs.c.data_as_of < _naive(before))
+            .order_by(runs.c.data_as_of.desc()).limit(runs_back))
+        if since is not None:
+            statement = statement.where(runs.c.data_as_of >= _naive(since))
         try:
             with self.engine.connect() as connection:
-                values = connection.execute(
-                    sa.select(check_values.c.value)
-                    .select_from(check_values.join(runs, runs.c.id == check_values.c.run_id))
-                    .where(*_series(audit, target), check_values.c.check_id == check_id,
-                           check_values.c.group_key == group_key,
-                           check_values.c.value.is_not(None),
-                           runs.c.data_as_of < _naive(before))
-                    .order_by(runs.c.data_as_of.desc()).limit(runs_back)).scalars().all()
+                rows = connection.execute(statement).all()
         except sa.exc.SQLAlchemyError as error:
             raise self._error(error, "cannot read baselines") from None
-        if not values:
-            return None, 0
-        compute = {"median": statistics.median, "mean": statistics.fmean,
-                   "min": min, "max": max}[statistic]
-        return float(compute(values)), len(values)
+        return [(float(value), _aware(as_of), bool(breached)) for value, as_of, breached in rows]
 
     def trend(self, connection, audit: str, target: str, check_id: str, limit: int = 30
               ) -> list[tuple[int, str, int | None]]:
@@ -700,7 +715,7 @@ class History:
                              duration_ms=check.duration_ms, error=check.error))
             for group_key, value in (check.group_values or {}).items():
                 values.append(dict(run_id=run_id, check_id=check.id, group_key=group_key,
-                                   value=value))
+                                   value=value, breached=group_key in check.breached_groups))
             for print_, (key_json, first, count) in (getattr(check, "tracked", None)
                                                       or {}).items():
                 prints.append(dict(run_id=run_id, check_id=check.id, fingerprint=print_,

@@ -68,7 +68,8 @@ class Tables:
     now: datetime
     columns: dict[str, dict[str, Any]]  # dataset -> column name -> reflected SQL type
     not_null: dict[str, set[str]] = field(default_factory=dict)  # declared NOT NULL
-    baseline: Any = None  # (check id, group, runs, statistic) -> (value, runs found)
+    # (check id, group, runs, window) -> [(value, run's now, breached)], newest first
+    baseline: Any = None
     _relations: dict[str, sa.FromClause] = field(default_factory=dict)
     _counts: dict[tuple, int] = field(default_factory=dict)
 

@@ -59,6 +59,7 @@ class CheckResult:
     tenant_column: str | None = None
     tenant_counts: dict[str, int] = field(default_factory=dict)
     group_values: dict[str, float | None] = field(default_factory=dict)
+    breached_groups: set[str] = field(default_factory=set)  # of group_values, for history
     interval: tuple[datetime, datetime] | None = None  # [start, end) a metric measured, UTC
     # Filled from the run history (see history.History.apply).
     lifecycle: Any = None
@@ -136,6 +137,7 @@ def measured(check: Check, measurement: Measurement, duration_ms: float, sample_
         tenant_column=tenant if tenant in frame else None,
         tenant_counts=tenant_counts(frame, tenant, measurement.context_column),
         group_values=dict(measurement.values), interval=measurement.interval,
+        breached_groups=set(measurement.breached_groups),
     )
 
 

@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Callable
 
 from integrity.checks import CHECKS, Check
@@ -288,9 +288,15 @@ def _choose(check: Check, dialect: str) -> tuple[str, str | None]:
 
 
 def _baseline(history: History, audit: str, target: str, now: datetime, check_id: str,
-              group: str, runs_back: int, statistic: str):
-    """A metric's baseline from the runs of this target recorded before this one."""
-    return history.baseline(audit, target, check_id, group, runs_back, statistic, before=now)
+              group: str, runs_back: int, window: timedelta | None):
+    """A metric group's values in the runs of this target recorded before this one: the last
+    `runs_back`, or with a `window` those of runs in [now − window, now). One clock: the
+    run's own `now`, as recorded for every run."""
+    if window is not None:
+        return history.trailing_values(audit, target, check_id, group, before=now,
+                                       since=now - window)
+    return history.trailing_values(audit, target, check_id, group, before=now,
+                                   runs_back=runs_back)
 
 
 def _mask(audit: Audit, check: Check) -> set[str]:

@@ -752,7 +752,8 @@ class Frames:
     frames: dict[str, pd.DataFrame]
     now: datetime
     connection: Connection | None = None
-    baseline: Any = None  # (check id, group, runs, statistic) -> (value, runs found)
+    # (check id, group, runs, window) -> [(value, run's now, breached)], newest first
+    baseline: Any = None
     _times: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
 
     def frame(self, dataset: str) -> pd.DataFrame:

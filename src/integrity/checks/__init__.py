@@ -60,8 +60,10 @@ class Measurement:
     description: str | None = None
     severity: str | None = None
     error: str | None = None
-    # Per-group values of a metric, kept in the run history for baselines.
+    # Per-group values of a metric, kept in the run history for baselines, and the groups
+    # whose value breached a bound (later baselines leave those values out).
     values: dict[str, float | None] = field(default_factory=dict)
+    breached_groups: set[str] = field(default_factory=set)
     # The [start, end) a windowed metric measured (UTC), as both engines compared it.
     interval: tuple[datetime, datetime] | None = None
 

@@ -14,15 +14,6 @@ rows at all is measured over no rows). Bounds are `thresholds: {warn: "< 95%",
 critical: "< 90%"}`; each group breaching a bound is one violation, and the
 check takes the worst level.
 
-Empty means something. A count (`count`, `count(col)`, `count_distinct(col)`)
-or a `sum` over no rows — an empty window, or an expected group without rows —
-is 0, and is judged like any other value: `< 50% of baseline` fires on a day
-with none. `avg`, `min` and `max` over no rows, a ratio whose denominator is 0
-and a share of a total of 0 have no value, nor has a check with `by` that finds
-no group at all; such a group (or the whole check) takes the `on_empty` level —
-`warn` by default, `fail`, `info`, or `pass` — never a silent pass, and a note
-says why ("no rows in [start, end)", "denominator 0").
-
 The interval slides by default: [now − window, now), so consecutive runs never
 count a row twice. With `align: hour|day|week` it is the last `window` of whole
 calendar hours, days or weeks (a week starts on Monday) in the dataset's
@@ -32,10 +23,32 @@ calendar hours, days or weeks (a week starts on Monday) in the dataset's
 a calendar day, 23 or 25 hours long when the clocks change. The interval is
 computed once, from the run's `now`, and both engines compare times against
 the same two bounds; the report records it.
+
+Empty means something. A count (`count`, `count(col)`, `count_distinct(col)`)
+or a `sum` over no rows — an empty window, or an expected group without rows —
+is 0, and is judged like any other value: `< 50% of baseline` fires on a day
+with none. `avg`, `min` and `max` over no rows (or over nothing but nulls), a
+ratio whose denominator is 0 and a share of a total of 0 have no value, nor has
+a check with `by` that finds no group at all; such a group (or the whole check) takes the `on_empty` level —
+`warn` by default, `fail`, `info`, or `pass` — never a silent pass, and a note
+says why ("no rows in [start, end)", "denominator 0").
+
+A relative bound ("< 50% of baseline", "> 2x baseline") compares a group with
+the `statistic` of its own values in earlier runs of this audit on this target
+(from the run history): the last `runs` values (7 by default) or, with
+`baseline.window: 7d`, the values of the runs whose `now` lies in [now − 7d,
+now) — one clock, the runs' own `now`. A value that breached a bound (warn or
+critical) in its own run is left out (`exclude: breaches`, the default), so a
+spike does not raise its own baseline; a group flagged only for too little
+history, or for having no value, breached nothing. With fewer than `min_runs`
+values left, the group is reported at the `insufficient` level. A note says
+which runs formed each baseline: "baseline 0.42 = median of 6 runs
+2026-11-22..2026-11-28 (2 breaching runs left out)".
 """
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -71,17 +84,35 @@ class MetricThresholds(Model):
 
 class Baseline(Model):
     """Where relative bounds ('< 50% of baseline') get their baseline: the check's own
-    values in the previous `runs` runs of this audit (from the run history)."""
+    values in earlier runs of this audit on this target (from the run history) — the last
+    `runs`, or those of the last `window` — without the values that breached a bound."""
 
     runs: Annotated[int, Field(ge=1, le=365)] = Field(7, description=(
-        "How many previous runs of this audit the baseline looks at, 1 to 365. Default 7."))
+        "How many previous runs of this audit (with a value for the group) the baseline "
+        "looks at, 1 to 365, when `window` is not set. Default 7."))
+    window: Duration | None = Field(None, description=(
+        "Look at the runs whose `now` lies in [now − window, now) instead, e.g. `7d`: the "
+        "same span of time however often the audit runs. Give `runs` or `window`, not "
+        "both. Default: not set (`runs`)."))
     statistic: Literal["median", "mean", "min", "max"] = Field("median", description=(
         "How those runs' values (per group) make the baseline. Default `median`."))
+    exclude: Literal["breaches", "none"] = Field("breaches", description=(
+        "`breaches`: leave out the values that breached a bound (warn or critical) in their "
+        "own run, group by group, so a spike does not raise its own baseline; `none`: keep "
+        "every value. Default `breaches`."))
     min_runs: Annotated[int, Field(ge=1)] = Field(3, description=(
-        "The fewest earlier runs with a value a relative bound needs. Default 3."))
+        "The fewest earlier values (breaches left out) a relative bound needs. Default 3."))
     insufficient: Literal["info", "warning"] = Field("info", description=(
         "The level of a group with too little history for a relative bound — never a "
         "silent pass. Default `info`."))
+
+    @model_validator(mode="after")
+    def _runs_or_window(self):
+        if self.window is not None and "runs" in self.model_fields_set:
+            raise ValueError("give runs or window, not both")
+        if self.window is not None and not self.window:
+            raise ValueError("window must be longer than 0")
+        return self
 
 
 class MetricConfig(CheckConfig):
@@ -200,6 +231,10 @@ def interval_text(interval: tuple[datetime, datetime], zone: str) -> str:
     first = f"{start:%Y-%m-%d} {clock(start)}"
     second = clock(end) if end.date() == start.date() else f"{end:%Y-%m-%d} {clock(end)}"
     return f"[{first}, {second}) {zone}"
+
+
+def _runs(count: int, kind: str = "") -> str:
+    return f"{count} {kind}run" + ("" if count == 1 else "s")
 
 
 class Metric(Check):
@@ -411,12 +446,15 @@ class Metric(Check):
         bounds = config.thresholds
         groups = self.group_keys(table)
         valued = table["value"].notna()
-        baselines = self.baselines([g for g, ok in zip(groups, valued) if ok], notes)
+        baselines, left_out = self.baselines([g for g, ok in zip(groups, valued) if ok], notes)
         for level, bound in (("warning", bounds.warn), ("critical", bounds.critical)):
             if bound is not None:
                 breached = pd.Series([bound.breached(value, baselines.get(group)) for value, group
                                       in zip(table["value"], groups)], index=table.index)
                 levels[breached], reasons[breached] = level, str(bound)
+        # Recorded with the values: later baselines leave these out. A group flagged below
+        # only for want of history, or of a value, breached nothing.
+        breaches = {group for group, level in zip(groups, levels) if not pd.isna(level)}
         if self.relative:
             short = [index for index, group in zip(table.index, groups)
                      if valued[index] and baselines.get(group) is None]
@@ -426,8 +464,9 @@ class Metric(Check):
                     if pd.isna(levels[index]):
                         levels[index] = config.baseline.insufficient
                         reasons[index] = "baseline: too little history"
+                without = f", {_runs(left_out, 'breaching ')} left out" if left_out else ""
                 notes.append(f"too little history for a baseline ({len(short)} group(s) with "
-                             f"fewer than {config.baseline.min_runs} earlier runs): "
+                             f"fewer than {config.baseline.min_runs} earlier runs{without}): "
                              f"{config.baseline.insufficient}")
         for reason, indices in self._by_reason(why).items():
             notes.append(self._no_value_note(reason, [groups[i] for i in indices]))
@@ -452,7 +491,7 @@ class Metric(Check):
                            violation_count=int(flagged.sum()), population=population,
                            keys=keys, level=worst_level(levels), judged=True,
                            value=single, value_text=shown, notes=notes, values=values,
-                           interval=self._interval)
+                           breached_groups=breaches, interval=self._interval)
 
     @staticmethod
     def _by_reason(why: list[str | None]) -> dict[str, list[int]]:
@@ -485,21 +524,47 @@ class Metric(Check):
         return [" | ".join("null" if v is None or v != v else str(v) for v in row)
                 for row in table[list(self.config.by)].itertuples(index=False, name=None)]
 
-    def baselines(self, groups: list[str], notes: list[str]) -> dict[str, float]:
-        """Each group's baseline from history, when there is enough of it."""
+    def baselines(self, groups: list[str], notes: list[str]) -> tuple[dict[str, float], int]:
+        """Each group's baseline from history, when there is enough of it, with a note
+        saying which runs formed it; and how many breaching values were left out of the
+        groups that have too little history."""
         if not self.relative:
-            return {}
+            return {}, 0
         provider = getattr(self, "_baseline", None)
         if provider is None:
             notes.append("no run history: relative thresholds cannot be judged")
-            return {}
-        found = {}
+            return {}, 0
         spec = self.config.baseline
+        compute = {"median": statistics.median, "mean": statistics.fmean,
+                   "min": min, "max": max}[spec.statistic]
+        found, formed, short_of = {}, [], 0
         for group in dict.fromkeys(groups):
-            value, count = provider(self.id, group, spec.runs, spec.statistic)
-            if value is not None and count >= spec.min_runs:
-                found[group] = value
-        return found
+            trailing = provider(self.id, group, spec.runs, spec.window)
+            kept = [(value, as_of) for value, as_of, breached in trailing
+                    if not (breached and spec.exclude == "breaches")]
+            left_out = len(trailing) - len(kept)
+            if len(kept) < spec.min_runs:
+                short_of += left_out
+                continue
+            found[group] = float(compute([value for value, _ in kept]))
+            formed.append(self._formed(group, found[group], [as_of for _, as_of in kept],
+                                       left_out))
+        notes += formed[:12]
+        if len(formed) > 12:
+            notes.append(f"… and {len(formed) - 12} more group(s) with a baseline")
+        return found, short_of
+
+    def _formed(self, group: str, baseline: float, moments: list[datetime],
+                left_out: int) -> str:
+        """`baseline 0.42 = median of 6 runs 2026-11-22..2026-11-28 (2 breaching runs left
+        out)`: which values formed a group's baseline (the runs' `now`, as UTC days)."""
+        first, last = (f"{moment.astimezone(timezone.utc):%Y-%m-%d}"
+                       for moment in (min(moments), max(moments)))
+        days = first if first == last else f"{first}..{last}"
+        scope = f" for {group}" if self.config.by else ""
+        text = (f"baseline{scope} {self.format(baseline)} = {self.config.baseline.statistic} "
+                f"of {_runs(len(moments))} {days}")
+        return text + (f" ({_runs(left_out, 'breaching ')} left out)" if left_out else "")
 
     def _span(self) -> str:
         """`the last 1d [2026-01-29 10:00, 2026-01-30 10:00) UTC`, `the hour [2026-01-30

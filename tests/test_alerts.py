@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -247,3 +248,48 @@ def test_reading_alerts_never_creates_a_store(sqlite_db, tmp_path, command):
                                 env={"S": "https://hooks.example.com/x"})
     assert result.exit_code == 0, result.output
     assert not store.exists()
+
+
+def test_history_reads_the_audit_files_store_and_shows_data_time_values_and_deliveries(
+        sqlite_db, tmp_path, http_server):
+    env = {"SLACK_WEBHOOK_URL": f"http://127.0.0.1:{http_server.server_port}/slack"}
+    audit = write_audit(tmp_path, sqlite_db, """\
+  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}"}
+""")
+    store = tmp_path / "h.sqlite"
+    audit.write_text(audit.read_text() + f"history: {{url: 'sqlite:///{store}'}}\n")
+    leads_db(sqlite_db, 1)
+    CliRunner().invoke(main, ["run", str(audit), "-o", str(tmp_path / "out"), "--no-lock",
+                              "--now", at("10:00:05")], env=env, catch_exceptions=False)
+    listed = CliRunner().invoke(main, ["history", "list", str(audit)], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "data as of 2026-03-02 10:00:05" in listed.output and " alerts " in listed.output
+    shown = CliRunner().invoke(main, ["history", "show", "1", str(audit)], env=env)
+    lines = shown.output.splitlines()
+    assert "data as of 2026-03-02 10:00:05 UTC" in lines[0]
+    assert [line.split()[:3] for line in lines[1:3]] == [["FAIL", "dupes", "1"],
+                                                         ["PASS", "ids", "0"]]
+    assert lines[3].startswith("  sent to slack:") and lines[3].endswith(
+        ": dupes — delivered (1 attempt(s))")
+    nowhere = tmp_path / "nowhere.sqlite"
+    empty = CliRunner().invoke(main, ["history", "list", str(audit), "--history",
+                                      f"sqlite:///{nowhere}"], env=env)
+    assert (empty.exit_code, empty.output, nowhere.exists()) == (
+        0, "no runs recorded yet\n", False)
+
+
+def test_schedule_notes_a_sliding_window_and_not_an_aligned_one(tmp_path):
+    env = {"PAGERDUTY_ROUTING_KEY": "R0", "SLACK_WEBHOOK_URL": "https://hooks.example.com/x"}
+    shipped = Path(__file__).parents[1] / "audits" / "sms-alerts.yml"
+    sliding = tmp_path / "sliding.yml"
+    sliding.write_text(shipped.read_text().replace("    align: hour", "    # no align"))
+    notes = {}
+    for path in (shipped, sliding):
+        result = CliRunner().invoke(main, ["schedule", str(path), "--cron", "0 * * * *"],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        notes[path.name] = [line.split(": ")[2] for line in result.output.splitlines()
+                            if line.startswith("integrity: note:")]
+    assert notes == {"sms-alerts.yml": [], "sliding.yml": [
+        "delivery_rate_critical", "llm_failure_critical", "llm_cost_spike_warning",
+        "opt_out_rate_warning", "daily_limit_hit_warning"]}

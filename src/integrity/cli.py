@@ -678,45 +678,63 @@ def history_group() -> None:
     """Browse the run history: list runs, show one, diff two."""
 
 
+AUDIT_FILE = click.argument("audit_file", required=False,
+                            type=click.Path(dir_okay=False, exists=True))
+
+
 @history_group.command("list")
+@AUDIT_FILE
 @click.option("--audit", "audit_name", help="Only runs of this audit (its name).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @HISTORY
-def history_list(audit_name: str | None, limit: int, history: str | None) -> None:
-    """The most recent runs, newest first."""
-    store = _history(history)
-    for run in store.list_runs(audit_name, limit):
+def history_list(audit_file: str | None, audit_name: str | None, limit: int,
+                 history: str | None) -> None:
+    """The most recent runs, newest first. With AUDIT_FILE: its runs, from its store."""
+    store, audit_name = _history(history, audit_file, audit_name)
+    found = _guarded(lambda: store.list_runs(audit_name, limit)) if store else []
+    if not found:
+        click.echo("no runs recorded yet")
+    for run in found:
         counts = ", ".join(f"{run['counts'][s]} {s}" for s in ("fail", "warn", "error", "info",
                                                                  "pass") if s in run["counts"])
         click.echo(f"#{run['id']:<5} {run['started_at']:%Y-%m-%d %H:%M}  {run['audit']:<20} "
                    f"{run['outcome']:<12} exit {run['exit_code']}  {counts}  "
+                   f"data as of {run['data_as_of']:%Y-%m-%d %H:%M:%S}  "
                    f"on {run['target'] or '(not recorded)'}")
 
 
 @history_group.command("show")
 @click.argument("run_id", type=int)
+@AUDIT_FILE
 @HISTORY
-def history_show(run_id: int, history: str | None) -> None:
-    """One run: every check's status and counts."""
-    store = _history(history)
+def history_show(run_id: int, audit_file: str | None, history: str | None) -> None:
+    """One run: every check's status, count or value, and what was sent."""
+    store, _ = _history(history, audit_file)
     head, results = _read_run(store, run_id)
     click.echo(f"run #{head['id']} of {head['audit']} ({head['audit_file']}) on "
                f"{head['target'] or '(target not recorded)'}, "
-               f"{head['started_at']:%Y-%m-%d %H:%M:%S} UTC, engine {head['engine']}, "
+               f"{head['started_at']:%Y-%m-%d %H:%M:%S} UTC, data as of "
+               f"{head['data_as_of']:%Y-%m-%d %H:%M:%S} UTC, engine {head['engine']}, "
                f"{head['outcome']} (exit {head['exit_code']})")
     width = max((len(row["check_id"]) for row in results), default=10)
     for row in results:
         count = "–" if row["violation_count"] is None else f"{row['violation_count']:,}"
-        click.echo(f"  {row['status'].upper():<5} {row['check_id']:<{width}}  {count}")
+        value = "" if row["value"] is None else f"  value {row['value']:.6g}"
+        click.echo(f"  {row['status'].upper():<5} {row['check_id']:<{width}}  {count}{value}")
+    for sent in _guarded(lambda: store.deliveries(run_id)):
+        outcome = "delivered" if sent["ok"] else f"NOT delivered: {sent['error']}"
+        click.echo(f"  sent to {sent['channel']}: {', '.join(sent['checks'])} — {outcome} "
+                   f"({sent['attempts']} attempt(s))")
 
 
 @history_group.command("diff")
 @click.argument("older", type=int)
 @click.argument("newer", type=int)
+@AUDIT_FILE
 @HISTORY
-def history_diff(older: int, newer: int, history: str | None) -> None:
+def history_diff(older: int, newer: int, audit_file: str | None, history: str | None) -> None:
     """What changed per check between two runs."""
-    store = _history(history)
+    store, _ = _history(history, audit_file)
     first, before = _read_run(store, older)
     second, after = _read_run(store, newer)
     if (first["audit"], first["target"]) != (second["audit"], second["target"]):
@@ -744,21 +762,24 @@ def history_diff(older: int, newer: int, history: str | None) -> None:
         click.echo(f"no changes between run #{older} and run #{newer}")
 
 
-def _history(option: str | None):
-    from integrity.errors import IntegrityError
+def _history(option: str | None, audit_file: str | None = None,
+             audit_name: str | None = None):
+    """(the store to read, the audit name to read) — the audit file's store and name when
+    one is given. Reading never creates a store: (None, …) when there is none yet."""
     from integrity.history import History
 
-    store = History(history_url(None, option))
-    try:
-        store.ensure()
-    except IntegrityError as error:
-        _fail(str(error))
-    return store
+    audit = _load(audit_file, deferred=True) if audit_file else None
+    store = History(history_url(audit, option))
+    if not _guarded(store.exists):
+        return None, audit_name
+    return store, audit_name or (audit.name if audit else None)
 
 
 def _read_run(store, run_id: int):
     from integrity.errors import IntegrityError
 
+    if store is None:
+        _fail(f"history: no run {run_id} (no runs recorded yet)")
     try:
         return store.run(run_id)
     except IntegrityError as error:
@@ -792,6 +813,7 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
     from integrity.audit import load_audit
     from integrity.errors import ConfigError, IntegrityError
     from integrity.operations import crontab_line, read_env_file, systemd_units, validate_cron
+    from integrity.units import format_duration
 
     try:
         # Validate now, with the variables the scheduled runs will have.
@@ -803,6 +825,14 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
         when = validate_cron(schedule)
     except IntegrityError as error:
         _fail(str(error))
+    for check in loaded.checks:
+        # A sliding window ends at the run's start: a run at 10:00:05 over data stamped at
+        # the start of each hour would measure the hour just begun (nearly empty).
+        if getattr(check, "window", None) and hasattr(check, "align") and check.align is None:
+            click.echo(f"integrity: note: {check.id}: its {format_duration(check.window)} "
+                       f"window slides back from each run's start; for data stamped per "
+                       f"hour or day, `align: hour` (or day, week) measures the last complete "
+                       f"one", err=True)
     workdir = Path.cwd()
     audit_path = Path(audit).resolve()
     env = Path(env_file).resolve() if env_file else None

@@ -836,7 +836,7 @@ class History:
 
     def open_alerts(self, audit: str) -> list[dict]:
         """The alerts of an audit that are open, on every target and channel."""
-        if not self._exists():
+        if not self.exists():
             return []
         with self.engine.connect() as connection:
             rows = connection.execute(sa.select(alerts).where(
@@ -848,7 +848,7 @@ class History:
 
     def alert_log(self, audit: str, limit: int = 50) -> list[dict]:
         """The newest steps of an audit's alerts, newest first."""
-        if not self._exists():
+        if not self.exists():
             return []
         with self.engine.connect() as connection:
             rows = connection.execute(sa.select(alert_log).where(
@@ -857,7 +857,7 @@ class History:
 
     # -- browsing ------------------------------------------------------------------------------
 
-    def _exists(self) -> bool:
+    def exists(self) -> bool:
         """Whether the store was ever made: reading commands never create one."""
         database = self.url.database
         if self.url.get_backend_name() == "sqlite" and database and database != ":memory:" \
@@ -902,6 +902,13 @@ class History:
                         violations.c.run_id == run_id,
                         violations.c.check_id == row["check_id"])).scalars())
         return dict(head._mapping), results
+
+    def deliveries(self, run_id: int) -> list[dict]:
+        """What the run's notifications did, channel by channel."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(notification_log).where(
+                notification_log.c.run_id == run_id).order_by(notification_log.c.id)).all()
+        return [{**row._mapping, "checks": json.loads(row.checks)} for row in rows]
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
-import socket
-import ssl
 import time
 from email import message_from_bytes
 from pathlib import Path
@@ -15,72 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import audit_text
+from conftest import audit_text, free_port
 from integrity.cli import main
 
 SECRET = "whsec-0123456789abcdef"
 SLACK_TOKEN = "T0000/B0000/abcdefghijklmnopqrstuvwx"
 ROUTING_KEY = "R0123456789abcdef0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server(tmp_path):
-    """aiosmtpd with STARTTLS (a self-signed certificate) and AUTH required."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    import ipaddress
-
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(days=1))
-                   .not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([
-                       x509.DNSName("localhost"),
-                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "smtp.crt", tmp_path / "smtp.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-
-    class Inbox:
-        def __init__(self):
-            self.messages = []
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802
-            self.messages.append(envelope)
-            return "250 OK"
-
-    def authenticate(server, session, envelope, mechanism, auth_data):
-        ok = (auth_data.login, auth_data.password) == (b"auditor", b"s3cret-pass")
-        return AuthResult(success=ok, handled=False)  # let aiosmtpd answer 535 on failure
-
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(),
-                            tls_context=context, require_starttls=True,
-                            auth_required=True, auth_require_tls=True,
-                            authenticator=authenticate)
-    controller.start()
-    yield controller.hostname, controller.port, cert_file, inbox
-    controller.stop()
 
 
 def leads_db(db, duplicates: int):

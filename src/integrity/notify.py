@@ -316,14 +316,18 @@ def _details(check: CheckResult | None) -> dict[str, Any]:
     if interval:
         start, end = interval
         details["interval"] = {"start": _iso(start), "end": _iso(end)}
+    # The metric's own words on its baseline: "baseline 1.02 = mean of 24 runs …".
+    said = [note for note in check.notes if note.startswith("baseline")]
     baselines = [row.get("baseline") for row in check.sample if row.get("baseline")]
-    if baselines:
+    if said:
+        details["baseline"] = "; ".join(said[:3])
+    elif baselines:
         details["baseline"] = baselines[0] if len(set(baselines)) == 1 else baselines[:5]
     if check.tenant_counts:
         top = sorted(check.tenant_counts.items(), key=lambda item: (-item[1], str(item[0])))
         details["top_tenants"] = [{"tenant": tenant, "violations": count}
                                   for tenant, count in top[:TOP]]
-    elif check.sample and check.key_columns and not check.thresholds.get("value"):
+    elif check.sample and check.key_columns and check.key_columns != ["scope"]:
         keys = [{column: row.get(column) for column in check.key_columns}
                 for row in check.sample if row.get(check.context_column or "") != "kept"]
         details["first_keys"] = keys[:TOP]
@@ -600,7 +604,8 @@ def _detail_lines(details: dict[str, Any]) -> list[str]:
             f"value {value}" if value else "", f"({bounds})" if bounds else "") if part)
             + over)
     if "baseline" in details:
-        lines.append(f"baseline {details['baseline']}")
+        text = str(details["baseline"])
+        lines.append(text if text.startswith("baseline") else f"baseline {text}")
     if details.get("top_tenants"):
         lines.append("top tenants: " + ", ".join(
             f"{row['tenant']} ({row['violations']:,})" for row in details["top_tenants"]))

@@ -22,9 +22,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import BINARY
-from sqlalchemy.dialects.postgresql import (BIT, CIDR, CITEXT, HSTORE, INET, INTERVAL, MACADDR,
-                                            MACADDR8, MONEY, TSVECTOR, AbstractMultiRange,
-                                            AbstractRange)
 
 from integrity import filters
 from integrity.config import Aggregate, Audit
@@ -39,10 +36,22 @@ if TYPE_CHECKING:
 
 UNITS = {"sqlite": 1_000, "postgresql": 1_000_000, "mysql": 1_000_000, "mariadb": 1_000_000}
 _TEXT_TYPES = (sa.String, sa.Text, sa.Enum)
-# PostgreSQL types the pandas engine reads as their text (sources.BulkReader): a filter
-# value compares with that text (see filters' docstring).
-_READ_AS_TEXT = (sa.Enum, sa.Uuid, sa.JSON, sa.ARRAY, INET, CIDR, BIT, MACADDR, MACADDR8,
-                 AbstractRange, AbstractMultiRange, TSVECTOR, HSTORE)
+
+
+def _pg():
+    """PostgreSQL's own types, imported when a PostgreSQL database is audited (the module
+    costs an hourly run on SQLite a twentieth of its start-up)."""
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql
+
+
+def _read_as_text() -> tuple:
+    """PostgreSQL types the pandas engine reads as their text (sources.BulkReader): a
+    filter value compares with that text (see filters' docstring)."""
+    pg = _pg()
+    return (sa.Enum, sa.Uuid, sa.JSON, sa.ARRAY, pg.INET, pg.CIDR, pg.BIT, pg.MACADDR,
+            pg.MACADDR8, pg.AbstractRange, pg.AbstractMultiRange, pg.TSVECTOR, pg.HSTORE)
 
 
 def units_per_second(dialect: str) -> int:
@@ -116,7 +125,7 @@ class Tables:
         """`expression` compared byte for byte (still bound and read as text)."""
         if self.collates:
             return sa.type_coerce(sa.cast(expression, BINARY()), sa.String)
-        if isinstance(self.reflected(expression), CITEXT):
+        if self.dialect == "postgresql" and isinstance(self.reflected(expression), _pg().CITEXT):
             return sa.cast(expression, sa.Text)
         return expression
 
@@ -209,7 +218,8 @@ class Tables:
         column = column or getattr(expression, "name", None)
         kind = self.columns.get(dataset, {}).get(column) if column else None
         zone = self.audit.datasets[dataset].timezone
-        if name != "sqlite" and isinstance(kind, (sa.Time, sa.Interval, INTERVAL)):
+        if name != "sqlite" and (isinstance(kind, (sa.Time, sa.Interval)) or (
+                name == "postgresql" and isinstance(kind, _pg().INTERVAL))):
             from integrity.sources import not_a_moment
 
             raise CheckError(not_a_moment(column))  # as the pandas engine says (to_utc)
@@ -446,12 +456,12 @@ class Tables:
                                 for value in values]
         if self.dialect != "postgresql":
             return None
-        if isinstance(kind, MONEY):
+        if isinstance(kind, _pg().MONEY):
             return sa.cast(expression, sa.Numeric), values
         if isinstance(kind, sa.Uuid) and all(isinstance(value, str) and _canonical_uuid(value)
                                             for value in values):
             return expression, [sa.literal(uuid.UUID(value), sa.Uuid()) for value in values]
-        if isinstance(kind, _READ_AS_TEXT):
+        if isinstance(kind, _read_as_text()):
             return sa.cast(expression, sa.Text), values
         return None
 
@@ -506,7 +516,8 @@ class Tables:
                 value = sa.func.integrity_number(value, type_=sa.Float)
             elif self.is_text(dataset, measure.column):
                 value = sa.cast(value, sa.Float)
-            elif isinstance(self.columns[dataset].get(measure.column), MONEY):
+            elif self.dialect == "postgresql" and isinstance(
+                    self.columns[dataset].get(measure.column), _pg().MONEY):
                 value = sa.cast(value, sa.Numeric)  # money has no avg, and reads as '$1.50'
         if condition is not None:
             value = sa.case((condition, value), else_=sa.null())

@@ -193,6 +193,11 @@ def test_acknowledged_alerts_stop_reminding_and_pagerduty_hears_it(sqlite_db, tm
         "- alerts: dupes FAIL — 1 violation, 1 new",
         "- alerts: dupes FAIL — 1 violation — still, since 2026-03-02 10:00 UTC (3h 30m), "
         "reminder 1"]
+    again = CliRunner().invoke(main, ["alerts", "ack", str(audit), "dupes", "--note", "x",
+                                      "--until", "2026-03-02T13:00:00Z", "--now",
+                                      at("13:40:00"), *history], env=env)
+    assert again.exit_code == 2 and again.output.strip().endswith(
+        "--until 2026-03-02T13:00:00Z is not after now (2026-03-02 13:40 UTC)")
     nothing = CliRunner().invoke(main, ["alerts", "ack", str(audit), "ids", "--note", "x",
                                         *history], env=env)
     assert nothing.exit_code == 2 and "ids: no open alert of alerts" in nothing.output

@@ -25,13 +25,13 @@ def _fail(message: str) -> None:
     sys.exit(AUDIT_ERROR)
 
 
-def _parse_now(value: str | None) -> datetime | None:
+def _parse_now(value: str | None, option: str = "--now") -> datetime | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        _fail(f"--now: not an ISO 8601 time: {value!r} (e.g. 2026-01-30T12:00:00Z)")
+        _fail(f"{option}: not an ISO 8601 time: {value!r} (e.g. 2026-01-30T12:00:00Z)")
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -617,11 +617,13 @@ def alerts_log(audit: str, limit: int, history: str | None) -> None:
 @click.option("--for", "lasting", metavar="DURATION",
               help="Silence reminders this long (e.g. 4h); default: until the alert "
                    "resolves or worsens.")
+@click.option("--until", "until_text", metavar="ISO_TIME",
+              help="Silence reminders until this time instead (e.g. 2026-03-02T18:00:00Z).")
 @click.option("--target", help="Only the alert on this target (default: every target).")
 @click.option("--now", "now", metavar="ISO_TIME", help="Acknowledge as of this time.")
 @HISTORY
-def alerts_ack(audit: str, check: str, note: str, lasting: str | None, target: str | None,
-               now: str | None, history: str | None) -> None:
+def alerts_ack(audit: str, check: str, note: str, lasting: str | None, until_text: str | None,
+               target: str | None, now: str | None, history: str | None) -> None:
     """Acknowledge CHECK's open alert: no reminders while someone is on it.
 
     The breach stays open and in every report; a worse status alerts again;
@@ -633,11 +635,17 @@ def alerts_ack(audit: str, check: str, note: str, lasting: str | None, target: s
     loaded = _load(audit)
     moment = _parse_now(now) or datetime.now(timezone.utc)
     until = None
+    if lasting and until_text:
+        _fail("--for and --until say the same thing: give one")
     if lasting:
         try:
             until = moment + parse_duration(lasting)
         except ValueError as error:
             _fail(f"--for: {error}")
+    if until_text:
+        until = _parse_now(until_text, "--until")
+        if until <= moment:
+            _fail(f"--until {until_text} is not after now ({_moment(moment)})")
     store = _reading(loaded, history)
     acknowledged = _guarded(lambda: store.acknowledge(loaded.name, check, note, until, moment,
                                                       target))

@@ -298,3 +298,24 @@ def test_schedule_notes_a_sliding_window_and_not_an_aligned_one(tmp_path):
     assert notes == {"sms-alerts.yml": [], "sliding.yml": [
         "delivery_rate_critical", "llm_failure_critical", "llm_cost_spike_warning",
         "opt_out_rate_warning", "daily_limit_hit_warning"]}
+
+
+def test_a_check_that_cannot_run_neither_resolves_nor_reopens_its_alert(sqlite_db, tmp_path,
+                                                                        http_server):
+    """on_errors: false — an error is not news on this channel, and not a recovery either."""
+    env = {"SLACK_WEBHOOK_URL": f"http://127.0.0.1:{http_server.server_port}/slack"}
+    audit = write_audit(tmp_path, sqlite_db, """\
+  - {channel: slack, webhook_url: "${SLACK_WEBHOOK_URL}", on_errors: false, repeat: never}
+""")
+    leads_db(sqlite_db, 1)
+    run(audit, tmp_path, env, "10:00:00")
+    sqlite_db.tables(leads=[{"id": 1, "mail": "a@x"}])  # no email column: dupes errors
+    CliRunner().invoke(main, ["run", str(audit), "-o", str(tmp_path / "out"), "--history",
+                              f"sqlite:///{tmp_path / 'h.sqlite'}", "--no-lock", "--now",
+                              at("11:00:00")], env=env)
+    leads_db(sqlite_db, 1)
+    run(audit, tmp_path, env, "12:00:00")  # failing again: the same alert, still open
+    assert len(http_server.requests) == 1
+    listed = CliRunner().invoke(main, ["alerts", "list", str(audit), "--history",
+                                       f"sqlite:///{tmp_path / 'h.sqlite'}"], env=env)
+    assert "open since 2026-03-02 10:00 UTC" in listed.output

@@ -204,15 +204,15 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime,
         if not routes(channel, check.id, rules.get(check.id)):
             continue
         if check.status == "error":
-            breach = "error" if channel.on_errors and not result.errors else None
+            if not channel.on_errors or result.errors:
+                continue  # not measured: its alert neither opens nor resolves here
+            breach = "error"
         elif check.status not in statuses and STATUS_RANK[check.status] > max(
                 STATUS_RANK[status] for status in statuses):
             continue  # beyond this channel's severities (a warnings channel, a failure):
             # another channel speaks now; this one's alert neither resolves nor repeats
         else:
             breach = check.status if check.status in statuses else None
-        if result.errors and check.status == "error":
-            continue  # the whole audit failed: one audit-level alert says it
         measured.append((check.id, breach, check))
     for check_id, breach, check in measured:
         step = _step(result, channel, check_id, breach, check, state.get(check_id) or {},

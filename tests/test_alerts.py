@@ -319,3 +319,24 @@ def test_a_check_that_cannot_run_neither_resolves_nor_reopens_its_alert(sqlite_d
     listed = CliRunner().invoke(main, ["alerts", "list", str(audit), "--history",
                                        f"sqlite:///{tmp_path / 'h.sqlite'}"], env=env)
     assert "open since 2026-03-02 10:00 UTC" in listed.output
+
+
+def test_a_suites_notify_holds_for_each_of_its_expectations():
+    """Expectations report as `suite:expectation`; the suite's `notify:` routes them."""
+    from datetime import datetime, timezone
+
+    from integrity.config import CheckNotify, SlackChannel
+    from integrity.notify import plan
+    from integrity.results import AuditResult, CheckResult
+
+    now = datetime(2026, 3, 2, 10, tzinfo=timezone.utc)
+    failed = CheckResult(id="lead_columns:expect_column_values_to_not_be_null(email)",
+                         kind="expectation_suite", datasets=["leads"], description="",
+                         severity="critical", status="fail", violation_count=1)
+    result = AuditResult("alerts", "a.yml", "h", "pandas", "sqlite://", "sqlite", now, now,
+                         now, [failed], "critical", 20)
+    slack = SlackChannel(channel="slack", webhook_url="https://hooks.example.com/x")
+    routed = {"lead_columns": CheckNotify(channels=["pagerduty"])}
+    assert plan(result, slack, {}, now, routed) == []
+    [step] = plan(result, slack, {}, now, {})
+    assert (step.check_id, step.event) == (failed.id, "fired")

@@ -201,7 +201,8 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime,
     elif (state.get(AUDIT_ERRORS) or {}).get("open"):
         measured.append((AUDIT_ERRORS, None, None))
     for check in result.checks:
-        if not routes(channel, check.id, rules.get(check.id)):
+        rule = _rule(rules, check.id)
+        if not routes(channel, check.id, rule):
             continue
         if check.status == "error":
             if not channel.on_errors or result.errors:
@@ -216,10 +217,15 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime,
         measured.append((check.id, breach, check))
     for check_id, breach, check in measured:
         step = _step(result, channel, check_id, breach, check, state.get(check_id) or {},
-                     now, *timing(channel, rules.get(check_id)))
+                     now, *timing(channel, _rule(rules, check_id)))
         if step is not None:
             steps.append(step)
     return steps
+
+
+def _rule(rules: dict[str, Any], check_id: str) -> Any:
+    """A check's `notify:` — a suite's holds for each of its expectations (`suite:…`)."""
+    return rules.get(check_id) or rules.get(check_id.split(":", 1)[0])
 
 
 def _elapsed(since: datetime | None, now: datetime, span: timedelta) -> bool:

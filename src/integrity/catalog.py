@@ -208,6 +208,16 @@ checks:
     warn_after: 10m
     critical_after: 30m              # or max_age: 30m, at the check's severity
 """,
+    "row_level_security": """\
+datasets:
+  quotes: {table: AgentQuote, key: id, tenant_column: tenantId}
+  leads: {table: Lead, key: id, tenant_column: tenantId}
+checks:
+  - id: tenants_isolated
+    kind: row_level_security          # every dataset with a tenant_column, by default
+    forced: true                      # the app connects as the tables' owner
+    probe: {role: app_user, setting: app.tenant_id, tenants: 5}
+""",
     "custom_sql": """\
 checks:
   - id: whatsapp_urls_well_formed

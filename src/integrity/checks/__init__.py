@@ -180,6 +180,7 @@ from integrity.checks import (  # noqa: E402,F401
     duplicates,
     orphans,
     tenancy,
+    security,
     reconciliation,
     metrics,
     freshness,

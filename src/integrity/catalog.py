@@ -218,6 +218,16 @@ checks:
     forced: true                      # the app connects as the tables' owner
     probe: {role: app_user, setting: app.tenant_id, tenants: 5}
 """,
+    "database_health": """\
+checks:
+  - id: database
+    kind: database_health             # PostgreSQL or MariaDB/MySQL
+    connections: {warn: "> 80%", critical: "> 95%"}        # seed 003
+    long_queries: {longer_than: 1s}                        # seed 002: no query over 1000 ms
+    slow_statements: {mean_above: 200ms}                   # seed 001 (pg_stat_statements)
+    idle_in_transaction: {older_than: 5m}
+    sequences: {warn: "> 80%", critical: "> 95%"}          # seed 001: sequence usage
+""",
     "custom_sql": """\
 checks:
   - id: whatsapp_urls_well_formed

@@ -184,6 +184,7 @@ from integrity.checks import (  # noqa: E402,F401
     reconciliation,
     metrics,
     freshness,
+    health,
     custom_sql,
     expectations,
 )

@@ -1,0 +1,362 @@
+"""Database health: the server the application runs on (seeds 001, 002, 003).
+
+A `database_health` check reports each of its `measures` as its own result,
+`<id>:<measure>`, judged by that measure's `warn`/`critical` bounds on its
+value:
+
+- `connections` — sessions in use as a share of `max_connections`, server-wide
+  (seed 003: "> 80 % pool warn, > 95 % critical"). Value: the share.
+- `idle_in_transaction` — sessions of the audited database idle inside an open
+  transaction for longer than `older_than` (they hold locks and block
+  vacuum). Value: how many; each is a row (session, user, seconds).
+- `long_queries` — statements of the audited database running longer than
+  `longer_than`, the audit's own session left out (seed 002: "no slow
+  queries"). Value: how many; each is a row (session, user, seconds) — the
+  statement's text is not shown, it may hold data.
+- `slow_statements` — kinds of statement whose mean time is above
+  `mean_above` (seed 001: "Database Query Time > 200 ms per query"), from
+  PostgreSQL's `pg_stat_statements` or MariaDB/MySQL's `performance_schema`
+  digests, for the audited database. Value: how many kinds; each is a row
+  (the normalised statement, calls, mean ms). Without the extension (or with
+  `performance_schema` off) nothing can be measured: the result says so and
+  takes the `unavailable` level (warn by default) — never a silent pass.
+- `sequences` — PostgreSQL sequences and MariaDB/MySQL AUTO_INCREMENT columns
+  of the audited database: the share of their range used, (last − min) / (max
+  − min) (seed 001: "monitor sequence usage"). Value: the highest share; each
+  sequence past a bound is a row.
+
+Everything is read from the server's statistics and catalog views inside the
+audit's read-only transaction, bounded by its statement timeout. A view the
+audit role may not read in full (other users' sessions need `pg_read_all_stats`
+on PostgreSQL, `PROCESS` on MariaDB/MySQL) shows what it can. SQLite has none
+of these: the check says so. Times are the server's clock at the measurement,
+not the run's `now`: these measure the present.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from integrity.checks import Check, Measurement
+from integrity.config import CheckConfig, Duration, Model
+from integrity.units import Threshold, format_duration, parse_threshold
+
+MEASURES = ("connections", "idle_in_transaction", "long_queries", "slow_statements",
+            "sequences")
+
+
+class Bounds(Model):
+    warn: Threshold | None = Field(None, description=(
+        "The measure warns when its value meets this bound, e.g. `\"> 80%\"` or `\"> 0\"`."))
+    critical: Threshold | None = Field(None, description=(
+        "The measure fails when its value meets this bound (it wins over `warn`)."))
+
+    @field_validator("warn", "critical", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return None if value is None else parse_threshold(value, default_measure="value")
+
+    def level(self, value: float | None) -> str | None:
+        if self.critical is not None and self.critical.breached(value):
+            return "critical"
+        if self.warn is not None and self.warn.breached(value):
+            return "warning"
+        return None
+
+
+class ShareBounds(Bounds):
+    warn: Threshold | None = Field(parse_threshold("> 80%", default_measure="value"),
+                                   description="Warn above this share. Default `> 80%`.")
+    critical: Threshold | None = Field(parse_threshold("> 95%", default_measure="value"),
+                                       description="Fail above this share. Default `> 95%`.")
+
+
+class CountBounds(Bounds):
+    warn: Threshold | None = Field(parse_threshold("> 0", default_measure="value"),
+                                   description="Warn at this many. Default `> 0`.")
+
+
+class IdleSessions(CountBounds):
+    older_than: Duration = Field(timedelta(minutes=5), description=(
+        "Idle in a transaction for longer than this. Default 5m."))
+
+
+class LongQueries(CountBounds):
+    longer_than: Duration = Field(timedelta(minutes=1), description=(
+        "Running for longer than this. Default 1m."))
+
+
+class SlowStatements(CountBounds):
+    mean_above: Duration = Field(timedelta(seconds=1), description=(
+        "A kind of statement is slow when its mean time is above this, e.g. `200ms`. "
+        "Default 1s."))
+    unavailable: Literal["warn", "fail", "info"] = Field("warn", description=(
+        "The result when the statistics are not there (`pg_stat_statements` not installed "
+        "or not loaded; `performance_schema` off). Default `warn`."))
+
+
+class DatabaseHealthConfig(CheckConfig):
+    kind: Literal["database_health"] = Field(description="Selects this check.")
+    measures: list[Literal["connections", "idle_in_transaction", "long_queries",
+                           "slow_statements", "sequences"]] = Field(
+        list(MEASURES), min_length=1, description=(
+            "The measures to take, each its own result `<id>:<measure>`. Default: all five."))
+    connections: ShareBounds = Field(ShareBounds(), description=(
+        "Bounds on the share of `max_connections` in use."))
+    idle_in_transaction: IdleSessions = Field(IdleSessions(), description=(
+        "Sessions idle in a transaction: `older_than` and bounds on how many."))
+    long_queries: LongQueries = Field(LongQueries(), description=(
+        "Statements running long: `longer_than` and bounds on how many."))
+    slow_statements: SlowStatements = Field(SlowStatements(), description=(
+        "Kinds of statement slow on average: `mean_above`, bounds on how many, and the "
+        "level when the statistics are not there."))
+    sequences: ShareBounds = Field(ShareBounds(), description=(
+        "Bounds on the share of a sequence's range used."))
+
+
+class DatabaseHealth(Check):
+    """Connections, stuck sessions, long and slow statements, and sequences near their end."""
+
+    kind = "database_health"
+    Config = DatabaseHealthConfig
+    config: DatabaseHealthConfig
+
+    def columns(self):
+        return {}  # nothing is pulled: the server's own views are read in place
+
+    def sql_problems(self, dialect: str) -> list[str]:
+        return []
+
+    def measure(self, data) -> list[Measurement]:
+        import sqlalchemy as sa
+
+        from integrity.errors import CheckError
+
+        source, connection = data.source, data.connection
+        dialect = source.dialect
+        if dialect not in ("postgresql", "mysql", "mariadb"):
+            raise CheckError(f"database health is read from PostgreSQL's or MariaDB/MySQL's "
+                             f"statistics; this database is {dialect}")
+        server = _Postgres(connection) if dialect == "postgresql" else _MariaDB(connection)
+        results = []
+        for name in self.config.measures:
+            try:
+                results.append(getattr(self, f"_{name}")(server))
+            except sa.exc.SQLAlchemyError as error:
+                results.append(_failed(name, source.error(error, f"{name} could not be "
+                                                                   f"read")))
+        return results
+
+    measure_sql = measure  # the server's views are read in place on either engine
+
+    # -- measures ----------------------------------------------------------------------------
+
+    def _connections(self, server) -> Measurement:
+        in_use, limit = server.connections()
+        share = in_use / limit if limit else None
+        row = {"in_use": in_use, "max_connections": limit}
+        return _judged("connections", self.config.connections, share, [row],
+                       f"{in_use} of {limit} connections in use",
+                       text=None if share is None else f"{share * 100:.1f}%")
+
+    def _idle_in_transaction(self, server) -> Measurement:
+        bounds = self.config.idle_in_transaction
+        rows = server.idle(bounds.older_than.total_seconds())
+        return _judged("idle_in_transaction", bounds, len(rows), rows,
+                       f"idle in a transaction for more than "
+                       f"{format_duration(bounds.older_than)}")
+
+    def _long_queries(self, server) -> Measurement:
+        bounds = self.config.long_queries
+        rows = server.running(bounds.longer_than.total_seconds())
+        return _judged("long_queries", bounds, len(rows), rows,
+                       f"running for more than {format_duration(bounds.longer_than)}")
+
+    def _slow_statements(self, server) -> Measurement:
+        bounds = self.config.slow_statements
+        rows, missing = server.slow(bounds.mean_above.total_seconds() * 1000)
+        if missing:
+            import pandas as pd
+
+            level = {"warn": "warning", "fail": "critical", "info": "info"}[bounds.unavailable]
+            return Measurement(violations=pd.DataFrame(), violation_count=0, population=None,
+                               keys=["statement"], level=level, judged=True,
+                               label="slow_statements", notes=[f"not measured: {missing}"],
+                               description="Kinds of statement slow on average: not measured.")
+        return _judged("slow_statements", bounds, len(rows), rows,
+                       f"a mean time above {format_duration(bounds.mean_above)}",
+                       keys=["statement"])
+
+    def _sequences(self, server) -> Measurement:
+        bounds = self.config.sequences
+        found = server.sequences()
+        worst = max((row["used"] for row in found), default=None)
+        rows = [{**row, "used": f"{row['used'] * 100:.1f}%"} for row in found
+                if bounds.level(row["used"])]
+        return _judged("sequences", bounds, worst, rows,
+                       f"{len(found)} sequence(s); the fullest has used "
+                       f"{'–' if worst is None else f'{worst * 100:.1f}%'} of its range",
+                       keys=["sequence"], text=None if worst is None else
+                       f"{worst * 100:.1f}%", count=len(rows))
+
+    def describe(self) -> str:
+        return ("The server's health: " + ", ".join(m.replace("_", " ") for m in
+                                                     self.config.measures) + ".")
+
+
+def _judged(name: str, bounds: Bounds, value: float | None, rows: list[dict], what: str,
+            keys: list[str] | None = None, text: str | None = None,
+            count: int | None = None) -> Measurement:
+    import pandas as pd
+
+    level = bounds.level(value)
+    shown = [f"{label} if {bound}" for label, bound in (("warning", bounds.warn),
+                                                        ("critical", bounds.critical)) if bound]
+    frame = pd.DataFrame(rows) if level else pd.DataFrame(columns=list(rows[0]) if rows else [])
+    return Measurement(
+        violations=frame, violation_count=(count if count is not None else len(frame))
+        if level else 0, population=None, keys=keys or list(frame.columns[:1]) or ["session"],
+        level=level, judged=True, value=value, value_text=text or (
+            None if value is None else f"{value:g}"),
+        label=name, notes=[what], description=f"{name.replace('_', ' ')}: "
+                                              f"{'; '.join(shown) or 'reported'}.")
+
+
+def _failed(name: str, error: Exception) -> Measurement:
+    import pandas as pd
+
+    return Measurement(violations=pd.DataFrame(), violation_count=0, population=None,
+                       keys=[], label=name, error=str(error))
+
+
+# ---------------------------------------------------------------------------
+# Each server's views.
+
+
+class _Postgres:
+    def __init__(self, connection):
+        self.connection = connection
+
+    def _rows(self, sql: str, **params) -> list:
+        import sqlalchemy as sa
+
+        return self.connection.execute(sa.text(sql), params).all()
+
+    def connections(self) -> tuple[int, int]:
+        [(in_use, limit)] = self._rows(
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_stat_activity "
+            "WHERE backend_type = 'client backend'), "
+            "current_setting('max_connections')::int")
+        return int(in_use), int(limit)
+
+    def _sessions(self, states: str, since: str, seconds: float) -> list[dict]:
+        return [{"session": pid, "user": user, "seconds": round(float(age), 1)}
+                for pid, user, age in self._rows(
+                    f"SELECT pid, usename, extract(epoch FROM clock_timestamp() - {since}) "
+                    f"FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
+                    f"AND pid <> pg_backend_pid() AND state IN ({states}) "
+                    f"AND clock_timestamp() - {since} > make_interval(secs => :seconds) "
+                    f"ORDER BY pid", seconds=seconds)]
+
+    def idle(self, seconds: float) -> list[dict]:
+        return self._sessions("'idle in transaction', 'idle in transaction (aborted)'",
+                              "state_change", seconds)
+
+    def running(self, seconds: float) -> list[dict]:
+        return self._sessions("'active'", "query_start", seconds)
+
+    def slow(self, milliseconds: float) -> tuple[list[dict], str | None]:
+        import sqlalchemy as sa
+
+        installed = self._rows("SELECT n.nspname FROM pg_catalog.pg_extension e JOIN "
+                               "pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+                               "WHERE e.extname = 'pg_stat_statements'")
+        if not installed:
+            return [], ("pg_stat_statements is not installed in this database (CREATE "
+                        "EXTENSION pg_stat_statements, with it in shared_preload_libraries)")
+        schema = self.connection.dialect.identifier_preparer.quote(installed[0][0])
+        savepoint = self.connection.begin_nested()  # an unloaded library errors the statement
+        try:
+            rows = self._rows(
+                f"SELECT left(regexp_replace(s.query, '\\s+', ' ', 'g'), 200), s.calls, "
+                f"s.mean_exec_time FROM {schema}.pg_stat_statements s JOIN "
+                f"pg_catalog.pg_database d ON d.oid = s.dbid WHERE d.datname = "
+                f"current_database() AND s.mean_exec_time > :ms "
+                f"ORDER BY s.mean_exec_time DESC, 1", ms=milliseconds)
+        except sa.exc.SQLAlchemyError as error:
+            savepoint.rollback()
+            reason = " ".join(str(getattr(error, "orig", error)).split()).split(" [SQL")[0]
+            return [], f"pg_stat_statements cannot be read: {reason}"
+        savepoint.commit()
+        return [{"statement": text, "calls": int(calls), "mean_ms": round(float(mean), 1)}
+                for text, calls, mean in rows], None
+
+    def sequences(self) -> list[dict]:
+        return [{"sequence": name, "last_value": int(last), "max_value": int(top),
+                 "used": (float(last) - float(low)) / (float(top) - float(low))}
+                for name, last, low, top in self._rows(
+                    "SELECT schemaname || '.' || sequencename, last_value, min_value, "
+                    "max_value FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL "
+                    "AND increment_by > 0 ORDER BY 1")]
+
+
+_INTEGER_MAX = {"tinyint": 127, "smallint": 32_767, "mediumint": 8_388_607,
+                "int": 2_147_483_647, "bigint": 9_223_372_036_854_775_807}
+
+
+class _MariaDB(_Postgres):
+    def connections(self) -> tuple[int, int]:
+        [(in_use, limit)] = self._rows(
+            "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+            "WHERE VARIABLE_NAME = 'THREADS_CONNECTED'), @@max_connections")
+        return int(in_use), int(limit)
+
+    def idle(self, seconds: float) -> list[dict]:
+        return [{"session": pid, "user": user, "seconds": float(age)}
+                for pid, user, age in self._rows(
+                    "SELECT p.ID, p.USER, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
+                    "FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST "
+                    "p ON p.ID = t.trx_mysql_thread_id WHERE p.COMMAND = 'Sleep' "
+                    "AND p.DB = DATABASE() AND p.ID <> CONNECTION_ID() "
+                    "AND TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) > :seconds ORDER BY p.ID",
+                    seconds=seconds)]
+
+    def running(self, seconds: float) -> list[dict]:
+        return [{"session": pid, "user": user, "seconds": float(age)}
+                for pid, user, age in self._rows(
+                    "SELECT ID, USER, TIME_MS / 1000 FROM information_schema.PROCESSLIST "
+                    "WHERE COMMAND = 'Query' AND DB = DATABASE() AND ID <> CONNECTION_ID() "
+                    "AND TIME_MS / 1000 > :seconds ORDER BY ID", seconds=seconds)]
+
+    def slow(self, milliseconds: float) -> tuple[list[dict], str | None]:
+        [(enabled,)] = self._rows("SELECT @@performance_schema")
+        if not enabled:
+            return [], ("performance_schema is off on this server (performance_schema=ON in "
+                        "its configuration, then a restart)")
+        return [{"statement": text, "calls": int(calls), "mean_ms": round(float(mean), 1)}
+                for text, calls, mean in self._rows(
+                    "SELECT LEFT(DIGEST_TEXT, 200), COUNT_STAR, AVG_TIMER_WAIT / 1e9 FROM "
+                    "performance_schema.events_statements_summary_by_digest "
+                    "WHERE SCHEMA_NAME = DATABASE() AND AVG_TIMER_WAIT / 1e9 > :ms "
+                    "ORDER BY AVG_TIMER_WAIT DESC, 1", ms=milliseconds)], None
+
+    def sequences(self) -> list[dict]:
+        found = []
+        for table, column, kind, unsigned, next_value in self._rows(
+                "SELECT t.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, "
+                "c.COLUMN_TYPE LIKE '%unsigned%', t.AUTO_INCREMENT "
+                "FROM information_schema.TABLES t JOIN information_schema.COLUMNS c "
+                "ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
+                "WHERE t.TABLE_SCHEMA = DATABASE() AND c.EXTRA LIKE '%auto_increment%' "
+                "AND t.AUTO_INCREMENT IS NOT NULL ORDER BY 1, 2"):
+            top = _INTEGER_MAX.get(str(kind).lower())
+            if top is None:
+                continue
+            top = top * 2 + 1 if unsigned else top
+            last = int(next_value) - 1
+            found.append({"sequence": f"{table}.{column}", "last_value": last,
+                          "max_value": top, "used": (last - 1) / (top - 1)})
+        return found

@@ -1,0 +1,99 @@
+"""Database health on real PostgreSQL and MariaDB: a statement running long, a session idle
+in a transaction, a sequence near its end, the connection share, and statistics that are
+not there — each measure its own result, exactly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import NOW, audit_text
+from integrity.audit import parse_audit
+from integrity.runner import run_audit
+
+CHECK = """\
+- id: db
+  kind: database_health
+  connections: {warn: "> 0%"}
+  long_queries: {longer_than: 1s}
+  idle_in_transaction: {older_than: 1s}
+  slow_statements: {mean_above: 200ms}
+"""
+SLEEP = {"postgresql": "SELECT pg_sleep(6)", "mariadb": "SELECT SLEEP(6)"}
+SEQUENCE = {
+    "postgresql": ["CREATE SEQUENCE nearly_done MAXVALUE 100",
+                   "SELECT setval('nearly_done', 90)",
+                   "CREATE TABLE fresh (id serial PRIMARY KEY)", "INSERT INTO fresh DEFAULT VALUES"],
+    "mariadb": ["CREATE TABLE nearly_done (id TINYINT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB",
+                "INSERT INTO nearly_done VALUES (120)",
+                "CREATE TABLE fresh (id INT AUTO_INCREMENT PRIMARY KEY) ENGINE=InnoDB",
+                "INSERT INTO fresh VALUES (NULL)"]}
+FULLEST = {"postgresql": ("public.nearly_done", 90, 100, "89.9%", 89 / 99),
+           "mariadb": ("nearly_done.id", 120, 127, "94.4%", 119 / 126)}
+MISSING = {
+    "postgresql": "not measured: pg_stat_statements is not installed in this database (CREATE "
+                  "EXTENSION pg_stat_statements, with it in shared_preload_libraries)",
+    "mariadb": "not measured: performance_schema is off on this server "
+               "(performance_schema=ON in its configuration, then a restart)"}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_each_measure_on_a_real_server(kind, servers):
+    url = servers.database(kind)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for statement in SEQUENCE[kind]:
+            connection.exec_driver_sql(statement)
+        limit = int(connection.exec_driver_sql(
+            "SHOW max_connections" if kind == "postgresql" else
+            "SELECT @@max_connections").scalar())
+    sleeper = engine.connect()
+    idler = engine.connect()
+    idler.exec_driver_sql("SELECT 1 FROM fresh")  # a transaction, left open and idle
+    worker = threading.Thread(target=lambda: sleeper.exec_driver_sql(SLEEP[kind]), daemon=True)
+    worker.start()
+    try:
+        time.sleep(2.5)  # both past their 1 s
+        audit = parse_audit(audit_text(url, "fresh: {table: fresh, key: id}", CHECK),
+                            file="health.yml")
+        result = run_audit(audit, now=NOW)
+    finally:
+        idler.rollback()
+        idler.close()
+        worker.join(10)
+        sleeper.close()
+        engine.dispose()
+    checks = {check.id: check for check in result.checks}
+    assert list(checks) == ["db:connections", "db:idle_in_transaction", "db:long_queries",
+                            "db:slow_statements", "db:sequences"]
+    connections = checks["db:connections"]
+    assert connections.status == "warn"
+    assert connections.sample[0]["max_connections"] == limit
+    assert connections.sample[0]["in_use"] >= 3  # the audit, the sleeper and the idler
+    user = "postgres" if kind == "postgresql" else "root"
+    for name in ("db:idle_in_transaction", "db:long_queries"):
+        check = checks[name]
+        assert (check.status, check.violation_count, check.value) == ("warn", 1, 1), name
+        assert [row["user"] for row in check.sample] == [user]
+        assert check.sample[0]["seconds"] > 1
+    slow = checks["db:slow_statements"]
+    assert (slow.status, slow.notes) == ("warn", [MISSING[kind]])
+    sequences = checks["db:sequences"]
+    name, last, top, used, value = FULLEST[kind]
+    assert sequences.status == "warn"
+    assert [(r["sequence"], r["last_value"], r["max_value"], r["used"])
+            for r in sequences.sample] == [(name, last, top, used)]
+    assert sequences.value == pytest.approx(value)
+
+
+def test_sqlite_has_no_server_to_ask(sqlite_db):
+    sqlite_db.tables(t=[{"id": 1}])
+    audit = parse_audit(audit_text(sqlite_db.url, "t: {table: t, key: id}",
+                                   "- {id: db, kind: database_health}\n"), file="health.yml")
+    check = run_audit(audit, now=NOW).checks[0]
+    assert (check.status, check.error) == (
+        "error", "database health is read from PostgreSQL's or MariaDB/MySQL's statistics; "
+                 "this database is sqlite")

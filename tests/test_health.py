@@ -97,3 +97,48 @@ def test_sqlite_has_no_server_to_ask(sqlite_db):
     assert (check.status, check.error) == (
         "error", "database health is read from PostgreSQL's or MariaDB/MySQL's statistics; "
                  "this database is sqlite")
+
+
+@pytest.fixture
+def stats_database():
+    """A database on the PostgreSQL server that loads pg_stat_statements (.ci/run starts
+    one on port 5433), with the extension created; dropped afterwards."""
+    import os
+    import uuid
+
+    url = os.environ.get("INTEGRITY_TEST_POSTGRES_STATS_URL")
+    if not url:
+        pytest.skip("INTEGRITY_TEST_POSTGRES_STATS_URL is not set (a PostgreSQL server with "
+                    "shared_preload_libraries = 'pg_stat_statements'; .ci/run starts one)")
+    name = f"integrity_stats_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    target = sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(target)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE EXTENSION pg_stat_statements")
+    yield engine, target
+    engine.dispose()
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()
+
+
+def test_slow_statements_from_pg_stat_statements(stats_database):
+    engine, url = stats_database
+    with engine.connect() as connection:
+        for _ in range(2):
+            connection.exec_driver_sql("SELECT pg_sleep(0.3)")
+        connection.exec_driver_sql("SELECT 1")  # quick: not slow
+    audit = parse_audit(audit_text(url, "t: {sql: 'SELECT 1 AS id', key: id}", """\
+        - id: db
+          kind: database_health
+          measures: [slow_statements]
+          slow_statements: {mean_above: 200ms}
+        """), file="health.yml")
+    [check] = run_audit(audit, now=NOW).checks
+    assert (check.id, check.status, check.violation_count) == ("db:slow_statements", "warn", 1)
+    [row] = check.sample
+    assert (row["statement"], row["calls"]) == ("SELECT pg_sleep($1)", 2)
+    assert 300 <= row["mean_ms"] < 1000

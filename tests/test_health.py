@@ -68,7 +68,9 @@ def test_each_measure_on_a_real_server(kind, servers):
         engine.dispose()
     checks = {check.id: check for check in result.checks}
     assert list(checks) == ["db:connections", "db:idle_in_transaction", "db:long_queries",
-                            "db:slow_statements", "db:sequences"]
+                            "db:slow_statements", "db:sequences", "db:replication_lag"]
+    lag = checks["db:replication_lag"]
+    assert (lag.status, lag.notes) == ("pass", ["not a replica: no replication lag to measure"])
     connections = checks["db:connections"]
     assert connections.status == "warn"
     assert connections.sample[0]["max_connections"] == limit
@@ -142,3 +144,58 @@ def test_slow_statements_from_pg_stat_statements(stats_database):
     [row] = check.sample
     assert (row["statement"], row["calls"]) == ("SELECT pg_sleep($1)", 2)
     assert 300 <= row["mean_ms"] < 1000
+
+
+def test_a_replica_behind_its_primary(stats_database):
+    """.ci/run streams the pg_stat_statements server (5433) to a replica on 5434. With the
+    replica's replay paused while the primary writes, it falls behind; resumed, it is not."""
+    import os
+
+    replica_url = os.environ.get("INTEGRITY_TEST_POSTGRES_REPLICA_URL")
+    if not replica_url:
+        pytest.skip("INTEGRITY_TEST_POSTGRES_REPLICA_URL is not set (.ci/run starts one)")
+    primary, _ = stats_database
+    replica = sa.create_engine(replica_url, isolation_level="AUTOCOMMIT")
+
+    def wait_until_replayed():
+        with primary.connect() as connection:
+            target = connection.exec_driver_sql("SELECT pg_current_wal_lsn()").scalar()
+        for _ in range(100):
+            with replica.connect() as connection:
+                if connection.exec_driver_sql(
+                        "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).scalar():
+                    return
+            time.sleep(0.1)
+        raise AssertionError("the replica did not catch up")
+
+    def lag(warn_after: str):
+        audit = parse_audit(audit_text(replica_url, "t: {sql: 'SELECT 1 AS id', key: id}", f"""\
+            - id: db
+              kind: database_health
+              measures: [replication_lag]
+              replication_lag: {{warn_after: {warn_after}}}
+            """), file="health.yml")
+        [check] = run_audit(audit, now=NOW).checks
+        return check
+
+    with primary.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE beat (at timestamptz)")
+        connection.exec_driver_sql("INSERT INTO beat VALUES (now())")
+    wait_until_replayed()
+    caught_up = lag("1s")
+    assert (caught_up.status, caught_up.value) == ("pass", 0.0)
+    with replica.connect() as connection:
+        connection.exec_driver_sql("SELECT pg_wal_replay_pause()")
+    try:
+        time.sleep(1.5)
+        with primary.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO beat VALUES (now())")
+        time.sleep(0.5)  # received, not replayed
+        behind = lag("1s")
+        assert (behind.status, behind.violation_count) == ("warn", 1)
+        assert 1.5 < behind.value < 30
+        assert behind.sample[0]["replication"] == "running"
+    finally:
+        with replica.connect() as connection:
+            connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
+        replica.dispose()

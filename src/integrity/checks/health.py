@@ -20,6 +20,11 @@ value:
   (the normalised statement, calls, mean ms). Without the extension (or with
   `performance_schema` off) nothing can be measured: the result says so and
   takes the `unavailable` level (warn by default) — never a silent pass.
+- `replication_lag` — on a replica, how far behind its primary it is, in
+  seconds: 0 when it has replayed all it received, else the time since the
+  last transaction it replayed (PostgreSQL), or `Seconds_Behind_Master`
+  (MariaDB/MySQL); a replica whose replication has stopped fails. On a server
+  that is no replica there is nothing to measure: a note says so.
 - `sequences` — PostgreSQL sequences and MariaDB/MySQL AUTO_INCREMENT columns
   of the audited database: the share of their range used, (last − min) / (max
   − min) (seed 001: "monitor sequence usage"). Value: the highest share; each
@@ -45,7 +50,7 @@ from integrity.config import CheckConfig, Duration, Model
 from integrity.units import Threshold, format_duration, parse_threshold
 
 MEASURES = ("connections", "idle_in_transaction", "long_queries", "slow_statements",
-            "sequences")
+            "sequences", "replication_lag")
 
 
 class Bounds(Model):
@@ -98,12 +103,19 @@ class SlowStatements(CountBounds):
         "or not loaded; `performance_schema` off). Default `warn`."))
 
 
+class ReplicationLag(Model):
+    warn_after: Duration = Field(timedelta(seconds=30), description=(
+        "Warn when the replica is further behind than this. Default 30s."))
+    critical_after: Duration = Field(timedelta(minutes=5), description=(
+        "Fail when it is further behind than this. Default 5m."))
+
+
 class DatabaseHealthConfig(CheckConfig):
     kind: Literal["database_health"] = Field(description="Selects this check.")
     measures: list[Literal["connections", "idle_in_transaction", "long_queries",
-                           "slow_statements", "sequences"]] = Field(
+                           "slow_statements", "sequences", "replication_lag"]] = Field(
         list(MEASURES), min_length=1, description=(
-            "The measures to take, each its own result `<id>:<measure>`. Default: all five."))
+            "The measures to take, each its own result `<id>:<measure>`. Default: all six."))
     connections: ShareBounds = Field(ShareBounds(), description=(
         "Bounds on the share of `max_connections` in use."))
     idle_in_transaction: IdleSessions = Field(IdleSessions(), description=(
@@ -115,6 +127,8 @@ class DatabaseHealthConfig(CheckConfig):
         "level when the statistics are not there."))
     sequences: ShareBounds = Field(ShareBounds(), description=(
         "Bounds on the share of a sequence's range used."))
+    replication_lag: ReplicationLag = Field(ReplicationLag(), description=(
+        "How far behind its primary a replica may be."))
 
 
 class DatabaseHealth(Check):
@@ -201,6 +215,30 @@ class DatabaseHealth(Check):
                        f"{'–' if worst is None else f'{worst * 100:.1f}%'} of its range",
                        keys=["sequence"], text=None if worst is None else
                        f"{worst * 100:.1f}%", count=len(rows))
+
+    def _replication_lag(self, server) -> Measurement:
+        import pandas as pd
+
+        bounds = self.config.replication_lag
+        replica, lag, stopped = server.lag()
+        if not replica:
+            return Measurement(violations=pd.DataFrame(), violation_count=0, population=None,
+                               keys=["replica"], judged=True, label="replication_lag",
+                               notes=["not a replica: no replication lag to measure"],
+                               description="replication lag: not a replica.")
+        level = ("critical" if stopped or lag > bounds.critical_after.total_seconds() else
+                 "warning" if lag > bounds.warn_after.total_seconds() else None)
+        row = {"replica": "this server", "lag_seconds": None if stopped else round(lag, 1),
+               "replication": "stopped" if stopped else "running"}
+        return Measurement(
+            violations=pd.DataFrame([row] if level else []), violation_count=1 if level else 0,
+            population=None, keys=["replica"], level=level, judged=True,
+            value=None if stopped else lag, value_text="stopped" if stopped else f"{lag:.1f}s",
+            label="replication_lag", notes=["replication has stopped" if stopped else
+                                            f"{lag:.1f}s behind the primary"],
+            description=f"replication lag: warning after {format_duration(bounds.warn_after)}"
+                        f", critical after {format_duration(bounds.critical_after)} or when "
+                        f"replication has stopped.")
 
     def describe(self) -> str:
         return ("The server's health: " + ", ".join(m.replace("_", " ") for m in
@@ -294,6 +332,18 @@ class _Postgres:
         return [{"statement": text, "calls": int(calls), "mean_ms": round(float(mean), 1)}
                 for text, calls, mean in rows], None
 
+    def lag(self) -> tuple[bool, float, bool]:
+        """(a replica?, seconds behind, replication stopped?)"""
+        [(replica, caught_up, seconds, receiving)] = self._rows(
+            "SELECT pg_is_in_recovery(), "
+            "pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn(), "
+            "extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), "
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_wal_receiver)")
+        if not replica:
+            return False, 0.0, False
+        lag = 0.0 if caught_up or seconds is None else float(seconds)
+        return True, lag, not receiving and not caught_up
+
     def sequences(self) -> list[dict]:
         return [{"sequence": name, "last_value": int(last), "max_value": int(top),
                  "used": (float(last) - float(low)) / (float(top) - float(low))}
@@ -342,6 +392,13 @@ class _MariaDB(_Postgres):
                     "performance_schema.events_statements_summary_by_digest "
                     "WHERE SCHEMA_NAME = DATABASE() AND AVG_TIMER_WAIT / 1e9 > :ms "
                     "ORDER BY AVG_TIMER_WAIT DESC, 1", ms=milliseconds)], None
+
+    def lag(self) -> tuple[bool, float, bool]:
+        status = self.connection.exec_driver_sql("SHOW SLAVE STATUS").mappings().first()
+        if status is None:
+            return False, 0.0, False
+        behind = status.get("Seconds_Behind_Master")
+        return True, float(behind or 0), behind is None
 
     def sequences(self) -> list[dict]:
         found = []

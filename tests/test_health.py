@@ -68,7 +68,8 @@ def test_each_measure_on_a_real_server(kind, servers):
         engine.dispose()
     checks = {check.id: check for check in result.checks}
     assert list(checks) == ["db:connections", "db:idle_in_transaction", "db:long_queries",
-                            "db:slow_statements", "db:sequences", "db:replication_lag"]
+                            "db:slow_statements", "db:sequences", "db:replication_lag",
+                            "db:size"]
     lag = checks["db:replication_lag"]
     assert (lag.status, lag.notes) == ("pass", ["not a replica: no replication lag to measure"])
     connections = checks["db:connections"]
@@ -199,3 +200,48 @@ def test_a_replica_behind_its_primary(stats_database):
         with replica.connect() as connection:
             connection.exec_driver_sql("SELECT pg_wal_replay_resume()")
         replica.dispose()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_size_growth_against_the_history(kind, servers, tmp_path):
+    """The first run has no history: growth unknown, said. After the database grows, the
+    next run (an hour later by its clock) compares with the oldest size of the last day."""
+    import os
+    from datetime import timedelta
+
+    from integrity.history import History
+
+    url = servers.database(kind)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE blobs (id int PRIMARY KEY, body text)")
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    audit = parse_audit(audit_text(url, "blobs: {table: blobs, key: id}", """\
+        - id: db
+          kind: database_health
+          measures: [size]
+          size: {growth_over: 1d, warn: "> 20%", critical: "> 10000000%"}
+        """), file="health.yml")
+
+    def measured(now):
+        result = run_audit(audit, now=now, history=store)
+        store.apply(result)
+        return result.check("db:size")
+
+    first = measured(NOW - timedelta(hours=1))
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO blobs VALUES (:id, :body)"),
+                           [{"id": n, "body": os.urandom(2000).hex()}  # incompressible
+                            for n in range(2000)])
+        if kind == "mariadb":
+            connection.exec_driver_sql("ANALYZE TABLE blobs")  # sizes are statistics there
+    second = measured(NOW)
+    engine.dispose()
+    store.dispose()
+    assert (first.status, first.notes[1]) == (
+        "pass", "growth unknown: no size recorded for this target in the last 1d")
+    grown = (second.value - first.value) / first.value
+    assert grown > 0.2 and second.status == "warn"
+    assert second.notes[1].startswith(f"grew {grown * 100:+.1f}% since ")
+    assert second.notes[0].split("; ")[1].startswith("largest tables: ")
+    assert "blobs" in second.notes[0]

@@ -227,6 +227,8 @@ checks:
     slow_statements: {mean_above: 200ms}                   # seed 001 (pg_stat_statements)
     idle_in_transaction: {older_than: 5m}
     sequences: {warn: "> 80%", critical: "> 95%"}          # seed 001: sequence usage
+    replication_lag: {warn_after: 30s, critical_after: 5m}
+    size: {growth_over: 1d, warn: "> 20%"}                 # seed 002: pg_database_size
 """,
     "custom_sql": """\
 checks:

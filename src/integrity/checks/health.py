@@ -30,6 +30,12 @@ value:
   − min) (seed 001: "monitor sequence usage"). Value: the highest share; each
   sequence past a bound is a row.
 
+- `size` — the audited database's size, and its growth against the oldest
+  size recorded for this target in the last `growth_over` (seed 002:
+  `pg_database_size`), judged by `warn`/`critical` on the growth (`"> 20%"`);
+  the largest tables are named in a note. Without enough history the growth
+  is unknown and said, not judged.
+
 Everything is read from the server's statistics and catalog views inside the
 audit's read-only transaction, bounded by its statement timeout. A view the
 audit role may not read in full (other users' sessions need `pg_read_all_stats`
@@ -50,7 +56,7 @@ from integrity.config import CheckConfig, Duration, Model
 from integrity.units import Threshold, format_duration, parse_threshold
 
 MEASURES = ("connections", "idle_in_transaction", "long_queries", "slow_statements",
-            "sequences", "replication_lag")
+            "sequences", "replication_lag", "size")
 
 
 class Bounds(Model):
@@ -110,12 +116,24 @@ class ReplicationLag(Model):
         "Fail when it is further behind than this. Default 5m."))
 
 
+class SizeGrowth(Bounds):
+    growth_over: Duration = Field(timedelta(days=1), description=(
+        "Growth is measured against the oldest size recorded for this target in this "
+        "span, from the run history. Default 1d."))
+    warn: Threshold | None = Field(parse_threshold("> 20%", default_measure="value"),
+                                   description="Warn when it grew more. Default `> 20%`.")
+    critical: Threshold | None = Field(parse_threshold("> 50%", default_measure="value"),
+                                       description="Fail when it grew more. Default `> 50%`.")
+
+
 class DatabaseHealthConfig(CheckConfig):
     kind: Literal["database_health"] = Field(description="Selects this check.")
     measures: list[Literal["connections", "idle_in_transaction", "long_queries",
-                           "slow_statements", "sequences", "replication_lag"]] = Field(
+                           "slow_statements", "sequences", "replication_lag",
+                           "size"]] = Field(
         list(MEASURES), min_length=1, description=(
-            "The measures to take, each its own result `<id>:<measure>`. Default: all six."))
+            "The measures to take, each its own result `<id>:<measure>`. Default: all "
+            "seven."))
     connections: ShareBounds = Field(ShareBounds(), description=(
         "Bounds on the share of `max_connections` in use."))
     idle_in_transaction: IdleSessions = Field(IdleSessions(), description=(
@@ -129,6 +147,8 @@ class DatabaseHealthConfig(CheckConfig):
         "Bounds on the share of a sequence's range used."))
     replication_lag: ReplicationLag = Field(ReplicationLag(), description=(
         "How far behind its primary a replica may be."))
+    size: SizeGrowth = Field(SizeGrowth(), description=(
+        "Bounds on the database's growth over `growth_over`, from the run history."))
 
 
 class DatabaseHealth(Check):
@@ -155,6 +175,7 @@ class DatabaseHealth(Check):
             raise CheckError(f"database health is read from PostgreSQL's or MariaDB/MySQL's "
                              f"statistics; this database is {dialect}")
         server = _Postgres(connection) if dialect == "postgresql" else _MariaDB(connection)
+        self._history = getattr(data, "baseline", None)
         results = []
         for name in self.config.measures:
             try:
@@ -240,6 +261,31 @@ class DatabaseHealth(Check):
                         f", critical after {format_duration(bounds.critical_after)} or when "
                         f"replication has stopped.")
 
+    def _size(self, server) -> Measurement:
+        bounds = self.config.size
+        size, tables = server.size()
+        earlier = self._history(f"{self.id}:size", "database", 0, bounds.growth_over) \
+            if self._history is not None else []
+        oldest = min(earlier, key=lambda entry: entry[1])[0] if earlier else None
+        growth = (size - oldest) / oldest if oldest else None
+        largest = ", ".join(f"{name} {_bytes(bytes_)}" for name, bytes_ in tables[:5])
+        notes = [f"{_bytes(size)}; largest tables: {largest or 'none'}"]
+        if growth is None:
+            notes.append(f"growth unknown: no size recorded for this target in the last "
+                         f"{format_duration(bounds.growth_over)}")
+        else:
+            notes.append(f"grew {growth * 100:+.1f}% since {_bytes(oldest)} (the oldest "
+                         f"size of the last {format_duration(bounds.growth_over)})")
+        measured = _judged("size", bounds, growth, [{"database": "this database", "bytes": size,
+                                                      "growth": f"{(growth or 0) * 100:+.1f}%"}],
+                           notes[0], keys=["database"],
+                           text=_bytes(size) + ("" if growth is None else
+                                                f" ({growth * 100:+.1f}%)"))
+        measured.notes = notes
+        measured.value = float(size)  # kept in history: the next runs' growth is from it
+        measured.values = {"database": float(size)}
+        return measured
+
     def describe(self) -> str:
         return ("The server's health: " + ", ".join(m.replace("_", " ") for m in
                                                      self.config.measures) + ".")
@@ -261,6 +307,14 @@ def _judged(name: str, bounds: Bounds, value: float | None, rows: list[dict], wh
             None if value is None else f"{value:g}"),
         label=name, notes=[what], description=f"{name.replace('_', ' ')}: "
                                               f"{'; '.join(shown) or 'reported'}.")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(count) < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"
 
 
 def _failed(name: str, error: Exception) -> Measurement:
@@ -332,6 +386,17 @@ class _Postgres:
         return [{"statement": text, "calls": int(calls), "mean_ms": round(float(mean), 1)}
                 for text, calls, mean in rows], None
 
+    def size(self) -> tuple[int, list[tuple[str, int]]]:
+        """The database's bytes, and its tables' (with indexes), largest first."""
+        [(size,)] = self._rows("SELECT pg_database_size(current_database())")
+        tables = self._rows(
+            "SELECT n.nspname || '.' || c.relname, pg_total_relation_size(c.oid) "
+            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+            "c.relnamespace WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN "
+            "('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+            "ORDER BY 2 DESC, 1 LIMIT 5")
+        return int(size), [(name, int(bytes_)) for name, bytes_ in tables]
+
     def lag(self) -> tuple[bool, float, bool]:
         """(a replica?, seconds behind, replication stopped?)"""
         [(replica, caught_up, seconds, receiving)] = self._rows(
@@ -392,6 +457,12 @@ class _MariaDB(_Postgres):
                     "performance_schema.events_statements_summary_by_digest "
                     "WHERE SCHEMA_NAME = DATABASE() AND AVG_TIMER_WAIT / 1e9 > :ms "
                     "ORDER BY AVG_TIMER_WAIT DESC, 1", ms=milliseconds)], None
+
+    def size(self) -> tuple[int, list[tuple[str, int]]]:
+        tables = [(name, int(bytes_ or 0)) for name, bytes_ in self._rows(
+            "SELECT TABLE_NAME, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY 2 DESC, 1")]
+        return sum(bytes_ for _, bytes_ in tables), tables[:5]
 
     def lag(self) -> tuple[bool, float, bool]:
         status = self.connection.exec_driver_sql("SHOW SLAVE STATUS").mappings().first()

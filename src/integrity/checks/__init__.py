@@ -94,7 +94,8 @@ class Check:
 
     @classmethod
     def validate(cls, config: CheckConfig, audit: Audit | Any) -> list[tuple[tuple, str]]:
-        """Cross-field problems as (path inside the check, message); none by default."""
+        """Cross-field problems as (path inside the check, message); none by default.
+        `audit.written` is the check as written in the file, before ${VARIABLES}."""
         return []
 
     # -- what it reads ---------------------------------------------------------

@@ -53,7 +53,8 @@ def test_unknown_kind_suggests_the_closest():
         "a.yml:7:6: checks[0].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
         "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
         "expectation_suite, "
-        "freshness, metric, orphans, reconciliation, timestamp_preserved, timestamp_valid)"]
+        "freshness, http, metric, orphans, reconciliation, timestamp_preserved, "
+        "timestamp_valid)"]
 
 
 def test_wrong_type_names_the_path_and_line():
@@ -373,5 +374,5 @@ def test_every_error_of_a_file_comes_at_once_with_the_keys_allowed_there():
         "engine, dataset, time, max_age, warn_after, critical_after, by, expect_groups)",
         "a.yml:8:6: checks[1].kind: unknown check kind 'dupes'; did you mean 'duplicates'? "
         "(known: counter_vs_events, cross_tenant, custom_sql, duplicate_events, duplicates, "
-        "expectation_suite, freshness, metric, orphans, reconciliation, timestamp_preserved, "
-        "timestamp_valid)"]
+        "expectation_suite, freshness, http, metric, orphans, reconciliation, "
+        "timestamp_preserved, timestamp_valid)"]

@@ -152,7 +152,7 @@ class CheckConfig(Model):
         "The check's stable name, unique in the audit (letters, digits, `_ . : -`): reports, "
         "the run history, alerts, `--check`/`--skip` and `integrity accept` use it. Default: "
         "`<dataset>.<kind>` (its first dataset), e.g. `leads.duplicates`; "
-        "`audit.custom_sql` for custom SQL."))
+        "`audit.<kind>` for a check without one (`audit.custom_sql`, `audit.http`)."))
     kind: str = Field(description="Which check this is: one of `integrity checks`.")
     description: str | None = Field(None, description=(
         "Why the check exists, in your team's words: shown before the check's exact rule in "
@@ -166,13 +166,13 @@ class CheckConfig(Model):
         "Bounds on the violation count or rate instead of \"any violation takes "
         "`severity`\": `{warn: \"> 0\", critical: \"> 5%\"}`. A plain number compares the "
         "count, a percentage the rate; below every bound the check passes. Default: not set. "
-        "Freshness takes none; a metric's thresholds bound its value instead."))
+        "Freshness and http take none; a metric's thresholds bound its value instead."))
     where: Where = Field((), description=(
         "A filter on the check's dataset: only matching rows are checked and counted. Data, "
         "never SQL: `{status: SENT}`, `{channel: [EMAIL, SMS]}`, `{deletedAt: null}`, "
         "`{amount: {gt: 0}}`, `{createdAt: {since: 7d}}` (README, \"Filters\"). Default: "
         "every row. Not for `reconciliation` (use `left.where`, `right.where`), "
-        "`custom_sql` (filter in the query) or `expectation_suite`."))
+        "`custom_sql` (filter in the query), `expectation_suite` or `http`."))
     on_empty: Literal["warn", "fail", "pass"] = Field("warn", description=(
         "What happens when `where` matches none of the dataset's rows (often a typo: `sent` "
         "vs `SENT`): `warn` — the check warns, with a note naming the filter and the row "

@@ -96,6 +96,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     def __init__(self, limit: int, private: list[str]):
         self.limit, self.private, self.followed = limit, private, 0
+        # urllib's own caps (4 visits of one URL, 10 in all) would stop a chain after
+        # counting it as followed: `limit` alone decides.
+        self.max_repeats = self.max_redirections = limit + 1
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -73,6 +73,9 @@ class Check:
 
     kind: ClassVar[str]
     Config: ClassVar[type[CheckConfig]]
+    # False for a check that touches no database (an HTTP probe): the runner runs it
+    # before the database session opens, with no connection.
+    reads_database: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -186,4 +189,5 @@ from integrity.checks import (  # noqa: E402,F401
     freshness,
     custom_sql,
     expectations,
+    http,
 )

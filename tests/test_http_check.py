@@ -355,6 +355,8 @@ def test_it_runs_alike_on_both_engines_in_the_files_order(endpoint, audit_db, en
     assert [check.id for check in result.checks] == ["fresh", "health", "stale"]
     assert result.errors == []
     assert rows(result.check("health")) == [("services.database", "true", "false")]
+    assert [check.engine for check in result.checks] == [
+        "pandas" if engine == "pandas" else "sql", None, "pandas" if engine == "pandas" else "sql"]
     audit = parse_audit(audit_text(audit_db, "t: {table: t}", f"""
         - {{kind: http, url: "{endpoint.base}/health", engine: sql}}"""), file="a.yml")
     assert engine_problems(audit, "sqlite", "sql") == []

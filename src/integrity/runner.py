@@ -204,6 +204,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         on_time()
         for outcome in _run_one(check, engines[check.id], nowhere, None, broken.get(check.id),
                                 limit, paths[check.id], _mask(audit, check)):
+            outcome.engine = None  # neither engine: it read no database
             result.checks.append(outcome)
             on_result(outcome)
 

@@ -5,6 +5,7 @@ leave the environment."""
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import ssl
 import threading
@@ -250,6 +251,20 @@ def test_connection_refused_is_a_violation_not_an_audit_error(audit_db):
     assert (result.errors, check.status, rows(check)) == (
         [], "fail", [("HTTP response", "HTTP 200", "connection refused")])
     assert check.notes == ["failed 2 times, 0.05s apart; last: connection refused"]
+
+
+def test_no_answer_is_said_in_a_few_words():
+    import http.client
+    import urllib.error
+
+    from integrity.checks.http import unreachable
+
+    failures = [urllib.error.URLError(socket.gaierror(-2, "Name or service not known")),
+                http.client.RemoteDisconnected("Remote end closed connection"),
+                urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))]
+    assert [unreachable(error) for error in failures] == [
+        "DNS: the host name does not resolve (Name or service not known)",
+        "the server closed the connection without answering", "connection refused"]
 
 
 def test_the_runs_timeout_bounds_the_probe_and_errors_it(endpoint, audit_db):

@@ -227,22 +227,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def smtp_server(tmp_path):
-    """aiosmtpd with STARTTLS (a self-signed certificate) and AUTH required."""
-    from aiosmtpd.controller import Controller
-    from aiosmtpd.smtp import AuthResult
+def self_signed(folder: Path, name: str) -> ssl.SSLContext:
+    """A server's TLS context with a self-signed certificate for localhost and 127.0.0.1,
+    written to `folder/name.crt` for clients to trust (it is its own CA)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.timezone.utc)
-    import ipaddress
-
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(days=1))
                    .not_valid_after(now + dt.timedelta(days=1))
@@ -251,13 +249,24 @@ def smtp_server(tmp_path):
                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                    .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "smtp.crt", tmp_path / "smtp.key"
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    """aiosmtpd with STARTTLS (a self-signed certificate) and AUTH required."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    context = self_signed(tmp_path, "smtp")
+    cert_file = tmp_path / "smtp.crt"
 
     class Inbox:
         def __init__(self):

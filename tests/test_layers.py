@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "integrity"
 
 LAYERS = [
     ["errors", "units", "reference"],           # words and quantities; the demo's data
-    ["filters", "values", "usersql", "identity", "privileges", "operations"],
+    ["filters", "values", "usersql", "identity", "privileges", "operations",
+     "web"],                                    # building blocks: values, user SQL, locks, HTTP
     ["config"],                                 # an audit file's settings
     ["sources"],                                # reading the audited database
     ["pushdown"],                               # the SQL engine's building blocks

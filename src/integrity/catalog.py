@@ -249,6 +249,17 @@ checks:
     dataset: leads
     suite: ../expectations/leads.json   # relative to the audit file, else the current folder
 """,
+    "http": """\
+checks:
+  - id: backend_health               # seed 002: the health endpoint, every few hours
+    kind: http
+    url: https://api.example.com/health
+    headers: {Authorization: "Bearer ${HEALTH_TOKEN}"}   # every value from the environment
+    expect: {status: ok, services.database: true, services.backgroundJobs: true}
+    max_latency: 1s
+    retries: 4                       # "wait 30 seconds and retry"; failing for over
+    retry_delay: 30s                 # 2 minutes (5 attempts) is a violation
+""",
 }
 
 AUDIT_EXAMPLE = """\
@@ -303,6 +314,9 @@ SHOWN_TYPES = {
     ("CustomSqlConfig", "sql"): "query, or mapping: database → query",
     ("CustomSqlConfig", "population_sql"): "query, or mapping: database → query",
     ("DuplicatesConfig", "normalize"): "mapping: column → normaliser or list of them",
+    ("HttpConfig", "headers"): "mapping: header name → text from ${VARIABLES}",
+    ("HttpConfig", "expect_status"): "status code, or a list of them",
+    ("HttpConfig", "expect"): "mapping: dotted path → JSON value",
 }
 
 

@@ -152,7 +152,7 @@ class CheckConfig(Model):
         "The check's stable name, unique in the audit (letters, digits, `_ . : -`): reports, "
         "the run history, alerts, `--check`/`--skip` and `integrity accept` use it. Default: "
         "`<dataset>.<kind>` (its first dataset), e.g. `leads.duplicates`; "
-        "`audit.custom_sql` for custom SQL."))
+        "`audit.<kind>` for a check without one (`audit.custom_sql`, `audit.http`)."))
     kind: str = Field(description="Which check this is: one of `integrity checks`.")
     description: str | None = Field(None, description=(
         "Why the check exists, in your team's words: shown before the check's exact rule in "
@@ -166,13 +166,13 @@ class CheckConfig(Model):
         "Bounds on the violation count or rate instead of \"any violation takes "
         "`severity`\": `{warn: \"> 0\", critical: \"> 5%\"}`. A plain number compares the "
         "count, a percentage the rate; below every bound the check passes. Default: not set. "
-        "Freshness takes none; a metric's thresholds bound its value instead."))
+        "Freshness and http take none; a metric's thresholds bound its value instead."))
     where: Where = Field((), description=(
         "A filter on the check's dataset: only matching rows are checked and counted. Data, "
         "never SQL: `{status: SENT}`, `{channel: [EMAIL, SMS]}`, `{deletedAt: null}`, "
         "`{amount: {gt: 0}}`, `{createdAt: {since: 7d}}` (README, \"Filters\"). Default: "
         "every row. Not for `reconciliation` (use `left.where`, `right.where`), "
-        "`custom_sql` (filter in the query) or `expectation_suite`."))
+        "`custom_sql` (filter in the query), `expectation_suite` or `http`."))
     on_empty: Literal["warn", "fail", "pass"] = Field("warn", description=(
         "What happens when `where` matches none of the dataset's rows (often a typo: `sent` "
         "vs `SENT`): `warn` — the check warns, with a note naming the filter and the row "
@@ -541,6 +541,7 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
         errors.append(ConfigError(message, file=file, path=_format_path(path) or None,
                                   line=line, column=column))
 
+    written = data  # as in the file, before ${VARIABLES}: where a secret came from
     interpolated: set[tuple] = set()
     later: list[str] = [] if deferred else None
     unset: list[tuple] = []  # paths whose variable is missing: said once, not again below
@@ -564,7 +565,7 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
             error(path, _message(problem, AuditConfig, problem["loc"]))
     if audit is None:
         _validate_checks(_partial(data), data.get("checks", []) if isinstance(
-            data.get("checks"), list) else [], kinds, error, file)
+            data.get("checks"), list) else [], kinds, error, file, written.get("checks"))
         raise ConfigErrors(errors)
 
     for index, channel in enumerate(audit.notify):
@@ -577,7 +578,8 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
                 error(path, f"a secret must come from the environment: write "
                             f"${{{'_'.join(setting).upper()}}} and export it")
     _validate_dataset_queries(audit, error)
-    checks = _validate_checks(audit, data.get("checks", []), kinds, error, file)
+    checks = _validate_checks(audit, data.get("checks", []), kinds, error, file,
+                              written.get("checks"))
     _validate_channel_names(audit, checks, data.get("checks", []), error)
     if errors:
         raise ConfigErrors(errors)
@@ -633,11 +635,11 @@ def _validate_dataset_queries(audit: AuditConfig, error) -> None:
 
 
 def _validate_checks(audit: AuditConfig, raw_checks: list[Any], kinds: Mapping[str, Family],
-                     error, file: str) -> list[CheckConfig]:
+                     error, file: str, written: Any = None) -> list[CheckConfig]:
+    """`written`: the checks as in the file, before ${VARIABLES} were replaced."""
     from types import SimpleNamespace
 
-    # What a family's `validate` may look at: the datasets, and the file (for relative paths).
-    scope = SimpleNamespace(datasets=audit.datasets, file=file, config=audit)
+    written = written if isinstance(written, list) else []
 
     checks: list[CheckConfig] = []
     seen: dict[str, int] = {}
@@ -677,6 +679,10 @@ def _validate_checks(audit: AuditConfig, raw_checks: list[Any], kinds: Mapping[s
                 suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
                 error(where + dataset_path, f"unknown dataset {dataset!r}{suggestion} "
                                             f"(defined: {', '.join(audit.datasets)})")
+        # What a family's `validate` may look at: the datasets, the file (for relative
+        # paths) and the check as written (a secret must come from the environment).
+        scope = SimpleNamespace(datasets=audit.datasets, file=file, config=audit,
+                                written=written[index] if index < len(written) else {})
         for problem_path, message in family.validate(check, scope):
             error(where + _in_file(raw, problem_path), message)
         checks.append(check)
@@ -985,3 +991,9 @@ def _interpolate(value: Any, path: tuple, environ: dict[str, str], error,
         return ""
 
     return _VARIABLE.sub(replace, value)
+
+
+def from_environment(text: Any) -> bool:
+    """Whether `text`, as written in the file, takes a ${VARIABLE} (`$${` is none)."""
+    return isinstance(text, str) and any(match.group(0) != "$${"
+                                         for match in _VARIABLE.finditer(text))

@@ -84,22 +84,29 @@ def scrub(message: str, secrets: tuple[str, ...] | list[str]) -> str:
     return message
 
 
-# Drivers also take credentials as query parameters (?password=, ?sslpassword=, ?token=).
-_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|api_?key|credential", re.IGNORECASE)
+# Drivers also take credentials as query parameters (?password=, ?sslpassword=, ?token=);
+# web APIs as ?key= (Google), ?sig= (Azure SAS), ?code= (Azure Functions), ?signature=.
+_SECRET_PARAMETER = re.compile(r"pass|pwd|secret|token|api_?key|credential|signature|"
+                               r"^(key|sig|code|auth)$", re.IGNORECASE)
 _MASK = "MASKEDSECRET"
+
+
+def secret_parameter(name: str) -> bool:
+    """Whether a URL query parameter of this name looks like it carries a secret."""
+    return bool(_SECRET_PARAMETER.search(name))
 
 
 def url_secrets(url: URL) -> tuple[str, ...]:
     """Every secret a database URL carries: its password and its secret-looking parameters."""
     found = [url.password] if url.password else []
     for name, value in url.query.items():
-        if _SECRET_PARAMETER.search(name):
+        if secret_parameter(name):
             found += [value] if isinstance(value, str) else list(value)
     return tuple(str(secret) for secret in found if secret)
 
 
 def masked_url(url: URL) -> str:
     """The URL to show: `postgresql+psycopg://auditor:***@db/app?sslpassword=***`."""
-    hidden = {name: _MASK for name in url.query if _SECRET_PARAMETER.search(name)}
+    hidden = {name: _MASK for name in url.query if secret_parameter(name)}
     shown = url.update_query_dict(hidden) if hidden else url
     return shown.render_as_string(hide_password=True).replace(_MASK, "***")

@@ -38,10 +38,8 @@ import hmac
 import json
 import smtplib
 import ssl
-import threading
 import time
 import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
@@ -49,10 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from integrity import __version__
 from integrity.errors import scrub
 from integrity.gate import exit_code
 from integrity.results import STATUS_RANK
+from integrity.web import Overran, request, within
 
 if TYPE_CHECKING:
     from integrity.config import Audit
@@ -433,12 +431,12 @@ def acknowledge_incidents(audit: Audit, acknowledged: list[dict], check_id: str)
             event = {"routing_key": channel.routing_key, "event_action": "acknowledge",
                      "dedup_key": dedup_key(audit.name, check_id, alert["target"] or "")}
             try:
-                _within(channel.timeout.total_seconds(), lambda: _post(
+                within(channel.timeout.total_seconds(), lambda: _post(
                     channel.events_url, json.dumps(event).encode(), {},
                     _socket_timeout(channel)))
                 lines.append(f"{channel_name(channel)} ({describe_target(channel)}): "
                              f"incident {event['dedup_key']} acknowledged")
-            except (ChannelError, _Overran) as error:
+            except (ChannelError, Overran) as error:
                 reason = scrub(str(error), secrets_of(channel)) or "no answer in time"
                 lines.append(f"integrity: warning: {channel_name(channel)} "
                              f"({describe_target(channel)}) was not told: {reason}")
@@ -465,10 +463,10 @@ def _send(channel, alerts: list[Alert], result: AuditResult, link: str | None,
             break
         attempts = attempt + 1
         try:
-            _within(left, lambda: sender(channel, alerts, result, link, outbox or _NETWORK))
+            within(left, lambda: sender(channel, alerts, result, link, outbox or _NETWORK))
             error = None
             break
-        except _Overran:
+        except Overran:
             error = ("the run's --timeout ended the delivery" if bound_by_the_run else
                      f"no complete answer within {budget:g}s (the channel's timeout, for the "
                      f"whole delivery)")
@@ -488,33 +486,8 @@ def _send(channel, alerts: list[Alert], result: AuditResult, link: str | None,
 
 
 def _socket_timeout(channel) -> float:
-    """Each socket wait: a backstop just past the delivery's own total (see `_within`)."""
+    """Each socket wait: a backstop just past the delivery's own total (see `web.within`)."""
     return channel.timeout.total_seconds() + 1
-
-
-class _Overran(Exception):
-    pass
-
-
-def _within(seconds: float, action) -> None:
-    """Run `action` in a worker thread and stop waiting after `seconds` in all. The worker
-    is a daemon: an abandoned send (its socket still trickling) cannot keep the process."""
-    outcome: dict[str, BaseException | None] = {}
-
-    def work() -> None:
-        try:
-            action()
-            outcome["error"] = None
-        except BaseException as error:  # noqa: BLE001 — handed to the waiting thread
-            outcome["error"] = error
-
-    worker = threading.Thread(target=work, name="integrity-notify", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise _Overran()
-    if outcome.get("error") is not None:
-        raise outcome["error"]
 
 
 class _Network:
@@ -550,22 +523,19 @@ _NETWORK = _Network()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              "User-Agent": f"integrity/{__version__}",
-                                              **headers})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        retryable = error.code >= 500 or error.code == 429
-        raise ChannelError(f"HTTP {error.code} {error.reason}", retryable) from None
+        answer = request(url, method="POST", body=body, timeout=timeout,
+                         headers={"Content-Type": "application/json", **headers})
     except urllib.error.URLError as error:
         raise ChannelError(f"cannot reach {urlsplit(url).hostname}: {error.reason}", True) \
             from None
     except (TimeoutError, OSError) as error:
         raise ChannelError(f"no answer from {urlsplit(url).hostname} within {timeout:g}s "
                            f"({type(error).__name__})", True) from None
+    if not 200 <= answer.status < 300:
+        retryable = answer.status >= 500 or answer.status == 429
+        raise ChannelError(f"HTTP {answer.status} {answer.reason}", retryable)
+    return answer.status
 
 
 def _headline(result: AuditResult, alerts: list[Alert]) -> str:

@@ -6,6 +6,8 @@ SQL engine sends each check's query to the database. A problem is contained
 where it happens: a missing table errors the checks that read it, a missing
 column the checks that name it, a crashing check itself — every other check
 still runs, and the audit as a whole can then never pass (see `gate`).
+A check that touches no database (an HTTP probe) runs before the session
+opens; results are reported in the file's order all the same.
 """
 
 from __future__ import annotations
@@ -107,8 +109,15 @@ def _stopped(audit: Audit, result: AuditResult, reason: str) -> AuditResult:
         if audit.path(index) not in done:
             result.checks.append(errored(config, list(config.datasets), f"not run: {reason}",
                                          audit.path(index)))
+    _in_file_order(audit, result)
     result.finished_at = datetime.now(timezone.utc)
     return result
+
+
+def _in_file_order(audit: Audit, result: AuditResult) -> None:
+    """Results in the order of the file's checks (probes ran first, before the session)."""
+    order = {audit.path(index): index for index in range(len(audit.checks))}
+    result.checks.sort(key=lambda check: order.get(check.path, len(order)))  # stable
 
 
 def _reason(error: BaseException) -> str:
@@ -140,9 +149,13 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
     engines = {check.id: engine_of(check, default_engine) for check in checks}
 
     def fail_all(message: str) -> AuditResult:
+        """Every check errored by `message` — but a probe that ran keeps its answer."""
         result.errors.append(message)
-        result.checks = [errored(check.config, _datasets(check), message, paths[check.id],
-                                 _describe(check)) for check in checks]
+        probed = {outcome.path for outcome in result.checks}
+        result.checks += [errored(check.config, _datasets(check), message, paths[check.id],
+                                  _describe(check)) for check in checks
+                          if paths[check.id] not in probed]
+        _in_file_order(audit, result)
         result.finished_at = datetime.now(timezone.utc)
         return result
 
@@ -157,13 +170,14 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
         if engines[check.id] == "auto":
             engines[check.id], chosen[check.id] = _choose(check, source.dialect)
 
-    def on_time(connection) -> None:
+    def on_time(connection=None) -> None:
         """Stop here if the run is out of time; else let the database enforce the rest."""
         from integrity.operations import RunTimeout
 
         if deadline is not None and time.monotonic() >= deadline:
             raise RunTimeout(f"the run exceeded its timeout of {timeout}")
-        source.clamp(connection)
+        if connection is not None:
+            source.clamp(connection)
 
     broken: dict[str, str] = {}
     needs: dict[str, list[str]] = {}   # every column any check reads, per dataset
@@ -180,6 +194,19 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                                                 f"set `engine: pandas` (or `auto`) on it")
         except (IntegrityError, ValueError) as error:
             broken[check.id] = str(error)
+
+    # A check that touches no database (an HTTP probe) runs first, outside the session:
+    # waiting between its attempts must not hold the snapshot open (a server's idle-in-
+    # transaction timeout may end it), and its answer stands if the database is down.
+    probes = [check for check in checks if not check.reads_database]
+    nowhere = Frames(audit=audit, source=source, frames={}, now=now)
+    for check in probes:
+        on_time()
+        for outcome in _run_one(check, engines[check.id], nowhere, None, broken.get(check.id),
+                                limit, paths[check.id], _mask(audit, check)):
+            outcome.engine = None  # neither engine: it read no database
+            result.checks.append(outcome)
+            on_result(outcome)
 
     bulk = None
     try:
@@ -249,6 +276,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                               columns=types, not_null=not_null, baseline=baseline),
             }
             for check in checks:
+                if check in probes:
+                    continue  # answered before the session opened
                 on_time(connection)
                 engine = engines[check.id]
                 for outcome in _run_one(check, engine, contexts[engine], connection,
@@ -272,6 +301,7 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
             with contextlib.suppress(Exception):  # keep the error that got us here
                 bulk.close()
         source.dispose()
+    _in_file_order(audit, result)
     result.finished_at = datetime.now(timezone.utc)
     return result
 
@@ -315,7 +345,9 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
     measure = check.measure if engine == "pandas" else check.measure_sql
     # A savepoint per check: a failing statement must not abort the shared snapshot
     # (SQLite does not abort a transaction on error, and pysqlite's savepoints are unreliable).
-    savepoint = None if connection.dialect.name == "sqlite" else connection.begin_nested()
+    # A probe has no connection at all.
+    savepoint = None if connection is None or connection.dialect.name == "sqlite" else \
+        connection.begin_nested()
     try:
         measurement = measure(context)
         if savepoint is not None:

@@ -73,6 +73,9 @@ class Check:
 
     kind: ClassVar[str]
     Config: ClassVar[type[CheckConfig]]
+    # False for a check that touches no database (an HTTP probe): the runner runs it
+    # before the database session opens, with no connection.
+    reads_database: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,7 +97,8 @@ class Check:
 
     @classmethod
     def validate(cls, config: CheckConfig, audit: Audit | Any) -> list[tuple[tuple, str]]:
-        """Cross-field problems as (path inside the check, message); none by default."""
+        """Cross-field problems as (path inside the check, message); none by default.
+        `audit.written` is the check as written in the file, before ${VARIABLES}."""
         return []
 
     # -- what it reads ---------------------------------------------------------
@@ -187,4 +191,5 @@ from integrity.checks import (  # noqa: E402,F401
     health,
     custom_sql,
     expectations,
+    http,
 )

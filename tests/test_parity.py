@@ -36,7 +36,7 @@ PARITY = settings(max_examples=EXAMPLES, deadline=None,
                                          HealthCheck.function_scoped_fixture,
                                          HealthCheck.data_too_large])
 BASE = datetime(2026, 1, 30, 11, 0)
-TYPES = {"text": lambda: sa.String(64), "int": sa.Integer, "float": sa.Float,
+TYPES = {"text": lambda: sa.String(64), "int": sa.Integer, "float": sa.Float, "double": sa.Double,
          "time": lambda: sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")}
 
 
@@ -97,6 +97,7 @@ def both_engines(url: str, tables, datasets: str, checks: str):
 
 
 def assert_same(url, tables, datasets, checks):
+    """Both engines' results, once they agree."""
     if not isinstance(checks, str):  # a list of check mappings: JSON is YAML
         checks = "\n".join(f"- {json.dumps(check)}" for check in checks)
     pandas, sql = both_engines(url, tables, datasets, textwrap.dedent(checks))
@@ -112,6 +113,7 @@ def assert_same(url, tables, datasets, checks):
         if left.value is not None or right.value is not None:
             assert left.value == pytest.approx(right.value), left.id
         assert left.interval == right.interval, left.id
+    return pandas, sql
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -237,7 +239,8 @@ def test_orphans_and_cross_tenant(url, parents, children, required, live_only):
                  ("createdAt", times())),
        right=rows(("company", tenants), ("kind", st.sampled_from(["lead", "other"])),
                   ("at", times())),
-       per_day=st.booleans(), measure=st.sampled_from(["count", "sum(amount)", "count(amount)"]),
+       per_day=st.booleans(), measure=st.sampled_from(["count", "sum(amount)", "count(amount)",
+                                                       "p90(amount)"]),
        tolerance=st.sampled_from([0, 1, "50%"]))
 def test_reconciliation(url, left, right, per_day, measure, tolerance):
     # Two days apart so per-day keys really differ.
@@ -285,6 +288,59 @@ def test_metric(url, table, shape, grouped, expect, window):
     assert_same(url, {"sends": ({"channel": "text", "ok": "int", "cost": "int", "at": "time"},
                                 table)},
                 "sends: {table: sends, key: id}", [check])
+
+
+# Durations that tie, lie far apart, are negative or fractional: what interpolation gets wrong.
+durations = st.one_of(st.none(), st.sampled_from([0.0, 2.0, 2.0, -3.5, 1000.0]),
+                      st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+PERCENTILES = {"p50(ms)": 0.5, "median(ms)": 0.5, "p90(ms)": 0.9, "p95(ms)": 0.95,
+               "p99(ms)": 0.99, "percentile(ms, 0.123)": 0.123, "percentile(ms, 0.999)": 0.999}
+
+
+@PARITY
+@given(table=rows(("endpoint", st.one_of(st.none(), st.sampled_from(["/a", "/b"]))),
+                  ("ms", durations), ("ok", st.one_of(st.none(), st.integers(0, 1))),
+                  ("at", times()), max_size=16),
+       measure=st.sampled_from(list(PERCENTILES)),
+       shape=st.sampled_from(["value", "ratio", "filtered"]), grouped=st.booleans(),
+       expect=st.booleans(), aligned=st.booleans())
+def test_percentile(url, table, measure, shape, grouped, expect, aligned):
+    check = {"kind": "metric", "dataset": "requests",
+             **{"value": {"value": measure},
+                "ratio": {"numerator": measure, "denominator": "p50(ms)"},
+                "filtered": {"value": {"measure": measure, "where": {"ok": 1}}}}[shape],
+             "thresholds": {"warn": "> 2", "critical": "> 1000"}}
+    if grouped:
+        check["by"] = ["endpoint"]
+        if expect:
+            check["expect_groups"] = ["/a", "/b", "/c"]
+    if aligned:  # at NOW, 12:30: [11:00, 12:00), which holds every row with a time
+        check.update(time="at", window="1h", align="hour")
+    pandas, sql = assert_same(url, {"requests": ({"endpoint": "text", "ms": "double",
+                                                  "ok": "int", "at": "time"}, table)},
+                              "requests: {table: requests, key: id}", [check])
+    # To the last digit, and the rule's own value: the same doubles, sorted, interpolated.
+    assert pandas.checks[0].group_values == sql.checks[0].group_values
+    if shape != "ratio":
+        assert pandas.checks[0].group_values == expected_percentiles(
+            table, PERCENTILES[measure], grouped, expect, aligned, shape == "filtered")
+
+
+def expected_percentiles(table, fraction, grouped, expect, aligned, filtered):
+    """Each group's percentile by `values.percentile`, named as the run history names it."""
+    from integrity.values import percentile
+
+    measured = [row for row in table if row["at"] is not None or not aligned]
+    groups: dict = {}
+    for row in measured:
+        numbers = groups.setdefault(row["endpoint"] if grouped else "all rows", [])
+        if row["ms"] is not None and (row["ok"] == 1 or not filtered):
+            numbers.append(row["ms"])
+    for group in (["/a", "/b", "/c"] if grouped and expect else []) + (
+            [] if grouped else ["all rows"]):
+        groups.setdefault(group, [])
+    return {"null" if group is None else group: percentile(numbers, fraction)
+            for group, numbers in groups.items()}
 
 
 @PARITY

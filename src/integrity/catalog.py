@@ -597,10 +597,11 @@ def reference() -> str:
         "`{channel: [EMAIL, SMS]}`, `{deletedAt: null}`, `{direction: {not: INBOUND}}`, "
         "`{amount: {gt: 0, le: 1000}}`, `{createdAt: {since: 7d}}`, `{sentAt: {until: 1h}}` "
         "(see README, \"Filters\"). *aggregate*: `count`, `count(col)`, "
-        "`count_distinct(col)`, `sum(col)`, `avg(col)`, `min(col)`, `max(col)`, or "
-        "`{measure: ..., where: {...}}`. *bound*: a comparison such as `\"> 0\"`, "
-        "`\"> 5%\"`, `\"count >= 10\"`, `\"< 50% of baseline\"`. *column or list of "
-        "columns*: `id` or `[shop, number]`.",
+        "`count_distinct(col)`, `sum(col)`, `avg(col)`, `min(col)`, `max(col)`, a percentile "
+        "`median(col)`, `p50(col)`, `p90(col)`, `p95(col)`, `p99(col)` or "
+        "`percentile(col, 0.9)`, or `{measure: ..., where: {...}}`. *bound*: a comparison "
+        "such as `\"> 0\"`, `\"> 5%\"`, `\"count >= 10\"`, `\"< 50% of baseline\"`. *column "
+        "or list of columns*: `id` or `[shop, number]`.",
         "",
         "## The audit file and its parts",
         "",

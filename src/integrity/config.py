@@ -49,17 +49,25 @@ Columns = Annotated[list[str], BeforeValidator(as_list), Field(min_length=1)]
 
 
 _AGGREGATE = re.compile(
-    r"^\s*(count|count_distinct|sum|avg|min|max)\s*(?:\(\s*([^()]*?)\s*\))?\s*$", re.IGNORECASE)
+    r"^\s*(count|count_distinct|sum|avg|min|max|median|p50|p90|p95|p99|percentile)\s*"
+    r"(?:\(\s*([^()]*?)\s*\))?\s*$", re.IGNORECASE)
+# The percentiles by name, as the fraction each one is.
+PERCENTILES = {"median": 0.5, "p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+AGGREGATES = ("count", "count(col)", "count_distinct(col)", "sum(col)", "avg(col)", "min(col)",
+              "max(col)", "median(col)", "p50(col)", "p90(col)", "p95(col)", "p99(col)",
+              "percentile(col, 0.9)")
 
 
 @dataclass(frozen=True)
 class Aggregate:
     """`count`, `count(col)`, `count_distinct(col)`, `sum(col)`, `avg(col)`, `min`, `max`,
-    optionally narrowed by its own filter: `{measure: count, where: {status: delivered}}`."""
+    a percentile (`p95(col)`, `median(col)`, `percentile(col, 0.9)`: `fraction` says
+    which), optionally narrowed by its own filter: `{measure: count, where: {...}}`."""
 
     function: str
     column: str | None
     where: tuple[Condition, ...] = ()
+    fraction: float | None = None  # a percentile's, in (0, 1); None for the others
 
     @property
     def columns(self) -> list[str]:
@@ -68,7 +76,10 @@ class Aggregate:
         return [*([self.column] if self.column else []), *columns(self.where)]
 
     def __str__(self) -> str:
-        text = f"{self.function}({self.column or '*'})"
+        arguments = self.column or "*"
+        if self.function == "percentile":
+            arguments += f", {self.fraction:g}"
+        text = f"{self.function}({arguments})"
         if self.where:
             from integrity.filters import describe
 
@@ -89,15 +100,57 @@ def parse_aggregate(value: Any) -> Aggregate:
         value = value["measure"]
     match = _AGGREGATE.match(value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"invalid aggregate {value!r}: use count, count(col), "
-                         f"count_distinct(col), sum(col), avg(col), min(col) or max(col)")
+        raise ValueError(f"invalid aggregate {value!r}: {_unknown_aggregate(value)}")
     function, column = match.group(1).lower(), match.group(2) or None
     if column == "*":
         column = None
     if function != "count" and column is None:
+        example = "percentile(amount, 0.9)" if function == "percentile" else f"{function}(amount)"
         raise ValueError(f"invalid aggregate {value!r}: {function} needs a column, "
-                         f"e.g. {function}(amount)")
-    return Aggregate(function, column, where)
+                         f"e.g. {example}")
+    fraction = PERCENTILES.get(function)
+    if function == "percentile":
+        column, fraction = _percentile_arguments(value, column)
+    elif column and "," in column:
+        raise ValueError(f"invalid aggregate {value!r}: {function} takes one column"
+                         + ("; for another percentile write percentile(col, 0.9)"
+                            if fraction else ""))
+    return Aggregate(function, column, where, fraction)
+
+
+def _percentile_arguments(value: str, arguments: str) -> tuple[str, float]:
+    """`col, 0.9` of `percentile(col, 0.9)`: the column and a fraction in (0, 1)."""
+    column, comma, written = arguments.rpartition(",")
+    column, written = column.strip(), written.strip()
+    if not comma or not column:
+        raise ValueError(f"invalid aggregate {value!r}: percentile needs a column and a "
+                         f"fraction, e.g. percentile(response_ms, 0.9) for the 90th percentile")
+    try:
+        fraction = float(written)
+    except ValueError:
+        fraction = None
+    if fraction is None or not 0 < fraction < 1:
+        hint = (f"; write percentile({column}, {fraction / 100:g}) for {written}%"
+                if fraction is not None and 1 < fraction < 100 else "")
+        raise ValueError(f"invalid aggregate {value!r}: the fraction must lie between 0 and 1 "
+                         f"(0.9 is the 90th percentile){hint}")
+    return column, fraction
+
+
+def _unknown_aggregate(value: Any) -> str:
+    """What to write instead of an aggregate that is none: a close name when there is one."""
+    choices = f"use {', '.join(AGGREGATES[:-1])} or {AGGREGATES[-1]}"
+    name = re.match(r"\s*(\w+)", value) if isinstance(value, str) else None
+    if name is None:
+        return choices
+    written = name.group(1).lower()
+    percentile = re.fullmatch(r"p(\d{1,2})", written)
+    if percentile:
+        return f"{written} is not one of p50, p90, p95, p99; write percentile(col, " \
+               f"{int(percentile.group(1)) / 100:g})"
+    names = list(dict.fromkeys(choice.split("(")[0] for choice in AGGREGATES))
+    hint = difflib.get_close_matches(written, names, n=1)
+    return choices + (f"; did you mean {hint[0]!r}?" if hint else "")
 
 
 AggregateField = Annotated[Aggregate, BeforeValidator(parse_aggregate)]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.mysql import BINARY
+from sqlalchemy.sql import util as sql_util
 
 from integrity import filters
 from integrity.config import Aggregate, Audit
@@ -502,12 +503,32 @@ class Tables:
 
     def aggregate(self, relation: sa.FromClause, dataset: str, measure: Aggregate
                   ) -> sa.ColumnElement:
-        """An aggregate as SQL; its own filter becomes a CASE inside it (one scan for many)."""
-        condition = self.where(dataset, relation, measure.where) if measure.where else None
+        """An aggregate as SQL; its own filter becomes a CASE inside it (one scan for many).
+        A percentile on MariaDB/MySQL is no aggregate there: `grouped` builds it."""
         if measure.function == "count" and measure.column is None:
-            if condition is None:
+            if not measure.where:
                 return sa.func.count()
+            condition = self.where(dataset, relation, measure.where)
             return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
+        value = self.measured(relation, dataset, measure)
+        if measure.function == "count":
+            return sa.func.count(value)
+        if measure.function == "count_distinct":
+            return sa.func.count(sa.distinct(value))
+        if measure.function == "sum":
+            return sa.func.coalesce(sa.func.sum(value), 0)
+        if measure.fraction is not None:
+            return self._percentile(value, measure)
+        if measure.function == "avg" and self.dialect in {"mysql", "mariadb"}:
+            # MariaDB averages integers as DECIMAL with 4 digits: 1/3 -> 0.3333. A double
+            # operand keeps full precision, as in the other databases.
+            value = value + sa.literal_column("0e0")
+        return {"avg": sa.func.avg, "min": sa.func.min, "max": sa.func.max}[measure.function](value)
+
+    def measured(self, relation: sa.FromClause, dataset: str, measure: Aggregate
+                 ) -> sa.ColumnElement:
+        """The values an aggregate of a column reads: numbers as the pandas engine reads
+        them (count and count_distinct take any value), NULL outside its own filter."""
         value = relation.c[measure.column]
         if measure.function not in {"count", "count_distinct"}:
             if self.dialect == "sqlite":
@@ -519,19 +540,77 @@ class Tables:
             elif self.dialect == "postgresql" and isinstance(
                     self.columns[dataset].get(measure.column), _pg().MONEY):
                 value = sa.cast(value, sa.Numeric)  # money has no avg, and reads as '$1.50'
-        if condition is not None:
-            value = sa.case((condition, value), else_=sa.null())
-        if measure.function == "count":
-            return sa.func.count(value)
-        if measure.function == "count_distinct":
-            return sa.func.count(sa.distinct(value))
-        if measure.function == "sum":
-            return sa.func.coalesce(sa.func.sum(value), 0)
-        if measure.function == "avg" and self.dialect in {"mysql", "mariadb"}:
-            # MariaDB averages integers as DECIMAL with 4 digits: 1/3 -> 0.3333. A double
-            # operand keeps full precision, as in the other databases.
-            value = value + sa.literal_column("0e0")
-        return {"avg": sa.func.avg, "min": sa.func.min, "max": sa.func.max}[measure.function](value)
+        if measure.where:
+            value = sa.case((self.where(dataset, relation, measure.where), value),
+                            else_=sa.null())
+        return value
+
+    def _percentile(self, value: sa.ColumnElement, measure: Aggregate) -> sa.ColumnElement:
+        """A continuous percentile of `value` (NULLs left out) as one aggregate."""
+        fraction = sa.literal(measure.fraction, sa.Float)
+        if self.dialect == "postgresql":
+            return sa.type_coerce(sa.func.percentile_cont(fraction).within_group(value),
+                                  sa.Float)
+        if self.dialect == "sqlite":
+            return sa.func.integrity_percentile(value, fraction, type_=sa.Float)
+        raise CheckError(f"{measure}: a percentile on {self.dialect} is computed by "
+                         f"Tables.grouped, from ranks")
+
+    def grouped(self, dataset: str, relation: sa.FromClause, scope: sa.ColumnElement,
+                keys: list[sa.ColumnElement],
+                columns: list[tuple[str, Aggregate | sa.ColumnElement]]) -> sa.Select:
+        """SELECT keys…, columns… FROM relation WHERE scope GROUP BY keys (keys labelled),
+        each Aggregate of `columns` by `aggregate`, the rest as given.
+
+        MariaDB has PERCENTILE_CONT only as a window function, MySQL not at all, and
+        MariaDB's interpolates as (⌈h⌉ − h)·x[⌊h⌋] + (h − ⌊h⌋)·x[⌈h⌉], which differs from
+        PostgreSQL's in the last digit about one time in four. So there a percentile comes
+        from ranks: a derived table numbers each group's values (NULLs last) and counts
+        them, and the grouped query picks x[⌊h⌋] and x[⌈h⌉] and interpolates in doubles,
+        in PostgreSQL's order of operations."""
+        percentiles = [part for _, part in columns
+                       if isinstance(part, Aggregate) and part.fraction is not None]
+        if not percentiles or self.dialect not in {"mysql", "mariadb"}:
+            selected = [(self.aggregate(relation, dataset, part) if isinstance(part, Aggregate)
+                         else part).label(name) for name, part in columns]
+            return (sa.select(*keys, *selected).select_from(relation).where(scope)
+                    .group_by(*keys))
+        partition = [key.element if isinstance(key, sa.Label) else key for key in keys]
+        double = sa.literal_column("0e0")  # + 0e0: computed as a double, as in PostgreSQL
+        ranks = []
+        for index, part in enumerate(percentiles):
+            value = self.measured(relation, dataset, part) + double
+            count = sa.func.count(value).over(partition_by=partition)
+            ranks += [value.label(f"_value{index}"),
+                      sa.func.row_number().over(partition_by=partition,
+                                                order_by=[value.is_(None), value])
+                      .label(f"_rank{index}"),
+                      ((count - 1) * (sa.literal(part.fraction, sa.Float) + double))
+                      .label(f"_position{index}")]
+        ranked = sa.select(*relation.c, *ranks).where(scope).subquery("ranked")
+        adapter = sql_util.ClauseAdapter(ranked)
+        selected = []
+        for name, part in columns:
+            if isinstance(part, Aggregate) and part.fraction is not None:
+                index = percentiles.index(part)
+                expression = self._interpolated(*(ranked.c[f"_{column}{index}"] for column
+                                                  in ("value", "rank", "position")))
+            elif isinstance(part, Aggregate):
+                expression = adapter.traverse(self.aggregate(relation, dataset, part))
+            else:
+                expression = adapter.traverse(part)
+            selected.append(expression.label(name))
+        keys = [adapter.traverse(key) for key in keys]
+        return sa.select(*keys, *selected).select_from(ranked).group_by(*keys)
+
+    @staticmethod
+    def _interpolated(value: sa.ColumnElement, rank: sa.ColumnElement,
+                      position: sa.ColumnElement) -> sa.ColumnElement:
+        """x[⌊h⌋] + (x[⌈h⌉] − x[⌊h⌋])·(h − ⌊h⌋) over the ranked rows of a group (rank 1 is
+        x[0], h the position); NULL when the group has no value."""
+        low = sa.func.max(sa.case((rank == sa.func.floor(position) + 1, value)))
+        high = sa.func.max(sa.case((rank == sa.func.ceil(position) + 1, value)))
+        return low + (high - low) * sa.func.max(position - sa.func.floor(position))
 
     # -- running statements -----------------------------------------------------------------
 

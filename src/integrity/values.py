@@ -12,6 +12,9 @@ pushed-down check reads a value exactly as the pandas engine does:
 - `number`: a value as a number, as `pd.to_numeric(errors="coerce")`.
 - `epoch_ms`: a text time (units.ISO_TIME; naive is UTC) as milliseconds
   since the epoch, None when it is no time.
+- `percentile`: the continuous percentile of some numbers, as PostgreSQL's
+  `percentile_cont` computes it, digit for digit (SQLite's
+  `integrity_percentile` aggregate).
 
 Both `sources` (which installs the functions on each SQLite connection) and
 `pushdown` (which calls them) build on this module; it imports neither.
@@ -19,6 +22,7 @@ Both `sources` (which installs the functions on each SQLite connection) and
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -39,6 +43,25 @@ def install_sqlite_functions(dbapi_connection) -> None:
     dbapi_connection.create_function("integrity_normalise", 3, normalise, deterministic=True)
     dbapi_connection.create_function("integrity_epoch_ms", 1, epoch_ms, deterministic=True)
     dbapi_connection.create_function("integrity_number", 1, number, deterministic=True)
+    dbapi_connection.create_aggregate("integrity_percentile", 2, _Percentile)
+
+
+class _Percentile:
+    """integrity_percentile(value, fraction): `percentile` of a group's values, read as
+    numbers (`number`); NULL when none is."""
+
+    def __init__(self):
+        self.numbers: list[int | float] = []
+        self.fraction = 0.5
+
+    def step(self, value, fraction) -> None:
+        self.fraction = fraction
+        value = number(value)
+        if value is not None:
+            self.numbers.append(value)
+
+    def finalize(self) -> float | None:
+        return percentile(self.numbers, self.fraction)
 
 
 # ---------------------------------------------------------------------------
@@ -94,6 +117,24 @@ def number(value) -> int | float | None:
 
     parsed = pd.to_numeric(pd.Series([value], dtype=object), errors="coerce").iloc[0]
     return None if pd.isna(parsed) else float(parsed)
+
+
+def percentile(numbers: list[int | float], fraction: float) -> float | None:
+    """The continuous percentile (linear interpolation) of `numbers`, None without any.
+
+    Sorted x[0..n-1], h = (n − 1)·fraction: x[⌊h⌋] + (h − ⌊h⌋)·(x[⌈h⌉] − x[⌊h⌋]), in
+    this order of operations, as PostgreSQL's percentile_cont and pandas' grouped
+    quantile(interpolation="linear") compute it (numpy's, above the midpoint, computes
+    x[⌈h⌉] − (1 − t)·(…) and may differ in the last digit)."""
+    if not numbers:
+        return None
+    ordered = sorted(numbers)
+    position = (len(ordered) - 1) * fraction
+    below, above = math.floor(position), math.ceil(position)
+    low = float(ordered[below])
+    if below == above:
+        return low
+    return low + (float(ordered[above]) - low) * (position - below)
 
 
 _ISO = re.compile(ISO_TIME)

@@ -91,7 +91,8 @@ def day_of(times: pd.Series) -> pd.Series:
 
 def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate,
               by: list[str]) -> pd.Series | float:
-    """Evaluate an aggregate (count, sum(x), ...) over `rows`, grouped by `by` columns of rows.
+    """Evaluate an aggregate (count, sum(x), p95(x), ...) over `rows`, grouped by `by`
+    columns of rows.
 
     Returns a Series indexed by the groups, or a scalar when `by` is empty.
     The aggregate's own `where` narrows the rows first.
@@ -106,6 +107,9 @@ def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate
         values = rows[column]
         if measure.function != "count_distinct" and measure.function != "count":
             values = pd.to_numeric(values, errors="coerce")
+    if measure.fraction is not None:
+        return _percentile(values, [rows[name] for name in by], measure.fraction,
+                           _groups_of(base, by) if measure.where and by else None)
     function = {"count": "count", "count_distinct": "nunique", "sum": "sum", "avg": "mean",
                 "min": "min", "max": "max"}[measure.function]
     if not by:
@@ -125,11 +129,30 @@ def aggregate(data: Frames, dataset: str, rows: pd.DataFrame, measure: Aggregate
         result = getattr(grouped, function)().astype("float64")
     if measure.where:
         # A group whose rows all fail the aggregate's own filter still exists: its count is 0.
-        every = base.groupby([base[name] for name in by], dropna=False, observed=True,
-                             sort=True).size().index
         empty = 0.0 if function in {"count", "nunique", "sum"} else np.nan
-        result = result.reindex(every, fill_value=empty)
+        result = result.reindex(_groups_of(base, by), fill_value=empty)
     return result
+
+
+def _groups_of(rows: pd.DataFrame, by: list[str]) -> pd.Index:
+    return rows.groupby([rows[name] for name in by], dropna=False, observed=True,
+                        sort=True).size().index
+
+
+def _percentile(values: pd.Series, groups: list[pd.Series], fraction: float,
+                every: pd.Index | None) -> pd.Series | float | None:
+    """The continuous percentile (`values.percentile`'s rule) of each group's values,
+    reindexed to `every` group when given; of all values without groups. Grouped quantile
+    interpolates as x[lo] + (x[hi] − x[lo])·t, exactly as percentile_cont does;
+    Series.quantile (numpy) does not above the midpoint and may differ in the last digit,
+    hence one group even for all the values."""
+    keys = groups or [pd.Series(0, index=values.index)]
+    result = values.astype("float64").groupby(keys, dropna=False, observed=True, sort=True
+                                              ).quantile(fraction, interpolation="linear")
+    result = result.astype("float64")
+    if not groups:
+        return None if result.empty or pd.isna(result.iloc[0]) else float(result.iloc[0])
+    return result if every is None else result.reindex(every, fill_value=np.nan)
 
 
 def worst_level(levels) -> str | None:

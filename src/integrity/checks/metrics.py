@@ -3,7 +3,7 @@
 "Delivery rate < 90%", "template fallback > 50%", "opt-out > 10%", "a channel
 at 0%". A metric is one of
 
-* `value: avg(llm_cost_usd)` — an aggregate;
+* `value: avg(llm_cost_usd)` — an aggregate, or a percentile: `p95(response_ms)`;
 * `numerator: sum(delivered_count)` / `denominator: sum(sent_count)` — a ratio;
 * `share: count` — each group's part of the total (needs `by`).
 
@@ -24,12 +24,28 @@ a calendar day, 23 or 25 hours long when the clocks change. The interval is
 computed once, from the run's `now`, and both engines compare times against
 the same two bounds; the report records it.
 
+Percentiles (seed 000: "Response Time (p95) < 500 ms, warn > 1 s, critical >
+2 s"): `p50(col)` (or `median(col)`), `p90`, `p95`, `p99` and `percentile(col,
+0.9)` (a fraction in (0, 1)) are continuous percentiles, interpolated linearly
+between the two nearest ranks, over the group's numbers (its values read as the
+other aggregates read them; nulls are left out): with the n numbers sorted
+x[0..n−1] and h = (n − 1)·fraction, x[⌊h⌋] + (h − ⌊h⌋)·(x[⌈h⌉] − x[⌊h⌋]). One
+value is its own percentile; 1..10 give p50 5.5, p90 9.1, p95 9.55
+(9.549999999999999 in doubles, as 0.95 is) and p99 9.91. This is PostgreSQL's
+`percentile_cont(0.95) WITHIN GROUP (ORDER BY col)` and pandas' grouped
+`quantile(0.95, interpolation="linear")`, computed to the last digit by both
+engines on every database: SQLite through `values.percentile`, MariaDB and MySQL
+from ranks (`Tables.grouped`: MariaDB's PERCENTILE_CONT rounds differently in
+the last digit, MySQL has none). A percentile can be a `value`, a `numerator` or
+a `denominator` (p99 / p50), not a `share`.
+
 Empty means something. A count (`count`, `count(col)`, `count_distinct(col)`)
 or a `sum` over no rows — an empty window, or an expected group without rows —
 is 0, and is judged like any other value: `< 50% of baseline` fires on a day
-with none. `avg`, `min` and `max` over no rows (or over nothing but nulls), a
-ratio whose denominator is 0 and a share of a total of 0 have no value, nor has
-a check with `by` that finds no group at all; such a group (or the whole check) takes the `on_empty` level —
+with none. `avg`, `min`, `max` and a percentile over no rows (or over nothing
+but nulls), a ratio whose denominator is 0 and a share of a total of 0 have no
+value, nor has a check with `by` that finds no group at all; such a group (or
+the whole check) takes the `on_empty` level —
 `warn` by default, `fail`, `info`, or `pass` — never a silent pass, and a note
 says why ("no rows in [start, end)", "denominator 0").
 
@@ -120,23 +136,28 @@ class MetricConfig(CheckConfig):
     dataset: str = Field(description="The dataset measured. Required.")
     value: AggregateField | None = Field(None, description=(
         "The metric as one aggregate, e.g. `avg(llm_cost_usd)` (the aggregates of "
-        "`reconciliation`). Give exactly one of `value`, `numerator` with `denominator`, "
+        "`reconciliation`), or a percentile: `p50(col)` (`median(col)`), `p90`, `p95`, "
+        "`p99`, `percentile(col, 0.9)` — continuous, interpolated linearly between the two "
+        "nearest ranks of the group's numbers, as PostgreSQL's `percentile_cont`; none "
+        "without a number. Give exactly one of `value`, `numerator` with `denominator`, "
         "or `share`."))
     numerator: AggregateField | None = Field(None, description=(
         "With `denominator`: the metric is numerator / denominator, e.g. "
-        "`sum(delivered_count)`."))
+        "`sum(delivered_count)`, or a percentile (`p99(response_ms)` over "
+        "`p50(response_ms)`)."))
     denominator: AggregateField | None = Field(None, description=(
         "With `numerator`, e.g. `sum(sent_count)`. A denominator of 0 gives no value: "
         "the group takes the `on_empty` level."))
     share: AggregateField | None = Field(None, description=(
-        "The metric is each group's part of the total, e.g. `count` (needs `by`)."))
+        "The metric is each group's part of the total, e.g. `count` (needs `by`; not a "
+        "percentile)."))
     by: list[str] = Field([], description=(
         "Group columns: each group is measured and judged on its own, e.g. `[channel]`. "
         "Default: none (one value for all rows)."))
     expect_groups: list[Any] | None = Field(None, description=(
         "Groups that must exist, with exactly one `by` column: a group without rows is "
-        "measured over no rows (a count or sum: 0; a ratio, share or average: no value, "
-        "`on_empty`). Default: not set."))
+        "measured over no rows (a count or sum: 0; a ratio, share, average or percentile: "
+        "no value, `on_empty`). Default: not set."))
     time: str | None = Field(None, description=(
         "The time column `window` applies to; give both or neither. Default: not set."))
     window: Duration | None = Field(None, description=(
@@ -150,7 +171,8 @@ class MetricConfig(CheckConfig):
         "[09:00, 10:00). `window` must be a whole number of them. Default: not set (the "
         "window slides with `now`)."))
     on_empty: Literal["warn", "fail", "pass", "info"] = Field("warn", description=(
-        "The level of a group without a value — `avg`, `min` or `max` over no rows, a ratio "
+        "The level of a group without a value — `avg`, `min`, `max` or a percentile over no "
+        "rows (or no number), a ratio "
         "whose denominator is 0, a share of a total of 0 — or of the whole check when `by` "
         "finds no group (a count or sum over no rows is 0, and judged): `warn` — the group "
         "warns; `fail` — it fails; `info` — it is reported; `pass` — it passes; each with "
@@ -166,6 +188,14 @@ class MetricConfig(CheckConfig):
     format: Literal["percent", "number"] | None = Field(None, description=(
         "How values are shown: `percent` or `number`. Default: not set (percent for a ratio "
         "or share, number for `value`)."))
+
+    @field_validator("share")
+    @classmethod
+    def _not_a_percentile(cls, share: Any) -> Any:
+        if share is not None and share.fraction is not None:
+            raise ValueError(f"{share} has no total for a group to be a share of; measure "
+                             f"each group's own with value: {share} and by")
+        return share
 
     @model_validator(mode="after")
     def _shape(self):
@@ -190,7 +220,8 @@ class MetricConfig(CheckConfig):
         return self.value is None
 
 
-# Aggregates that are 0 over no rows; the others (avg, min, max) have no value there.
+# Aggregates that are 0 over no rows; the others (avg, min, max, percentiles) have no value
+# there.
 ADDITIVE = {"count", "count_distinct", "sum"}
 # The level a group without a value takes, by `on_empty`.
 ON_EMPTY_LEVELS = {"warn": "warning", "fail": "critical", "info": "info", "pass": None}
@@ -317,10 +348,9 @@ class Metric(Check):
                             db.time_at_least(config.dataset, rows, config.time, interval[0]),
                             db.time_before(config.dataset, rows, config.time, interval[1]))
         by = [db.key(config.dataset, rows, column).label(column) for column in config.by]
-        aggregates = [db.aggregate(rows, config.dataset, part).label(f"a{i}")
-                      for i, part in enumerate(self.parts())]
-        statement = (sa.select(*by, *aggregates, sa.func.count().label("_rows"))
-                     .where(scope).group_by(*by))
+        statement = db.grouped(config.dataset, rows, scope, by, [
+            *((f"a{i}", part) for i, part in enumerate(self.parts())),
+            ("_rows", sa.func.count())])
         groups = db.frame(statement)
         population = int(groups.pop("_rows").sum()) if len(groups) else 0
         total = None

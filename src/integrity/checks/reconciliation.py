@@ -2,7 +2,7 @@
 
 "Lead count matches webhook events", "quota tracking accurate", "Σ counters vs
 send log". Each side aggregates its dataset (`count`, `sum(col)`,
-`count_distinct(col)`, …) grouped by its `by` columns and, with `per_day`, by
+`count_distinct(col)`, `p95(col)`, …) grouped by its `by` columns and, with `per_day`, by
 the UTC calendar day of a time column. Sides are matched by position of their
 keys (left `by: [tenantId]` meets right `by: [companyId]`); a key present on
 one side only meets 0. A key is a violation when |left − right| exceeds the
@@ -27,8 +27,10 @@ class Side(Model):
     dataset: str = Field(description="The dataset this side aggregates. Required.")
     measure: AggregateField = Field(parse_aggregate("count"), description=(
         "The aggregate: `count` (rows), `count(col)` (non-null values), "
-        "`count_distinct(col)`, `sum(col)`, `avg(col)`, `min(col)`, `max(col)`, or "
-        "`{measure: count, where: {...}}` with a filter of its own. Default `count`."))
+        "`count_distinct(col)`, `sum(col)`, `avg(col)`, `min(col)`, `max(col)`, a percentile "
+        "(`p50(col)` or `median(col)`, `p90`, `p95`, `p99`, `percentile(col, 0.9)`: see "
+        "`metric`), or `{measure: count, where: {...}}` with a filter of its own. Default "
+        "`count`."))
     by: list[str] = Field([], description=(
         "The key columns to group by, e.g. `[tenantId]`; matched by position to the other "
         "side's. Default: none (one total)."))
@@ -218,16 +220,12 @@ class Reconciliation(Check):
         parts = []
         for side, rows, keys, index in ((left, left_rows, left_keys, 0),
                                         (right, right_rows, right_keys, 1)):
-            expressions = [pair[index] for pair in aligned]
-            value = db.aggregate(rows, side.dataset, side.measure)
-            zero = sa.literal(0)
-            labels = [e.label(f"k{i}") for i, e in enumerate(expressions)] or [
-                sa.literal("all rows").label("k0")]
-            parts.append(
-                sa.select(*labels, (value if index == 0 else zero).label("l"),
-                          (zero if index == 0 else value).label("r"))
-                .where(db.where(side.dataset, rows, side.where))
-                .group_by(*expressions))
+            keys = [pair[index].label(f"k{i}") for i, pair in enumerate(aligned)]
+            everything = [] if keys else [("k0", sa.literal("all rows"))]
+            value, zero = side.measure, sa.literal(0)
+            parts.append(db.grouped(side.dataset, rows, db.where(side.dataset, rows, side.where),
+                                    keys, [*everything, ("l", value if index == 0 else zero),
+                                           ("r", zero if index == 0 else value)]))
         both = sa.union_all(*parts).subquery("both")
         keys = [both.c[f"k{i}"] for i in range(len(names))]
         summed = sa.select(*keys, sa.func.sum(both.c.l).label("l"),

@@ -370,9 +370,7 @@ class TestMetricsAndFreshness:
             "the filter (channel = 'FAX') matches none of the 11 rows of sends: values compare "
             "exactly (case included); on_empty: warn"])
 
-    @pytest.mark.parametrize("engine", [pytest.param("pandas", marks=pytest.mark.xfail(
-        strict=True, reason="the pandas engine reads no column of the dataset: SELECT FROM")),
-        "sql"])
+    @pytest.mark.parametrize("engine", ["pandas", "sql"])
     def test_a_count_of_every_row(self, sqlite_db, engine):
         # Nothing narrows it, so only the dataset names the rows: the SQL engine once
         # counted the one row of a SELECT without FROM.

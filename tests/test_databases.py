@@ -527,3 +527,15 @@ def test_a_float_tenant_against_a_text_tenant_compares_as_pandas_reads_it(db, en
            other_tenant_column: resource}
         """, engine).check("crossed")
     assert (check.status, check.violation_keys) == ("fail", [(2,)])
+
+
+@pytest.mark.parametrize("engine", ["pandas", "sql"])
+def test_a_count_that_reads_no_column(db, engine):
+    """Only the rows matter: the pandas engine reads a constant per row (PostgreSQL's bulk
+    path included), the SQL engine counts the table."""
+    db.tables(sends=[{"id": n} for n in range(5)])
+    result = run(db, "sends: {table: sends, key: id}", """\
+        - {id: rows, kind: metric, dataset: sends, value: count, thresholds: {critical: "< 1"}}
+        """, engine)
+    check = result.check("rows")
+    assert (check.status, check.value, check.population) == ("pass", 5, 5)

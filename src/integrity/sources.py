@@ -509,6 +509,8 @@ def _suggest(word: str, candidates: list[str]) -> str:
 def dataset_query(dataset: DatasetConfig, columns: list[str]) -> sa.Select:
     """SELECT exactly `columns` of the dataset."""
     selectable = relation(dataset, columns)
+    if not columns:  # only the rows matter (a metric's `count`): one constant per row
+        return sa.select(sa.literal(1).label("_row")).select_from(selectable)
     return sa.select(*[selectable.c[column] for column in columns])
 
 
@@ -525,13 +527,16 @@ def read_frame(connection: Connection, source: Source, name: str, dataset: Datas
     With a BulkReader (PostgreSQL) the rows travel as Arrow, in the same snapshot."""
     statement = dataset_query(dataset, list(columns))
     if bulk is not None:
-        return bulk.read(statement, f"dataset {name!r}")
+        frame = bulk.read(statement, f"dataset {name!r}")
+        return frame if columns else pd.DataFrame(index=pd.RangeIndex(len(frame)))
     try:
         result = connection.execute(statement)
         rows = result.fetchall()
     except sa.exc.SQLAlchemyError as error:
         connection.rollback()
         raise source.error(error, f"dataset {name!r}") from None
+    if not columns:
+        return pd.DataFrame(index=pd.RangeIndex(len(rows)))
     return pd.DataFrame.from_records(rows, columns=list(columns), coerce_float=False)
 
 

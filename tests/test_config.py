@@ -256,7 +256,7 @@ def test_a_dataset_is_a_table_or_a_query():
     head = HEAD.replace("  sends: {table: QuoteSend, key: id}\n",
                         "  sends: {table: QuoteSend, sql: 'SELECT 1', key: id}\n")
     assert errors("- {kind: freshness, dataset: quotes, time: t, max_age: 1h}", head=head) == [
-        "a.yml:5:3: datasets.sends: give exactly one of table or sql"]
+        "a.yml:5:3: datasets.sends: give exactly one of table, sql or file"]
 
 
 def test_missing_file(tmp_path):
@@ -365,7 +365,8 @@ def test_every_error_of_a_file_comes_at_once_with_the_keys_allowed_there():
         "mean 'statement_timeout'? (allowed here: url, statement_timeout, connect_timeout, "
         "retries, retry_backoff)",
         "a.yml:4:12: datasets.quotes.tabel: unknown setting 'tabel'; did you mean 'table'? "
-        "(allowed here: table, schema, sql, key, tenant_column, timezone, description, mask)",
+        "(allowed here: table, schema, sql, file, format, pattern, time_format, key, "
+        "tenant_column, timezone, description, mask)",
         "a.yml:10:48: notify[0].cooldwn: unknown setting 'cooldwn'; did you mean 'cooldown'? "
         "(allowed here: name, checks, severities, min_severity, cooldown, repeat, on_errors, "
         "timeout, retries, report_url, channel, webhook_url)",

@@ -66,6 +66,11 @@ def _validate(block: str) -> None:
         checks = "".join(f"  {line}\n" for line in block.splitlines())
         parse_audit(HEAD + "datasets:\n" + datasets + "checks:\n" + checks, file=file,
                     environ=Environment())
+    elif isinstance(data, dict) and set(data) == {"datasets"}:  # datasets alone
+        names = list(data["datasets"])
+        checks = "".join(f"  - {{kind: metric, dataset: {name}, value: count, "
+                         f"thresholds: {{critical: '< 1'}}}}\n" for name in names)
+        parse_audit(HEAD + block + "\nchecks:\n" + checks, file=file, environ=Environment())
     elif isinstance(data, dict) and set(data) == {"checks"}:  # checks with their routing
         names = sorted(_datasets(data["checks"])) or ["t"]
         datasets = "".join(f"  {name}: {{table: {name}, key: id}}\n" for name in names)

@@ -18,7 +18,7 @@ LAYERS = [
     ["filters", "values", "usersql", "identity", "privileges", "operations",
      "web"],                                    # building blocks: values, user SQL, locks, HTTP
     ["config"],                                 # an audit file's settings
-    ["sources"],                                # reading the audited database
+    ["sources", "files"],                       # reading the audited database; files
     ["pushdown"],                               # the SQL engine's building blocks
     ["checks"],                                 # the catalog: one module per family
     ["audit", "results", "catalog"],            # a whole audit; what a run found

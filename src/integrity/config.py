@@ -282,16 +282,31 @@ class ConnectionConfig(Model):
 
 
 class DatasetConfig(Model):
-    """A table (optionally schema-qualified) or a read-only SQL query."""
+    """A table (optionally schema-qualified), a read-only SQL query, or files."""
 
     table: str | None = Field(None, description=(
-        "The table to read. Give `table` or `sql`, not both."))
+        "The table to read. Give one of `table`, `sql` and `file`."))
     schema_: str | None = Field(default=None, alias="schema", description=(
         "The table's schema (on MySQL and MariaDB: its database), e.g. `app`. Default: not "
         "set (the connection's default). Only with `table`."))
     sql: str | None = Field(None, description=(
         "A query whose rows are the dataset, instead of a table: one read query, checked as "
-        "the audited database reads it. Give `table` or `sql`, not both."))
+        "the audited database reads it. Give one of `table`, `sql` and `file`."))
+    file: str | None = Field(None, description=(
+        "Files whose rows are the dataset, instead of a table: a path or a glob relative to "
+        "the audit file (`logs/app*.log.gz`), CSV, JSON lines, Parquet or a log; read by "
+        "the pandas engine. Give one of `table`, `sql` and `file`."))
+    format: Literal["csv", "jsonl", "parquet", "log"] | None = Field(None, description=(
+        "The files' format. Default: from the name (`.csv`, `.jsonl`/`.ndjson`, "
+        "`.parquet`, `.log`, each optionally `.gz`); `log` when `pattern` is given."))
+    pattern: str | None = Field(None, description=(
+        "For a log: a regular expression with named groups, which are the columns, e.g. "
+        "`(?P<ts>\\S+ \\S+) (?P<level>\\w+) (?P<message>.*)`; `file` and `line` are added. "
+        "Lines it does not match are left out (a note counts them). Default: not set."))
+    time_format: dict[str, str] = Field({}, description=(
+        "Per column, the layout its text times are written in (Python strptime), e.g. "
+        "`{ts: \"%d/%b/%Y:%H:%M:%S %z\"}`; read as ISO 8601. Default: none (ISO 8601 "
+        "text and the database's times are read as they are)."))
     key: Columns | None = Field(None, description=(
         "The column(s) that identify a row (a list: a compound key): shown with every "
         "violation, ordering samples, naming the kept row of a duplicate group and following "
@@ -315,10 +330,22 @@ class DatasetConfig(Model):
 
     @model_validator(mode="after")
     def _table_or_sql(self) -> DatasetConfig:
-        if bool(self.table) == bool(self.sql):
-            raise ValueError("give exactly one of table or sql")
-        if self.sql and self.schema_:
-            raise ValueError("schema applies to a table, not to sql")
+        if sum(bool(x) for x in (self.table, self.sql, self.file)) != 1:
+            raise ValueError("give exactly one of table, sql or file")
+        if self.schema_ and not self.table:
+            raise ValueError("schema applies to a table")
+        if (self.format or self.pattern) and not self.file:
+            raise ValueError("format and pattern apply to a file")
+        if self.format == "log" and not self.pattern:
+            raise ValueError("a log needs a pattern: a regular expression with named groups")
+        if self.pattern:
+            try:
+                groups = re.compile(self.pattern).groupindex
+            except re.error as error:
+                raise ValueError(f"pattern: not a regular expression: {error}") from None
+            if not groups:
+                raise ValueError("pattern needs named groups, e.g. (?P<level>\\w+): they "
+                                 "are the columns")
         return self
 
     @field_validator("timezone")
@@ -335,6 +362,8 @@ class DatasetConfig(Model):
 
     @property
     def label(self) -> str:
+        if self.file:
+            return f"file {self.file}"
         if self.table:
             return f'table "{self.schema_}"."{self.table}"' if self.schema_ else \
                 f'table "{self.table}"'

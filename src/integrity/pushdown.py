@@ -61,6 +61,8 @@ def units_per_second(dialect: str) -> int:
 
 def engine_problems(dialect: str, audit: Audit, dataset: str) -> list[str]:
     """What the SQL engine cannot do for `dataset` on `dialect` (empty if all is well)."""
+    if audit.datasets[dataset].file:
+        return [f"dataset {dataset!r} is a file, read by the pandas engine"]
     zone = audit.datasets[dataset].timezone
     if zone != "UTC" and dialect != "postgresql":
         return [f"dataset {dataset!r} has timezone {zone}: the sql engine on {dialect} reads "

@@ -18,8 +18,10 @@ import logging
 import time
 import traceback
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from integrity import files
 from integrity.checks import CHECKS, Check
 from integrity.config import Audit
 from integrity.errors import IntegrityError, SourceError
@@ -224,13 +226,16 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
             types: dict[str, dict] = {}
             not_null: dict[str, set[str]] = {}
             frames = {}
+            folder = Path(audit.file).resolve().parent  # a file dataset's path is from here
+            file_notes: dict[str, list[str]] = {}
             for name, wanted in needs.items():
                 on_time(connection)
                 dataset = audit.datasets[name]
                 users = [c for c in checks if name in _safe_columns(c) and c.id not in broken]
                 began = time.perf_counter()
                 try:
-                    present = available_columns(connection, source, name, dataset)
+                    present = (files.columns(name, dataset, folder) if dataset.file else
+                               available_columns(connection, source, name, dataset))
                 except SourceError as error:
                     for check in users:
                         broken[check.id] = str(error)
@@ -246,6 +251,13 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 loadable = {column: present[column] for column in pulls[name]
                             if column in present}
                 try:
+                    if dataset.file:
+                        frames[name] = files.read(name, dataset, folder, list(loadable),
+                                                  file_notes.setdefault(name, []))
+                        result.datasets.append(DatasetLoad(
+                            name, len(frames[name]), list(loadable),
+                            time.perf_counter() - began, dataset.label))
+                        continue
                     if bulk is None and source.dialect == "postgresql" and _psycopg(source):
                         statement_ms = int(
                             audit.connection.statement_timeout.total_seconds() * 1000)
@@ -285,6 +297,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                                         _mask(audit, check)):
                     if chosen.get(check.id):
                         outcome.notes.append(chosen[check.id])
+                    outcome.notes += [note for name in check.datasets
+                                      for note in file_notes.get(name, [])]
                     result.checks.append(outcome)
                     on_result(outcome)
                 if connection.invalidated:

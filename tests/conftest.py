@@ -197,6 +197,11 @@ class Recorder(BaseHTTPRequestHandler):
                     return  # the client gave up, as it should
                 time.sleep(0.2)
             return
+        if "/moved" in self.path:  # a webhook that moved: the POST would become a GET
+            self.send_response(302)
+            self.send_header("Location", "/ok")
+            self.end_headers()
+            return
         down = getattr(self.server, "down", False)  # a test may take the service down
         status = 500 if "/fail" in self.path or down else 202 if "/pd" in self.path else 200
         self.send_response(status)

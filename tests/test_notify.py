@@ -279,3 +279,15 @@ def test_no_history_means_no_notifications_unless_asked(sqlite_db, tmp_path, htt
     loud = CliRunner().invoke(main, ["run", str(audit), "-o", str(out), "--no-history",
                                      "--notify", "--no-lock"], env=env)
     assert loud.exit_code == 1 and len(http_server.requests) == 1
+
+
+def test_a_redirected_webhook_is_not_counted_as_delivered(sqlite_db, tmp_path, http_server):
+    env = {"HOOK_URL": f"http://127.0.0.1:{http_server.server_port}/moved"}
+    audit = write_audit(tmp_path, sqlite_db, '  - {channel: webhook, url: "${HOOK_URL}"}\n')
+    leads_db(sqlite_db, 1)
+    _, report = run(audit, tmp_path, env)
+    [delivery] = report["notifications"]
+    assert (delivery["ok"], delivery["attempts"], delivery["error"]) == (
+        False, 1, "HTTP 302 Found: redirected, not followed (give the address that answers "
+                  "itself)")
+    assert [request["path"] for request in http_server.requests] == ["/moved"]

@@ -524,7 +524,9 @@ _NETWORK = _Network()
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
     try:
-        answer = request(url, method="POST", body=body, timeout=timeout,
+        # Not followed: urllib would re-send a redirected POST as a GET without its body,
+        # and a 200 from there would count as delivered when nothing was.
+        answer = request(url, method="POST", body=body, timeout=timeout, max_redirects=0,
                          headers={"Content-Type": "application/json", **headers})
     except urllib.error.URLError as error:
         raise ChannelError(f"cannot reach {urlsplit(url).hostname}: {error.reason}", True) \
@@ -532,6 +534,9 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
     except (TimeoutError, OSError) as error:
         raise ChannelError(f"no answer from {urlsplit(url).hostname} within {timeout:g}s "
                            f"({type(error).__name__})", True) from None
+    if 300 <= answer.status < 400:
+        raise ChannelError(f"HTTP {answer.status} {answer.reason}: redirected, not followed "
+                           f"(give the address that answers itself)", False)
     if not 200 <= answer.status < 300:
         retryable = answer.status >= 500 or answer.status == 429
         raise ChannelError(f"HTTP {answer.status} {answer.reason}", retryable)

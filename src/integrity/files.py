@@ -130,8 +130,14 @@ def _log(path: Path, dataset: DatasetConfig, wanted: list[str],
     import pandas as pd
 
     pattern = re.compile(dataset.pattern)
-    rows: list[tuple] = []
+    chunks, rows = [], []
     skipped = 0
+    object_columns = {column: "object" for column in wanted if column in pattern.groupindex}
+
+    def flush() -> None:  # a frame per chunk: the lines' tuples never pile up
+        chunks.append(pd.DataFrame.from_records(rows, columns=wanted).astype(object_columns))
+        rows.clear()
+
     for number, text in _lines(path):
         match = pattern.search(text)
         if match is None:
@@ -140,8 +146,11 @@ def _log(path: Path, dataset: DatasetConfig, wanted: list[str],
         own = {"file": path.name, "line": number}
         rows.append(tuple(match.group(column) if column in pattern.groupindex
                           else own.get(column) for column in wanted))
-    frame = pd.DataFrame.from_records(rows, columns=wanted).astype(
-        {column: "object" for column in wanted if column in pattern.groupindex})
+        if len(rows) >= CHUNK:
+            flush()
+    if rows or not chunks:
+        flush()
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
     if skipped and notes is not None:
         notes.append(f"{path.name}: {skipped:,} line(s) the pattern does not match, left out")
     return frame

@@ -340,3 +340,23 @@ def test_a_suites_notify_holds_for_each_of_its_expectations():
     assert plan(result, slack, {}, now, routed) == []
     [step] = plan(result, slack, {}, now, {})
     assert (step.check_id, step.event) == (failed.id, "fired")
+
+
+def test_acknowledging_needs_no_secret_and_says_who_was_not_told(sqlite_db, tmp_path,
+                                                                 http_server):
+    base = f"http://127.0.0.1:{http_server.server_port}"
+    env = {"PD_KEY": ROUTING_KEY}
+    audit = write_audit(tmp_path, sqlite_db, f"""\
+  - {{channel: pagerduty, routing_key: "${{PD_KEY}}", events_url: "{base}/pd"}}
+""")
+    history = ["--history", f"sqlite:///{tmp_path / 'h.sqlite'}"]
+    leads_db(sqlite_db, 1)
+    run(audit, tmp_path, env, "10:00:00")
+    acked = CliRunner().invoke(main, ["alerts", "ack", str(audit), "dupes", "--note", "on it",
+                                      "--now", at("10:05:00"), *history], env={"PD_KEY": ""})
+    assert acked.exit_code == 0, acked.output
+    assert acked.output.splitlines() == [
+        "integrity: warning: pagerduty was not told: ${PD_KEY} is not set here (PagerDuty "
+        "keeps escalating until the incident is acknowledged there)",
+        "acknowledged dupes on pagerduty: on it"]
+    assert [json.loads(r["body"])["event_action"] for r in http_server.requests] == ["trigger"]

@@ -632,7 +632,7 @@ def alerts_ack(audit: str, check: str, note: str, lasting: str | None, until_tex
     from integrity.notify import acknowledge_incidents
     from integrity.units import parse_duration
 
-    loaded = _load(audit)
+    loaded = _load(audit, deferred=True)  # no secret is needed to acknowledge
     moment = _parse_now(now) or datetime.now(timezone.utc)
     until = None
     if lasting and until_text:

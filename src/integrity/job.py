@@ -120,6 +120,8 @@ def _keep_run(run_id: int, output: str, written: dict[str, Path], keep: int) -> 
     there; the next run overwrites only the latest), and only the newest `keep` of them."""
     import shutil
 
+    if not any(name in written for name in ("html", "json")):
+        return  # neither was written (or asked for): no empty folder
     folder = _run_folder(output, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("html", "json"):

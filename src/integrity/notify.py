@@ -424,6 +424,13 @@ def acknowledge_incidents(audit: Audit, acknowledged: list[dict], check_id: str)
     for channel in audit.config.notify:
         if channel.channel != "pagerduty":
             continue
+        if "${" in channel.routing_key:  # read without secrets: say so, acknowledge anyway
+            if any(a["channel"].startswith("pagerduty:") and a["announced"]
+                   for a in acknowledged):
+                lines.append(f"integrity: warning: {channel_name(channel)} was not told: "
+                             f"{channel.routing_key} is not set here (PagerDuty keeps "
+                             f"escalating until the incident is acknowledged there)")
+            continue
         key = channel_key(channel)
         for alert in acknowledged:
             if alert["channel"] != key or not alert["announced"]:

@@ -162,7 +162,7 @@ accepted = sa.Table(
     sa.Column("created_at", _MOMENT, nullable=False),
     **_ON_MYSQL,
 )
-notification_state = sa.Table(  # per audit, target, channel and check: cooldown, incidents
+notification_state = sa.Table(  # version 3's alert state, read once by _alerts_from_state
     "integrity_alert_state", metadata,
     sa.Column("audit", _name(200), primary_key=True),
     sa.Column("target", _name(300), primary_key=True),

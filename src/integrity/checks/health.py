@@ -328,7 +328,9 @@ def _failed(name: str, error: Exception) -> Measurement:
 # Each server's views.
 
 
-class _Postgres:
+class _Server:
+    """A server's statistics views, read on the audit's connection."""
+
     def __init__(self, connection):
         self.connection = connection
 
@@ -337,6 +339,8 @@ class _Postgres:
 
         return self.connection.execute(sa.text(sql), params).all()
 
+
+class _Postgres(_Server):
     def connections(self) -> tuple[int, int]:
         [(in_use, limit)] = self._rows(
             "SELECT (SELECT count(*) FROM pg_catalog.pg_stat_activity "
@@ -422,7 +426,7 @@ _INTEGER_MAX = {"tinyint": 127, "smallint": 32_767, "mediumint": 8_388_607,
                 "int": 2_147_483_647, "bigint": 9_223_372_036_854_775_807}
 
 
-class _MariaDB(_Postgres):
+class _MariaDB(_Server):
     def connections(self) -> tuple[int, int]:
         [(in_use, limit)] = self._rows(
             "SELECT (SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "

@@ -52,7 +52,7 @@ def test_reference_audit_exits_1_and_writes_reports(reference_db, tmp_path):
     assert result.exit_code == 1, result.output
     assert "gate (fail on critical) FAILED (violations), exit 1" in result.output
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["schema_version"] == "1.1"
+    assert report["schema_version"] == "1.2"
     assert report["gate"] == {"fail_on": "critical", "passed": False, "exit_code": 1,
                               "outcome": "violations"}
     checks = {check["id"]: check for check in report["checks"]}

@@ -190,7 +190,17 @@ def test_every_kind_has_an_example_that_validates(kind):
 
 
 def test_the_audit_file_and_notify_examples_validate():
-    from integrity.catalog import AUDIT_EXAMPLE, NOTIFY_EXAMPLE
+    from integrity.catalog import AUDIT_EXAMPLE, NOTIFY_EXAMPLE, WATCH_EXAMPLE
+
+    checks = "".join(f"  - {{id: {name}, kind: duplicates, dataset: t, columns: [a]}}\n"
+                     for name in ("quote_email_counter", "quote_sent_at_preserved",
+                                  "quote_sent_at_valid")) + "".join(
+        f"  - {{id: {name}, kind: metric, dataset: t, value: count, thresholds: "
+        f"{{warn: '< 10'}}}}\n" for name in ("send_error_rate", "quotes_sent_per_day"))
+    watched = parse_audit(HEAD + "datasets: {t: {table: t}}\nchecks:\n" + checks
+                          + WATCH_EXAMPLE, environ=Environment())
+    assert watched.config.watch.rollback_on == ["quote_email_counter",
+                                                "quote_sent_at_preserved"]
 
     parse_audit(AUDIT_EXAMPLE, file=str(ROOT / "audits" / "example.yml"), environ=Environment())
     audit = parse_audit(HEAD + "datasets: {t: {table: t}}\nchecks: [{kind: freshness, "

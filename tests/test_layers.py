@@ -27,6 +27,7 @@ LAYERS = [
     ["report", "notify"],                       # what people read
     ["runner", "scaffold"],                     # running an audit
     ["job"],                                    # a scheduled run: lock, run, report, notify
+    ["watch"],                                  # a deploy watched: cadence, rollback, sign-off
     ["cli"],                                    # the commands
     ["__main__"],
 ]

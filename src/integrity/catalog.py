@@ -306,6 +306,21 @@ notify:
     secret: ${AUDIT_WEBHOOK_SECRET}
 """
 
+WATCH_EXAMPLE = """\
+watch:
+  duration: 7d
+  cadence: [{until: 3d, every: 1h}, {every: 1d}]   # hourly for 3 days, then daily
+  rollback_on: [quote_email_counter, quote_sent_at_preserved]
+  signoff:
+    all_runs_pass: [quote_sent_at_valid]
+    no_new_violations: [quote_*]
+    metrics: {send_error_rate: "< 1% in every run"}
+    compare_to_baseline: {quotes_sent_per_day: "not lower than 50%"}
+"""
+
+# Defaults the value cannot say in a user's words (an empty list that means something).
+SHOWN_DEFAULTS = {"cadence": "hourly"}
+
 # Types the annotation cannot say in a user's words (a validator accepts more than it).
 SHOWN_TYPES = {
     ("AuditConfig", "datasets"): "mapping: name → dataset",
@@ -391,6 +406,16 @@ def audit_pages() -> list[Page]:
         tables += _nested(channel, own)
     pages.append(Page("notify", "Alert channels: `notify: [...]`.", _one_line(rules.__doc__),
                       tables, NOTIFY_EXAMPLE))
+    pages.append(Page(
+        "watch", "A post-deploy watch's plan: `watch:`.",
+        "`integrity watch start AUDIT --deploy LABEL` opens a watch: the deploy's own run is "
+        "hour 0, the baseline; `integrity watch tick` (cron, every 5 minutes) runs the audit "
+        "at the cadence's moments; a `rollback_on` check failing with violations hour 0 did "
+        "not have exits 4 and alerts; after the last run the sign-off says APPROVED or NOT "
+        "APPROVED (README, \"Watch a deploy\").",
+        [Table("Settings", _settings(config.WatchConfig)),
+         Table("Settings of each `cadence` entry", _settings(config.WatchCadence)),
+         Table("Settings of `signoff`", _settings(config.Signoff))], WATCH_EXAMPLE))
     return pages
 
 
@@ -504,6 +529,8 @@ def _bounds(metadata) -> str:
 def _default(info: FieldInfo, name: str) -> str:
     if info.is_required():
         return "required"
+    if SHOWN_DEFAULTS.get(name):
+        return SHOWN_DEFAULTS[name]
     value = info.get_default(call_default_factory=True)
     if value is None or value == "":
         return "not set"

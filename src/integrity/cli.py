@@ -219,12 +219,29 @@ def gate(audit, **options) -> None:
     sys.exit(_job(_load(audit), **options))
 
 
-def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
-         history=None, no_history=False, force_notify=False, timeout=None, no_lock=False,
-         summary="auto", log_format="text", only=(), skip=(), notify_dry_run=None) -> int:
+def _job(audit, **options) -> int:
     from integrity.errors import IntegrityError
-    from integrity.job import JobOptions, execute
-    from integrity.operations import Locked, lock_path
+    from integrity.job import execute
+    from integrity.operations import Locked
+
+    audit, job, mode, log_format = _prepare(audit, **options)
+    try:
+        outcome = execute(audit, job)
+    except Locked as error:
+        click.echo(f"integrity: {error}", err=True)
+        return 3
+    except IntegrityError as error:
+        _fail(str(error))
+    _report(outcome, mode, log_format)
+    return exit_code(outcome.result)
+
+
+def _prepare(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
+             history=None, no_history=False, force_notify=False, timeout=None, no_lock=False,
+             summary="auto", log_format="text", only=(), skip=(), notify_dry_run=None):
+    """The job a run's options describe: (audit, JobOptions, console mode, log format)."""
+    from integrity.job import JobOptions
+    from integrity.operations import lock_path
     from integrity.units import parse_duration
 
     if only or skip:
@@ -252,15 +269,7 @@ def _job(audit, output=None, sample_limit=None, fail_on="critical", now=None, en
         notify=force_notify or bool(notify_dry_run) or not (
             no_history or not audit.config.history.enabled),
         notify_dry_run=notify_dry_run)
-    try:
-        outcome = execute(audit, options)
-    except Locked as error:
-        click.echo(f"integrity: {error}", err=True)
-        return 3
-    except IntegrityError as error:
-        _fail(str(error))
-    _report(outcome, mode, log_format)
-    return exit_code(outcome.result)
+    return audit, options, mode, log_format
 
 
 def _select(audit, only: tuple[str, ...], skip: tuple[str, ...]):
@@ -322,7 +331,9 @@ def _report(outcome, mode: str, log_format: str) -> None:
         click.echo(f"integrity: warning: {warning}", err=True)
     lines = summary_lines(result, all_checks=mode == "all")
     if mode == "line":
-        lines = lines[-1:]
+        # The verdict's line, and a rollback's: it is the one thing nobody may miss.
+        lines = [line for line in lines if line.startswith(("ROLLBACK", "watch #"))] \
+            + lines[-1:]
         # One line for the log; why a check could not run still goes to stderr.
         for check in result.checks:
             if check.status == "error" and check.error not in result.errors and \
@@ -796,8 +807,12 @@ def _read_run(store, run_id: int):
 
 @main.command()
 @click.argument("audit", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cron", "schedule", required=True, metavar="SCHEDULE",
-              help="When to run, in cron syntax: '0 3 * * *' is 03:00 every day.")
+@click.option("--cron", "schedule", metavar="SCHEDULE",
+              help="When to run, in cron syntax: '0 3 * * *' is 03:00 every day. With "
+                   "--watch: the standard schedule outside a watch (optional).")
+@click.option("--watch", "watch", is_flag=True,
+              help="One line for post-deploy watches too: every 5 minutes `integrity watch "
+                   "tick` runs the audit when the active watch's cadence (else --cron) says.")
 @click.option("--env-file", type=click.Path(dir_okay=False),
               help="A file of VAR=value lines (secrets) loaded before each run.")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False),
@@ -807,14 +822,15 @@ def _read_run(store, run_id: int):
               help="Bound each run; an overrun is recorded as an audit error.")
 @click.option("--fail-on", type=click.Choice(["critical", "warning"]), default="critical",
               show_default=True)
-def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | None,
-             systemd: bool, timeout: str, fail_on: str) -> None:
+def schedule(audit: str, schedule: str | None, watch: bool, env_file: str | None,
+             log_file: str | None, systemd: bool, timeout: str, fail_on: str) -> None:
     """Print a ready crontab line (or systemd units) that runs AUDIT on a schedule.
 
     The line changes to this folder, loads the environment file, appends the
     run's output to the log, and records the exit code (0 passed, 1 violations,
-    2 audit error, 3 a previous run still holds the lock); cron mails a line only
-    when a run did not pass. Runs never overlap: each takes the audit's lock.
+    2 audit error, 3 a previous run still holds the lock, 4 a watch's rollback
+    criterion met); cron mails a line only when a run did not pass. Runs never
+    overlap: each takes the audit's lock.
     """
     import os
 
@@ -823,6 +839,8 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
     from integrity.operations import crontab_line, read_env_file, systemd_units, validate_cron
     from integrity.units import format_duration
 
+    if schedule is None and not watch:
+        _fail("give --cron SCHEDULE (e.g. '0 3 * * *'), or --watch for post-deploy watches")
     try:
         # Validate now, with the variables the scheduled runs will have.
         overlay = read_env_file(Path(env_file)) if env_file else {}
@@ -830,7 +848,11 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
     except (ConfigError, IntegrityError) as error:
         _fail(str(error))
     try:
-        when = validate_cron(schedule)
+        when = validate_cron(schedule) if schedule is not None else None
+        if watch and when is not None:
+            from integrity.watch import last_scheduled
+
+            last_scheduled(when, datetime.now(timezone.utc))  # one the tick can read
     except IntegrityError as error:
         _fail(str(error))
     for check in loaded.checks:
@@ -846,11 +868,254 @@ def schedule(audit: str, schedule: str, env_file: str | None, log_file: str | No
     env = Path(env_file).resolve() if env_file else None
     log = Path(log_file).resolve() if log_file else workdir / "reports" / f"{loaded.name}.log"
     arguments = ["--timeout", timeout, "--fail-on", fail_on]
+    command = "run"
+    if watch:
+        # Every five minutes: the tick runs only what is due, so an hourly-then-daily
+        # cadence needs no crontab edits and a watch's moments are kept within minutes.
+        command, arguments = "watch tick", arguments + (["--cron", when] if when else [])
+        when = "*/5 * * * *"
     if systemd:
         for name, text in systemd_units(loaded.name, when, audit_path, workdir, env,
-                                        arguments).items():
+                                        arguments, command).items():
             click.echo(f"# /etc/systemd/system/{name}\n{text}")
         click.echo(f"# then: systemctl daemon-reload && systemctl enable --now "
                    f"integrity-{loaded.name}.timer")
         return
-    click.echo(crontab_line(when, audit_path, workdir, env, log, arguments))
+    click.echo(crontab_line(when, audit_path, workdir, env, log, arguments, command))
+
+
+# ---------------------------------------------------------------------------
+# Post-deploy watches.
+
+
+@main.group(name="watch")
+def watch_group() -> None:
+    """Watch a deploy: hour-0 baseline, runs at the plan's cadence, rollback, sign-off."""
+
+
+def _watch_failure(error) -> None:
+    from integrity.operations import Locked
+
+    if isinstance(error, Locked):
+        click.echo(f"integrity: {error}", err=True)
+        sys.exit(3)
+    _fail(str(error))
+
+
+@watch_group.command("start")
+@click.argument("audit", type=click.Path(dir_okay=False))
+@click.option("--deploy", required=True, metavar="LABEL",
+              help="What was deployed: a version, a tag or a commit.")
+@click.option("--for", "lasting", metavar="DURATION",
+              help="How long to watch (e.g. 24h, 7d); default: the audit's watch.duration.")
+@_options
+def watch_start(audit, deploy: str, lasting: str | None, **options) -> None:
+    """Open a watch at a deploy: measure the period before it, run hour 0 (the baseline).
+
+    Exits with the hour-0 run's code (0, 1, 2); 3 if a run holds the lock.
+    """
+    from integrity.errors import IntegrityError
+    from integrity.units import parse_duration
+    from integrity.watch import start
+
+    duration = None
+    if lasting is not None:
+        try:
+            duration = parse_duration(lasting)
+        except ValueError as error:
+            _fail(f"--for: {error}")
+    loaded, job, mode, log_format = _prepare(_load(audit), **options)
+    try:
+        done = start(loaded, job, deploy, duration)
+    except IntegrityError as error:
+        _watch_failure(error)
+    _report(done.outcome, mode, log_format)
+    click.echo(done.message)
+    sys.exit(exit_code(done.outcome.result))
+
+
+@watch_group.command("tick")
+@click.argument("audit", type=click.Path(dir_okay=False))
+@click.option("--cron", "standard", metavar="SCHEDULE",
+              help="The audit's standard schedule, for when no watch is active.")
+@_options
+def watch_tick(audit, standard: str | None, **options) -> None:
+    """Run AUDIT if a run is due: by the active watch's cadence, else by --cron.
+
+    What `integrity schedule --watch` puts in the crontab. After the watch's
+    last run it signs the watch off and closes it. Exit codes: the run's (0, 1,
+    2, 4 rollback), 0 when nothing was due, 1 when the sign-off is NOT
+    APPROVED, 3 if a run holds the lock.
+    """
+    from integrity.errors import IntegrityError
+    from integrity.watch import tick
+
+    loaded, job, mode, log_format = _prepare(_load(audit), **options)
+    try:
+        done = tick(loaded, job, standard)
+    except IntegrityError as error:
+        _watch_failure(error)
+    code = 0
+    if done.outcome is not None:
+        _report(done.outcome, mode, log_format)
+        code = exit_code(done.outcome.result)
+    if done.message:
+        click.echo(done.message)
+    if done.signoff is not None:
+        _print_signoff(done.signoff)
+        if code == 0 and not done.signoff.approved:
+            code = 1
+    sys.exit(code)
+
+
+def _print_signoff(signoff) -> None:
+    watch = signoff.watch
+    click.echo(f"watch #{watch['id']} (deploy {watch['deploy']}): {signoff.verdict}")
+    for criterion in signoff.criteria:
+        click.echo(f"  {'met' if criterion.met else 'NOT MET':<7} {criterion.name} — "
+                   f"{criterion.evidence}")
+    if "html" in signoff.written:
+        click.echo(f"sign-off: {signoff.written['html']}")
+
+
+def _watch_store(audit_file: str, history: str | None):
+    from integrity.history import History
+
+    audit = _load(audit_file, deferred=True)
+    store = History(history_url(audit, history))
+    return audit, (store if _guarded(store.exists) else None)
+
+
+WATCH_ID = click.option("--watch", "watch_id", type=int, metavar="ID",
+                        help="Which watch (default: the newest on the audit's target).")
+NOW = click.option("--now", "now", metavar="ISO_TIME",
+                   help="As of this time (default: now).")
+
+
+@watch_group.command("status")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@WATCH_ID
+@NOW
+@HISTORY
+def watch_status(audit: str, watch_id: int | None, now: str | None,
+                 history: str | None) -> None:
+    """Where the watch stands: hour N of M, runs made, due and missed, rollback, criteria."""
+    from integrity.errors import IntegrityError
+    from integrity.watch import _clock, cadence_text, evaluate, find
+
+    loaded, store = _watch_store(audit, history)
+    moment = _parse_now(now) or datetime.now(timezone.utc)
+    try:
+        watch = find(store, loaded, watch_id)
+        state, criteria = evaluate(store, watch, moment)
+    except IntegrityError as error:
+        _fail(str(error))
+    who = watch["deployed_by"]
+    total = (watch["ends_at"] - watch["started_at"]).total_seconds() / 3600
+    shown = watch["state"] if watch["state"] != "closed" else (
+        "signed off " + (watch["verdict"] or "").replace("_", " ").upper())
+    click.echo(f"watch #{watch['id']} · deploy {watch['deploy']} of {loaded.name} on "
+               f"{watch['target']} — {shown}")
+    click.echo(f"deployed {_clock(watch['started_at'])} by {who.get('by', '?')}"
+               + (f" (commit {who['commit'][:12]})" if who.get("commit") else "")
+               + f" · hour {state.hours:g} of {total:g} · ends {_clock(watch['ends_at'])}")
+    click.echo(f"cadence: {cadence_text(watch)}")
+    to_come = len([m for m in state.moments if m > moment]) if watch["state"] == "active" \
+        else 0
+    click.echo(f"runs: {len(state.done)} made, {len(state.missed)} missed"
+               + (f" ({', '.join(_clock(m) for m in state.missed[:5])})" if state.missed
+                  else "")
+               + (f", {to_come} to come" if to_come else "")
+               + (f"; due now ({_clock(state.due)})" if state.due else
+                  f"; next at {_clock(state.next)}" if state.next and watch["state"] == "active"
+                  else ""))
+    click.echo("rollback: " + (f"criterion met at {_clock(watch['rollback_at'])}"
+                               if watch.get("rollback_at") else "no criterion met"))
+    click.echo("criteria so far:")
+    for criterion in criteria:
+        click.echo(f"  {'met' if criterion.met else 'NOT MET':<7} {criterion.name} — "
+                   f"{criterion.evidence}")
+    store.dispose()
+
+
+@watch_group.command("signoff")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.option("--early", is_flag=True,
+              help="An interim verdict before the end; the watch stays open.")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Folder for the sign-off (default: the audit's output.dir, else "
+                   "reports/<audit name>); it goes in watch-<id>/.")
+@WATCH_ID
+@NOW
+@HISTORY
+def watch_signoff(audit: str, early: bool, output: str | None, watch_id: int | None,
+                  now: str | None, history: str | None) -> None:
+    """Judge the watch over every run of its window: APPROVED (exit 0) or NOT APPROVED (1).
+
+    At or after the end the watch closes with the verdict and the audit returns
+    to its standard schedule; writes signoff.html and signoff.md.
+    """
+    from integrity.errors import IntegrityError
+    from integrity.watch import find, signoff
+
+    loaded, store = _watch_store(audit, history)
+    folder = output or loaded.config.output.dir or str(Path("reports") / loaded.name)
+    try:
+        watch = find(store, loaded, watch_id)
+        done = signoff(store, watch, _parse_now(now) or datetime.now(timezone.utc), folder,
+                       early=early)
+    except IntegrityError as error:
+        _fail(str(error))
+    _print_signoff(done)
+    store.dispose()
+    sys.exit(done.exit_code)
+
+
+@watch_group.command("extend")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.option("--by", "by", required=True, metavar="DURATION", help="E.g. 24h.")
+@click.option("--reason", required=True, help="Why (shown in the sign-off's timeline).")
+@WATCH_ID
+@NOW
+@HISTORY
+def watch_extend(audit: str, by: str, reason: str, watch_id: int | None, now: str | None,
+                 history: str | None) -> None:
+    """Make the active watch longer; the last cadence runs on to the new end."""
+    from integrity.errors import IntegrityError
+    from integrity.units import parse_duration
+    from integrity.watch import _clock, extend, find
+
+    try:
+        span = parse_duration(by)
+    except ValueError as error:
+        _fail(f"--by: {error}")
+    loaded, store = _watch_store(audit, history)
+    try:
+        watch = extend(store, find(store, loaded, watch_id, active=watch_id is None), span,
+                       reason, _parse_now(now) or datetime.now(timezone.utc))
+    except IntegrityError as error:
+        _fail(str(error))
+    click.echo(f"watch #{watch['id']} now ends {_clock(watch['ends_at'])}")
+    store.dispose()
+
+
+@watch_group.command("abort")
+@click.argument("audit", type=click.Path(dir_okay=False, exists=True))
+@click.option("--reason", required=True, help="Why (kept with the watch).")
+@WATCH_ID
+@NOW
+@HISTORY
+def watch_abort(audit: str, reason: str, watch_id: int | None, now: str | None,
+                history: str | None) -> None:
+    """End the active watch without a verdict (a rollback done, a redeploy coming)."""
+    from integrity.errors import IntegrityError
+    from integrity.watch import abort, find
+
+    loaded, store = _watch_store(audit, history)
+    try:
+        watch = abort(store, find(store, loaded, watch_id, active=watch_id is None), reason,
+                      _parse_now(now) or datetime.now(timezone.utc))
+    except IntegrityError as error:
+        _fail(str(error))
+    click.echo(f"watch #{watch['id']} (deploy {watch['deploy']}) aborted: {reason}")
+    store.dispose()

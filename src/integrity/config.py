@@ -28,7 +28,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 
 from integrity.errors import ConfigError, ConfigErrors
 from integrity.filters import Condition, parse_where
-from integrity.units import Threshold, parse_duration, parse_threshold
+from integrity.units import (Threshold, parse_baseline_comparison, parse_duration,
+                             parse_run_condition, parse_threshold)
 
 # ---------------------------------------------------------------------------
 # Field types shared by every check family.
@@ -518,6 +519,87 @@ SECRET_SETTINGS = {"slack": [("webhook_url",)], "pagerduty": [("routing_key",)],
                    "email": [("smtp", "password")], "webhook": [("url",), ("secret",)]}
 
 
+class WatchCadence(Model):
+    """How often a watch runs the audit, up to an offset from the deploy."""
+
+    until: Duration | None = Field(None, description=(
+        "Until how long after the deploy this cadence holds, e.g. `3d`; the next entry "
+        "takes over from there. Default: not set (until the watch ends; only the last "
+        "entry may leave it out)."))
+    every: Duration = Field(description=(
+        "The time between runs, e.g. `1h`, counted from the deploy (a deploy at 12:15 runs "
+        "at 13:15, 14:15, …). Required."))
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, every: timedelta) -> timedelta:
+        if every < timedelta(minutes=1):
+            raise ValueError("a watch runs at most once a minute: give every: 1m or more")
+        return every
+
+
+class Signoff(Model):
+    """What a watch must show, over every run of its window, to be APPROVED."""
+
+    all_runs_pass: list[str] = Field([], description=(
+        "Checks (ids or globs such as `quote_*`) that pass in every run of the watch, the "
+        "deploy's own (hour 0) included. Default: none."))
+    no_new_violations: list[str] = Field([], description=(
+        "Checks (ids or globs) with no violation, in any run, that the deploy's own run "
+        "did not have: what was broken before the deploy does not count against it. "
+        "Default: none."))
+    metrics: dict[str, str] = Field({}, description=(
+        "Metric (or freshness) check id → a bound its value meets: `\"< 1% in every run\"` "
+        "(the default), `\"<= 500 on average\"`, `\"> 95% in the last run\"`; each group "
+        "of a grouped metric must meet it. Default: none."))
+    compare_to_baseline: dict[str, str] = Field({}, description=(
+        "Metric check id → how far its value may move from the deploy's own run (hour 0) "
+        "in any run: `\"not worse than 2 points\"` (percentage points; worse is the "
+        "direction of the check's own bounds), `\"not lower than 5%\"` (of the baseline), "
+        "`\"not higher than 200\"` (the metric's unit). Default: none."))
+    missed_runs: Annotated[int, Field(ge=0)] = Field(0, description=(
+        "How many runs the cadence asked for may be missing (a missed run is a finding, "
+        "not silence). Default 0."))
+
+
+class WatchConfig(Model):
+    """A post-deploy watch: `integrity watch start` opens one at a deploy."""
+
+    duration: Duration = Field(description=(
+        "How long the watch lasts from the deploy, e.g. `24h` or `7d` (`watch start --for` "
+        "overrides it). Required."))
+    cadence: list[WatchCadence] = Field([], description=(
+        "When the audit runs during the watch: `[{until: 3d, every: 1h}, {every: 1d}]` is "
+        "hourly for three days, then daily. Runs are counted from the deploy; the deploy's "
+        "own run (hour 0) is the baseline and the last run is at the end. Default: hourly "
+        "(`[{every: 1h}]`)."))
+    before: Duration = Field(timedelta(days=7), description=(
+        "The period before the deploy each windowed metric is also measured over, at the "
+        "start, for the before/after comparison (a count or sum per window of that period). "
+        "Default `7d`."))
+    rollback_on: list[str] = Field([], description=(
+        "Checks (ids or globs) whose failure during the watch means roll back: a metric "
+        "failing, or a check with violations the deploy's own run did not have. The run "
+        "exits 4, alerts `ROLLBACK criterion met`, and the watch cannot be approved. "
+        "Default: none."))
+    signoff: Signoff = Field(Signoff(), description=(
+        "The criteria of the sign-off (`integrity watch signoff`); a rollback, a run that "
+        "could not audit or a missed run also stand against it."))
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, cadence: list[WatchCadence]) -> list[WatchCadence]:
+        previous = timedelta(0)
+        for number, step in enumerate(cadence):
+            if step.until is None and number != len(cadence) - 1:
+                raise ValueError(f"entry {number} needs `until:` (only the last entry may "
+                                 f"run to the end of the watch)")
+            if step.until is not None and step.until <= previous:
+                raise ValueError(f"entry {number}'s until must come after the entry before it")
+            previous = step.until or previous
+        return cadence
+
+
 class AuditConfig(Model):
     version: Literal[1] = Field(1, description=(
         "The audit file's format version: `1`. Default 1."))
@@ -552,6 +634,10 @@ class AuditConfig(Model):
         "check, whatever the dataset. Default: none."))
     notify: list[Channel] = Field([], description=(
         "Alert channels: `slack`, `pagerduty`, `email`, `webhook`. Default: none."))
+    watch: WatchConfig | None = Field(None, description=(
+        "The plan of a post-deploy watch (`integrity watch start`): its duration, cadence, "
+        "rollback criteria and sign-off. Default: not set (`watch start` then needs "
+        "`--for`, and runs hourly)."))
 
 
 @dataclass
@@ -663,6 +749,8 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
     checks = _validate_checks(audit, data.get("checks", []), kinds, error, file,
                               written.get("checks"))
     _validate_channel_names(audit, checks, data.get("checks", []), error)
+    if audit.watch is not None:
+        _validate_watch(audit.watch, checks, error)
     if errors:
         raise ConfigErrors(errors)
     name = audit.name or Path(file).stem
@@ -703,6 +791,63 @@ def _validate_channel_names(audit: AuditConfig, checks: list[CheckConfig], raw: 
             elif len(names[name]) > 1:
                 error(where + (position,), f"{len(names[name])} channels are {name!r}: give "
                                            f"them a `name:` and use it here")
+
+
+def _validate_watch(watch: WatchConfig, checks: list[CheckConfig], error) -> None:
+    """The checks a watch names exist; the ones judged by value measure one; a comparison
+    with the baseline knows which way is worse."""
+    from fnmatch import fnmatchcase
+
+    ids = [check.id for check in checks]
+    by_id = {check.id: check for check in checks}
+
+    def unknown(path: tuple, name: str, what: str = "check") -> None:
+        hint = difflib.get_close_matches(name, ids, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        error(path, f"no {what} matches {name!r}{suggestion}")
+
+    for setting, names in (("rollback_on", watch.rollback_on),
+                           ("signoff.all_runs_pass", watch.signoff.all_runs_pass),
+                           ("signoff.no_new_violations", watch.signoff.no_new_violations)):
+        path = ("watch", *setting.split("."))
+        for index, pattern in enumerate(names):
+            if not any(fnmatchcase(check_id, pattern) for check_id in ids):
+                unknown(path + (index,), pattern)
+    for setting in ("metrics", "compare_to_baseline"):
+        for check_id, text in getattr(watch.signoff, setting).items():
+            path = ("watch", "signoff", setting, check_id)
+            check = by_id.get(check_id)
+            try:
+                (parse_run_condition if setting == "metrics" else parse_baseline_comparison)(
+                    text)
+            except ValueError as problem:
+                error(path, str(problem))
+                continue
+            if check is None:
+                unknown(path, check_id)
+            elif check.kind not in ({"metric", "freshness"} if setting == "metrics"
+                                    else {"metric"}):
+                error(path, f"{check_id} is a {check.kind} check: {setting} judges the value "
+                            f"of a metric{' or freshness' if setting == 'metrics' else ''} "
+                            f"check (use all_runs_pass or no_new_violations)")
+            elif setting == "compare_to_baseline" and \
+                    parse_baseline_comparison(text).direction == "worse" and \
+                    worse_direction(check) is None:
+                error(path, f"{check_id}'s bounds do not say whether lower or higher is worse: "
+                            f"write 'not lower than …' or 'not higher than …'")
+
+
+def worse_direction(check: CheckConfig) -> str | None:
+    """`lower` when a metric's bounds catch falling values (`< 95%`), `higher` when they
+    catch rising ones, None when they do both or neither."""
+    thresholds = getattr(check, "thresholds", None)
+    ops = {bound.op[0] for bound in (getattr(thresholds, "warn", None),
+                                     getattr(thresholds, "critical", None)) if bound is not None}
+    if ops == {"<"}:
+        return "lower"
+    if ops == {">"}:
+        return "higher"
+    return None
 
 
 def _validate_dataset_queries(audit: AuditConfig, error) -> None:

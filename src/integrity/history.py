@@ -35,7 +35,7 @@ from integrity.gate import ExitCode, exit_code
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
@@ -225,6 +225,44 @@ alert_log = sa.Table(  # every step of every alert: fired, reminded, held, ackno
     sa.Column("note", _TEXT),
     **_ON_MYSQL,
 )
+watches = sa.Table(  # post-deploy watches (watch.py): a deploy, a window, a verdict
+    "integrity_watches", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("audit", _name(200), nullable=False),
+    sa.Column("target", _name(300), nullable=False),
+    sa.Column("audit_file", sa.String(1000), nullable=False),
+    sa.Column("deploy", sa.String(300), nullable=False),       # the label or commit
+    sa.Column("deployed_by", _TEXT, nullable=False),            # JSON: who and what, from the env
+    sa.Column("started_at", _MOMENT, nullable=False),           # the deploy's run's `now`
+    sa.Column("ends_at", _MOMENT, nullable=False),
+    sa.Column("plan", _TEXT, nullable=False),                   # JSON: cadence, criteria
+    sa.Column("baseline_run_id", sa.Integer),                   # hour 0
+    sa.Column("before", _TEXT),                                 # JSON: metric values before
+    sa.Column("state", sa.String(20), nullable=False),          # active / closed / aborted
+    sa.Column("verdict", sa.String(20)),                        # approved / not_approved
+    sa.Column("rollback_at", _MOMENT),                          # the first rollback criterion met
+    sa.Column("closed_at", _MOMENT),
+    sa.Column("reason", _TEXT),
+    **_ON_MYSQL,
+)
+watch_runs = sa.Table(  # which runs belong to a watch, and the slot of the cadence each took
+    "integrity_watch_runs", metadata,
+    sa.Column("watch_id", sa.Integer, sa.ForeignKey("integrity_watches.id"), primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
+    sa.Column("slot_at", _MOMENT, nullable=False),
+    **_ON_MYSQL,
+)
+watch_events = sa.Table(  # started, rollback, extended, aborted, signed off
+    "integrity_watch_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("watch_id", sa.Integer, sa.ForeignKey("integrity_watches.id"), nullable=False),
+    sa.Column("at", _MOMENT, nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("note", _TEXT),
+    **_ON_MYSQL,
+)
+sa.Index("ix_watches_series", watches.c.audit, watches.c.target)
 sa.Index("ix_alert_log_series", alert_log.c.audit, alert_log.c.target, alert_log.c.id)
 sa.Index("ix_runs_series", runs.c.audit, runs.c.target)
 sa.Index("ix_violations_check", violations.c.check_id, violations.c.run_id)
@@ -281,6 +319,7 @@ MIGRATIONS: dict[int, list] = {
     3: [_add_target_to_runs],
     4: [_alerts_from_state],  # integrity_alert_state is left as it was, unused
     5: [_add_breached_to_check_values],  # check_values.breached, for baselines
+    6: [],  # watches, their runs and events (new tables)
 }
 
 
@@ -854,6 +893,145 @@ class History:
             rows = connection.execute(sa.select(alert_log).where(
                 alert_log.c.audit == audit).order_by(alert_log.c.id.desc()).limit(limit)).all()
         return [{**row._mapping, "at": _aware(row.at)} for row in rows]
+
+    # -- watches -------------------------------------------------------------------------------
+
+    _WATCH_MOMENTS = ("started_at", "ends_at", "rollback_at", "closed_at")
+
+    def _watch(self, row) -> dict:
+        watch = dict(row._mapping)
+        for name in self._WATCH_MOMENTS:
+            watch[name] = _aware(watch[name])
+        for name in ("deployed_by", "plan", "before"):
+            watch[name] = json.loads(watch[name]) if watch[name] else {}
+        return watch
+
+    def open_watch(self, audit: str, target: str, audit_file: str, deploy: str,
+                   deployed_by: dict, started_at: datetime, ends_at: datetime,
+                   plan: dict) -> int:
+        """A new active watch of `audit` on `target` — refused (HistoryError) while another
+        is active there: one deploy is watched at a time."""
+        self.ensure()
+        try:
+            with self.engine.begin() as connection:
+                active = connection.execute(sa.select(watches.c.id, watches.c.deploy).where(
+                    watches.c.audit == audit, watches.c.target == target,
+                    watches.c.state == "active")).first()
+                if active is not None:
+                    raise HistoryError(
+                        f"watch #{active.id} (deploy {active.deploy}) of {audit} is still "
+                        f"active on this target: sign it off (`integrity watch signoff`) or "
+                        f"abort it (`integrity watch abort --reason …`) first")
+                watch_id = connection.execute(watches.insert().values(
+                    audit=audit, target=target, audit_file=audit_file, deploy=deploy,
+                    deployed_by=json.dumps(deployed_by, sort_keys=True),
+                    started_at=_naive(started_at), ends_at=_naive(ends_at),
+                    plan=json.dumps(plan, sort_keys=True), state="active")
+                ).inserted_primary_key[0]
+                connection.execute(watch_events.insert().values(
+                    watch_id=watch_id, at=_naive(started_at), event="started",
+                    note=f"deploy {deploy}"))
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot open the watch") from None
+        return watch_id
+
+    def update_watch(self, watch_id: int, event: tuple | None = None, **values) -> None:
+        """Change a watch (moments are aware datetimes) and log `event`: (at, name,
+        run_id, note)."""
+        values = {name: _naive(value) if isinstance(value, datetime) else
+                  json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+                  for name, value in values.items()}
+        try:
+            with self.engine.begin() as connection:
+                if values:
+                    connection.execute(watches.update().where(watches.c.id == watch_id)
+                                       .values(**values))
+                if event is not None:
+                    at, name, run_id, note = event
+                    connection.execute(watch_events.insert().values(
+                        watch_id=watch_id, at=_naive(at), event=name, run_id=run_id,
+                        note=note))
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the watch") from None
+
+    def add_watch_run(self, watch_id: int, run_id: int, slot_at: datetime) -> None:
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(watch_runs.insert().values(
+                    watch_id=watch_id, run_id=run_id, slot_at=_naive(slot_at)))
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot record the watch's run") from None
+
+    def find_watch(self, audit: str, target: str | None = None, watch_id: int | None = None,
+                   active: bool = False) -> dict | None:
+        """A watch by id, else the newest (active) watch of `audit` (on `target`)."""
+        if not self.exists():
+            return None
+        where = [watches.c.audit == audit]
+        if watch_id is not None:
+            where.append(watches.c.id == watch_id)
+        if target is not None:
+            where.append(watches.c.target == target)
+        if active:
+            where.append(watches.c.state == "active")
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(watches).where(*where)
+                                     .order_by(watches.c.id.desc()).limit(1)).first()
+        return None if row is None else self._watch(row)
+
+    def watch_runs(self, watch_id: int) -> list[dict]:
+        """The watch's runs in order: slot, run id, `now`, outcome, exit code, errors, and each
+        check's status, violation count, value, group values and violation fingerprints."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(watch_runs.c.slot_at, runs.c.id, runs.c.data_as_of, runs.c.outcome,
+                          runs.c.exit_code, runs.c.errors)
+                .select_from(watch_runs.join(runs, runs.c.id == watch_runs.c.run_id))
+                .where(watch_runs.c.watch_id == watch_id).order_by(runs.c.id)).all()
+            found = []
+            for row in rows:
+                checks = {r.check_id: {"status": r.status, "violation_count": r.violation_count,
+                                       "value": r.value, "groups": {}, "fingerprints": set()}
+                          for r in connection.execute(sa.select(check_results).where(
+                              check_results.c.run_id == row.id))}
+                for value in connection.execute(sa.select(check_values).where(
+                        check_values.c.run_id == row.id)):
+                    if value.check_id in checks:
+                        checks[value.check_id]["groups"][value.group_key] = value.value
+                for print_ in connection.execute(sa.select(
+                        violations.c.check_id, violations.c.fingerprint).where(
+                        violations.c.run_id == row.id)):
+                    if print_.check_id in checks:
+                        checks[print_.check_id]["fingerprints"].add(print_.fingerprint)
+                found.append({"slot_at": _aware(row.slot_at), "run_id": row.id,
+                              "now": _aware(row.data_as_of), "outcome": row.outcome,
+                              "exit_code": row.exit_code, "errors": json.loads(row.errors),
+                              "checks": checks})
+        return found
+
+    def watch_events(self, watch_id: int) -> list[dict]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(watch_events).where(
+                watch_events.c.watch_id == watch_id).order_by(watch_events.c.id)).all()
+        return [{**row._mapping, "at": _aware(row.at)} for row in rows]
+
+    def alert_steps(self, audit: str, target: str, since: datetime, until: datetime
+                    ) -> list[dict]:
+        """The steps of an audit's alerts on one target between two moments, oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(alert_log).where(
+                alert_log.c.audit == audit, alert_log.c.target == target,
+                alert_log.c.at >= _naive(since), alert_log.c.at <= _naive(until))
+                .order_by(alert_log.c.id)).all()
+        return [{**row._mapping, "at": _aware(row.at)} for row in rows]
+
+    def last_run_since(self, audit: str, target: str, since: datetime) -> int | None:
+        """The newest run of `audit` on `target` whose `now` is at or after `since`."""
+        if not self.exists():
+            return None
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.max(runs.c.id)).where(
+                *_series(audit, target), runs.c.data_as_of >= _naive(since))).scalar()
 
     # -- browsing ------------------------------------------------------------------------------
 

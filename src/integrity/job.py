@@ -40,6 +40,9 @@ class JobOptions:
     notify: bool = True                 # send the audit's notifications
     notify_dry_run: str | None = None   # write the messages to this file instead
     on_result: Callable[[CheckResult], None] | None = None
+    # Called with the result and the history store after the checks ran and before the run
+    # is recorded: a post-deploy watch compares with its deploy there (watch.py).
+    before_record: Callable[[AuditResult, object], None] | None = None
 
 
 @dataclass
@@ -59,7 +62,7 @@ def execute(audit: Audit, options: JobOptions) -> JobOutcome:
     # One deadline for the whole job: history waits, checks and notifications share it.
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     prepare_output(options.output)  # an unwritable folder must not cost a whole run
-    store = _history(options.history, audit, deadline)
+    store = open_history(options.history, audit, deadline)
     lock = audit_lock(options.lock) if options.lock else _nothing()
     try:
         with lock:
@@ -80,6 +83,8 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
                        fail_on=options.fail_on, engine=options.engine, history=store,
                        on_result=options.on_result, timeout=left,
                        timeout_text=None if options.timeout is None else f"{options.timeout:g}s")
+    if options.before_record is not None:
+        _stage(result, "comparing with the deploy", lambda: options.before_record(result, store))
     if store is not None:
         # The checks ran; without history their lifecycle and acceptances are unknown.
         _stage(result, "recording the run history", lambda: store.apply(result))
@@ -185,7 +190,9 @@ def _step_summary(result: AuditResult) -> None:
                              f"{error.strerror or error}")
 
 
-def _history(url: str | None, audit: Audit, deadline: float | None = None):
+def open_history(url: str | None, audit: Audit, deadline: float | None = None):
+    """The run history at `url`, ready to write — never the audited database (refused
+    before anything is written) — or None without a URL."""
     if not url:
         return None
     from integrity.history import History
@@ -221,6 +228,19 @@ def refuse_the_audited_database(store, audit: Audit) -> None:
             f"the run history ({store.display_url}) is the audited database, which integrity "
             f"never writes to (the server identifies both as one: a different spelling of the "
             f"same database); give --history or history.url another database")
+
+
+def target_of(audit: Audit) -> str:
+    """The target a run of `audit` is recorded under, as the run itself will name it: the
+    audit's `target:`, else the server's identity, else the URL without its password."""
+    if audit.config.target:
+        return audit.config.target
+    identity = _audited_identity(audit)
+    if identity is not None:
+        return identity.target_name
+    from integrity.runner import shown_url
+
+    return shown_url(audit)
 
 
 def _audited_identity(audit: Audit):

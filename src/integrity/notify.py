@@ -63,6 +63,7 @@ SEVERITY_STATUS = {"critical": "fail", "warning": "warn", "info": "info"}
 TOP = 5  # tenants or keys named in an alert
 PAGERDUTY_SEVERITY = {"fail": "critical", "warn": "warning", "info": "info", "error": "error"}
 AUDIT_ERRORS = "(audit)"  # the pseudo-check id under which audit-level errors are alerted
+ROLLBACK = "(rollback)"  # the pseudo-check of a watch's rollback criteria (watch.py)
 
 
 @dataclass
@@ -198,6 +199,12 @@ def plan(result: AuditResult, channel, state: dict[str, dict], now: datetime,
         measured.append((AUDIT_ERRORS, "error", None))
     elif (state.get(AUDIT_ERRORS) or {}).get("open"):
         measured.append((AUDIT_ERRORS, None, None))
+    # A watch's rollback criteria speak on every channel that takes failures, whatever its
+    # `checks:`: a rollback is the whole deploy's, not one check's.
+    if result.rollback and "fail" in statuses:
+        measured.append((ROLLBACK, "fail", None))
+    elif (state.get(ROLLBACK) or {}).get("open"):
+        measured.append((ROLLBACK, None, None))
     for check in result.checks:
         rule = _rule(rules, check.id)
         if not routes(channel, check.id, rule):
@@ -357,6 +364,8 @@ def _span(since: datetime | None, now: datetime) -> str:
 
 
 def _summary(result: AuditResult, check: CheckResult | None, new: int, status: str) -> str:
+    if check is None and result.rollback:
+        return f"{result.audit_name}: ROLLBACK criterion met: {'; '.join(result.rollback)}"
     if check is None:
         return f"{result.audit_name}: the audit could not run: {result.errors[0]}"
     if check.status == "error":
@@ -370,7 +379,9 @@ def _summary(result: AuditResult, check: CheckResult | None, new: int, status: s
 
 
 def _recovery(result: AuditResult, check_id: str, previous: dict, now: datetime) -> str:
-    what = "the audit runs again" if check_id == AUDIT_ERRORS else f"{check_id} passes again"
+    what = {AUDIT_ERRORS: "the audit runs again",
+            ROLLBACK: "no rollback criterion is met any more"}.get(
+        check_id, f"{check_id} passes again")
     since = previous.get("opened_at")
     lasted = f" after {_span(since, now)} (since {_clock(since)})" if since else ""
     return f"{result.audit_name}: {what}{lasted}"
@@ -555,6 +566,8 @@ def _headline(result: AuditResult, alerts: list[Alert]) -> str:
     recovered = [a for a in alerts if a.action == "resolve"]
     worst = max((STATUS_RANK[a.status] for a in open_), default=0)
     label = {4: "ERROR", 3: "FAIL", 2: "WARN", 1: "INFO"}.get(worst, "RESOLVED")
+    if any(a.check_id == ROLLBACK and a.action == "trigger" for a in alerts):
+        label = "ROLLBACK"
     parts = []
     if open_:
         parts.append(f"{len(open_)} {'check needs' if len(open_) == 1 else 'checks need'} "

@@ -87,12 +87,12 @@ def validate_cron(expression: str) -> str:
     return " ".join(fields)
 
 
-def command_line(audit: Path, arguments: list[str]) -> str:
+def command_line(audit: Path, arguments: list[str], command: str = "run") -> str:
     executable = Path(sys.argv[0]).resolve() if Path(sys.argv[0]).name == "integrity" else None
     program = shlex.quote(str(executable)) if executable and executable.exists() else \
         f"{shlex.quote(sys.executable)} -m integrity"
     extra = " ".join(shlex.quote(argument) for argument in arguments)
-    return f"{program} run {shlex.quote(str(audit))}{' ' + extra if extra else ''}"
+    return f"{program} {command} {shlex.quote(str(audit))}{' ' + extra if extra else ''}"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -118,13 +118,13 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | None,
-                 log_file: Path, arguments: list[str]) -> str:
+                 log_file: Path, arguments: list[str], command: str = "run") -> str:
     """A crontab entry: right folder, environment file, log, and the exit code kept.
 
     Exit 1 (violations) and 2 (audit error) reach cron's mail through the log
     line written after the run; 3 (another run is still going) is logged too.
     """
-    run = command_line(audit, arguments)
+    run = command_line(audit, arguments, command)
     source = f". {shlex.quote(str(env_file))} && " if env_file else ""
     log = shlex.quote(str(log_file))
     folder = shlex.quote(str(log_file.parent))
@@ -136,8 +136,8 @@ def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | Non
 
 
 def systemd_units(name: str, schedule: str, audit: Path, workdir: Path, env_file: Path | None,
-                  arguments: list[str]) -> dict[str, str]:
-    run = command_line(audit, arguments)
+                  arguments: list[str], command: str = "run") -> dict[str, str]:
+    run = command_line(audit, arguments, command)
     calendar = _calendar(schedule)
     environment = f"EnvironmentFile={env_file}\n" if env_file else ""
     return {

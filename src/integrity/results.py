@@ -343,6 +343,10 @@ class AuditResult:
     run_id: int | None = None
     history: str | None = None
     notifications: list = field(default_factory=list)
+    # During a post-deploy watch (watch.py): the rollback criteria this run met, one line
+    # each, and what changed since the deploy.
+    rollback: list[str] = field(default_factory=list)
+    watch: dict[str, Any] | None = None
 
     @property
     def counts(self) -> dict[str, int]:

@@ -78,7 +78,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     result = _empty_result(audit, now, sample_limit, fail_on, engine)
     # Until the server says who it is (or if it never answers): the audit's `target:`,
     # else the URL as shown.
-    result.target = audit.config.target or _shown_url(audit)
+    result.target = audit.config.target or shown_url(audit)
     deadline = None if not timeout else time.monotonic() + timeout
     try:
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
@@ -92,7 +92,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
         return _stopped(audit, result, f"the run stopped: {_reason(error)}")
 
 
-def _shown_url(audit: Audit) -> str:
+def shown_url(audit: Audit) -> str:
     from sqlalchemy.engine import make_url
 
     from integrity.errors import masked_url

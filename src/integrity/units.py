@@ -160,3 +160,92 @@ _OFFSET = r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)"
 ISO_TIME = f"^{_DATE}{_CLOCK}{_OFFSET}?$"
 ISO_TIME_WITH_OFFSET = f"^{_DATE}{_CLOCK}{_OFFSET}$"
 OFFSET_AT_END = f"{_OFFSET}$"  # only ever applied to a time ISO_TIME_WITH_OFFSET matched
+
+
+# ---------------------------------------------------------------------------
+# A watch's sign-off criteria: "< 1% in every run", "not worse than 2 points".
+
+_OVER = {"in every run": "every", "every run": "every", "in the last run": "last",
+         "the last run": "last", "on average": "average", "in average": "average"}
+
+
+@dataclass(frozen=True)
+class RunCondition:
+    """A bound a metric's value must meet over a watch's runs: in every run (default), on
+    average, or in the last run. Met when the comparison holds."""
+
+    bound: Threshold
+    over: str  # every / last / average
+    text: str
+
+    def holds(self, value: float | None) -> bool:
+        return value is not None and self.bound.breached(value)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_run_condition(value: Any) -> RunCondition:
+    """'< 1%', '< 1% in every run', '<= 500 on average', '> 95% in the last run'."""
+    if isinstance(value, RunCondition):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"invalid condition {value!r}: use e.g. '< 1% in every run'")
+    text = " ".join(str(value).split())
+    over, bound = "every", text
+    for words, name in _OVER.items():
+        if text.lower().endswith(" " + words):
+            over, bound = name, text[:-len(words) - 1].strip()
+            break
+    try:
+        threshold = parse_threshold(bound, default_measure="value")
+    except ValueError:
+        raise ValueError(f"invalid condition {value!r}: use e.g. '< 1% in every run', "
+                         f"'<= 500 on average', '> 95% in the last run'") from None
+    if threshold.relative:
+        raise ValueError(f"invalid condition {value!r}: compare with the deploy's baseline "
+                         f"under compare_to_baseline")
+    return RunCondition(threshold, over, text)
+
+
+_COMPARISON = re.compile(
+    r"^\s*not\s+(worse|lower|higher)\s+(?:than\s+(?:the\s+)?baseline\s+)?(?:by\s+more\s+)?"
+    r"than\s+(\d+(?:\.\d+)?)\s*(points?|pp|%)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """How far a metric may move from its value at the deploy (hour 0) in any run of the
+    watch: `points` (percentage points of a rate: 2 points = 0.02), `percent` (of the
+    baseline value) or `absolute` (the metric's own unit), in the `direction` that is
+    worse — `lower`, `higher`, or `worse` (decided from the check's own bounds)."""
+
+    direction: str
+    amount: float
+    unit: str
+    text: str
+
+    def allowed(self, baseline: float) -> float:
+        if self.unit == "points":
+            return self.amount / 100
+        if self.unit == "percent":
+            return abs(baseline) * self.amount / 100
+        return self.amount
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_baseline_comparison(value: Any) -> BaselineComparison:
+    """'not worse than 2 points', 'not lower than 5%', 'not higher than 200'."""
+    if isinstance(value, BaselineComparison):
+        return value
+    match = _COMPARISON.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"invalid comparison {value!r}: use e.g. 'not worse than 2 points' "
+                         f"(percentage points), 'not lower than 5%' (of the baseline) or "
+                         f"'not higher than 200' (the metric's unit)")
+    direction, amount, unit = match.groups()
+    unit = {"point": "points", "points": "points", "pp": "points", "%": "percent",
+            None: "absolute"}[unit.lower() if unit else None]
+    return BaselineComparison(direction.lower(), float(amount), unit, " ".join(value.split()))

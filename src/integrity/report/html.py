@@ -20,7 +20,8 @@ from integrity.report.json_report import lifecycle_counts, lifecycle_totals, row
 from integrity.results import STATUS_RANK, AuditResult, CheckResult
 
 VERDICTS = {0: ("passed", "Gate passed"), 1: ("failed", "Gate failed: violations"),
-            2: ("error", "Audit error: the verdict is incomplete")}
+            2: ("error", "Audit error: the verdict is incomplete"),
+            4: ("rollback", "ROLLBACK criterion met")}
 STATUS_COLOURS = {"pass": "#1a7f37", "info": "#0969da", "warn": "#9a6700", "fail": "#cf222e",
                   "error": "#8250df"}
 

@@ -13,7 +13,7 @@ from integrity import __version__
 from integrity.gate import ExitCode, exit_code
 from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 def document(result: AuditResult) -> dict[str, Any]:
@@ -47,6 +47,8 @@ def document(result: AuditResult) -> dict[str, Any]:
                       "seconds": round(d.seconds, 4), "sql": d.sql} for d in result.datasets],
         "checks": [check_document(check) for check in result.checks],
         "notifications": [_delivery(d) for d in result.notifications],
+        "watch": None if result.watch is None else {**result.watch,
+                                                      "rollback": list(result.rollback)},
     }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from integrity.gate import exit_code
 from integrity.report.json_report import lifecycle_counts, lifecycle_totals
 from integrity.report.junit import summary
+from integrity.report.text import watch_line
 from integrity.results import STATUS_RANK, AuditResult
 
 VERDICT = {0: "✅ gate passed", 1: "❌ gate failed: violations",
-           2: "⚠️ audit error: the verdict is incomplete"}
+           2: "⚠️ audit error: the verdict is incomplete",
+           4: "🛑 ROLLBACK criterion met"}
 
 
 def render(result: AuditResult, limit: int = 50) -> str:
@@ -23,6 +25,10 @@ def render(result: AuditResult, limit: int = 50) -> str:
     if totals:
         lines[-1] += (f" · {totals['new']} new, {totals['persisting']} persisting, "
                       f"{totals['resolved']} resolved violations")
+    for line in result.rollback:
+        lines += ["", f"> **ROLLBACK criterion met:** {_cell(line)}"]
+    if result.watch:
+        lines += ["", watch_line(result.watch)]
     for error in result.errors:
         lines += ["", f"> **Audit error:** {_cell(error)}"]
     for warning in result.warnings:

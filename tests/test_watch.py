@@ -15,8 +15,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from conftest import database_url
 from integrity.audit import parse_audit
 from integrity.cli import main
 from integrity.errors import ConfigErrors
@@ -99,10 +101,12 @@ class Cron:
 
     def __init__(self, audit: Path, env: dict[str, str]):
         self.audit, self.env = audit, env
+        self.extra: list[str] = []  # options every command gets (--history URL)
 
     def __call__(self, *arguments: str, now: datetime):
         result = CliRunner().invoke(main, [*arguments[:2], str(self.audit), *arguments[2:],
-                                           "--now", now.isoformat()], env=self.env)
+                                           *self.extra, "--now", now.isoformat()],
+                                    env=self.env)
         assert result.exception is None or isinstance(result.exception, SystemExit), \
             result.output
         return result
@@ -164,7 +168,11 @@ def test_a_24_hour_watch_with_a_regression_is_not_approved(tmp_path, http_server
     assert lines[0].endswith("— signed off NOT APPROVED")
     assert lines[3] == "runs: 6 made, 1 missed (2026-03-10 04:15 UTC)"
     assert lines[4] == "rollback: criterion met at 2026-03-10 00:15 UTC"
-    assert [line.split(" — ")[0].strip() for line in lines[6:]] == [
+    assert lines[5] == (
+        "incidents: 4 alert(s) since the deploy: quote_email_counter fail at 2026-03-09 "
+        "12:15 UTC, sms_delivery_rate warn at 2026-03-09 16:15 UTC, (rollback) fail at "
+        "2026-03-10 00:15 UTC, quote_email_counter fail at 2026-03-10 00:15 UTC")
+    assert [line.split(" — ")[0].strip() for line in lines[7:]] == [
         "NOT MET No rollback criterion met (quote_email_counter)",
         "met     Every run finished its audit",
         "NOT MET No missed runs",
@@ -264,6 +272,41 @@ def test_a_7_day_watch_runs_hourly_then_daily_and_rolls_back_on_day_4(tmp_path,
     assert "cadence: every 1h until 3d, then every 1d" in status.output
     assert "runs: 77 made, 0 missed" in status.output
     assert "signed off NOT APPROVED" in status.output
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_a_watch_kept_in_each_kind_of_history_store(kind, servers, tmp_path, http_server):
+    """Watches live in the run history, wherever it is; a store an older integrity made
+    (schema version 5, before watches) is upgraded in place."""
+    from integrity.history import History
+
+    url = database_url(kind, servers, tmp_path)
+    store = History(url)
+    store.ensure()
+    store.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        for table in ("integrity_watch_events", "integrity_watch_runs", "integrity_watches"):
+            connection.exec_driver_sql(f"DROP TABLE {table}")
+        connection.exec_driver_sql("UPDATE integrity_meta SET value = '5'")
+    cron, database, reference = watched(tmp_path, http_server, WATCH_24H,
+                                        T0 + timedelta(hours=24), inject=False)
+    cron.extra = ["--history", url]
+    assert cron("watch", "start", "--deploy", "v7", "--no-lock", now=T0).exit_code == 0
+    for hour in range(4, 25, 4):
+        assert cron.tick(T0 + timedelta(hours=hour, seconds=30)).exit_code == 0
+    status = cron("watch", "status", now=T0 + timedelta(hours=25))
+    assert status.output.splitlines()[0].endswith("— signed off APPROVED")
+    assert "runs: 7 made, 0 missed" in status.output
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql(
+            "SELECT count(*) FROM integrity_watch_runs").scalar() == 7
+        assert connection.exec_driver_sql(
+            "SELECT value FROM integrity_meta").scalar() == "6"
+        assert [row[0] for row in connection.exec_driver_sql(
+            "SELECT event FROM integrity_watch_events ORDER BY id")] == ["started",
+                                                                         "signed off"]
+    engine.dispose()
 
 
 # ---------------------------------------------------------------------------

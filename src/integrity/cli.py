@@ -1014,6 +1014,8 @@ def watch_status(audit: str, watch_id: int | None, now: str | None,
     total = (watch["ends_at"] - watch["started_at"]).total_seconds() / 3600
     shown = watch["state"] if watch["state"] != "closed" else (
         "signed off " + (watch["verdict"] or "").replace("_", " ").upper())
+    if watch["state"] == "active" and watch.get("rollback_at"):
+        shown += ", FAILED: a rollback criterion was met"
     click.echo(f"watch #{watch['id']} · deploy {watch['deploy']} of {loaded.name} on "
                f"{watch['target']} — {shown}")
     click.echo(f"deployed {_clock(watch['started_at'])} by {who.get('by', '?')}"
@@ -1031,6 +1033,12 @@ def watch_status(audit: str, watch_id: int | None, now: str | None,
                   else ""))
     click.echo("rollback: " + (f"criterion met at {_clock(watch['rollback_at'])}"
                                if watch.get("rollback_at") else "no criterion met"))
+    fired = [step for step in store.alert_steps(
+        watch["audit"], watch["target"], watch["started_at"], watch.get("closed_at") or moment)
+        if step["event"] in {"fired", "worse"}]
+    click.echo(f"incidents: {len(fired)} alert(s) since the deploy" + (": " + ", ".join(
+        f"{step['check_id']} {step['status']} at {_clock(step['at'])}"
+        for step in fired[:5]) + (" …" if len(fired) > 5 else "") if fired else ""))
     click.echo("criteria so far:")
     for criterion in criteria:
         click.echo(f"  {'met' if criterion.met else 'NOT MET':<7} {criterion.name} — "

@@ -309,6 +309,24 @@ def test_a_watch_kept_in_each_kind_of_history_store(kind, servers, tmp_path, htt
     engine.dispose()
 
 
+def test_a_tick_while_another_run_holds_the_lock_decides_nothing(tmp_path, http_server):
+    from integrity.audit import load_audit
+    from integrity.operations import audit_lock, lock_path
+
+    cron, database, _ = watched(tmp_path, http_server, WATCH_24H, T0 + timedelta(hours=24),
+                                inject=False)
+    assert cron("watch", "start", "--deploy", "v1", now=T0).exit_code == 0
+    audit = load_audit(str(cron.audit), environ=cron.env)
+    with audit_lock(lock_path(audit.file, audit.connection.url, audit.name)):
+        held = cron("watch", "tick", now=T0 + timedelta(hours=4))
+    assert held.exit_code == 3 and "another run holds the lock" in held.output
+    assert "runs: 1 made, 0 missed" in cron("watch", "status",
+                                            now=T0 + timedelta(hours=4, minutes=1)).output
+    assert cron("watch", "tick", now=T0 + timedelta(hours=4, minutes=5)).exit_code == 0
+    assert "runs: 2 made, 0 missed" in cron("watch", "status",
+                                            now=T0 + timedelta(hours=4, minutes=6)).output
+
+
 # ---------------------------------------------------------------------------
 # The parts, one by one.
 

@@ -207,6 +207,12 @@ def _user() -> str:
 def start(audit: Audit, options: JobOptions, deploy: str,
           duration: timedelta | None = None) -> WatchRun:
     """Open a watch of `audit` at a deploy: the period before it measured, hour 0 run."""
+    with _locked(options):
+        return _start(audit, dataclasses.replace(options, lock=None), deploy, duration)
+
+
+def _start(audit: Audit, options: JobOptions, deploy: str,
+           duration: timedelta | None) -> WatchRun:
     if not options.history:
         raise WatchError("a watch keeps its deploy, baseline and runs in the run history: "
                          "run it with history (not --no-history, not history.enabled: false)")
@@ -251,7 +257,23 @@ def start(audit: Audit, options: JobOptions, deploy: str,
 
 def tick(audit: Audit, options: JobOptions, standard: str | None = None) -> WatchRun:
     """Run the audit if the active watch's cadence (or, without a watch, the standard cron
-    schedule `standard`) has a run due now; sign the watch off after its last run."""
+    schedule `standard`) has a run due now; sign the watch off after its last run.
+
+    The audit's lock is taken before deciding, not only for the run: two ticks at once
+    (a slow run, a manual tick) must not both find the same moment due."""
+    with _locked(options):
+        return _tick(audit, dataclasses.replace(options, lock=None), standard)
+
+
+def _locked(options: JobOptions):
+    from contextlib import nullcontext
+
+    from integrity.operations import audit_lock
+
+    return audit_lock(options.lock) if options.lock else nullcontext()
+
+
+def _tick(audit: Audit, options: JobOptions, standard: str | None) -> WatchRun:
     now = _now(options)
     target = target_of(audit)
     store = History(options.history) if options.history else None

@@ -421,7 +421,9 @@ def compare(result, watch: dict, baseline: dict[str, dict] | None) -> None:
         now_value = check.value if not keyed else check.violation_count
         row = {"check": check.id, "status": check.status,
                "before": _shown(before.get("value"), percent),
-               "at_deploy": None if at is None else _shown(
+               # hour 0 is itself the run at the deploy
+               "at_deploy": _shown(now_value, percent) if baseline is None else
+               None if at is None else _shown(
                    at["value"] if not keyed else at["violation_count"], percent),
                "now": _shown(now_value, percent),
                "new_since_deploy": None, "resolved_since_deploy": None,

@@ -44,6 +44,7 @@ PHONE = "lead_duplicate_phone"
 INTEGRITY_SKIP = ["--skip", "expectation_suite", "--skip", PHONE]
 # GX counts every row of a duplicate group; integrity and the others count the surplus rows.
 GX_COUNTS_GROUP_ROWS = {"lead_duplicate_email"}
+KEPT_SECTIONS = ("## Large logs",)
 
 
 @dataclass
@@ -207,7 +208,11 @@ def load_raw(raw: dict) -> tuple:
 
 
 def write(output: str, *figures) -> None:
-    Path(output).write_text(render(*figures))
+    # Sections another script measures (benchmarks/logs.py) stay as they were.
+    old = Path(output).read_text() if Path(output).exists() else ""
+    kept = [section.rstrip("\n") for section in re.split(r"(?m)^(?=## )", old)
+            if section.startswith(KEPT_SECTIONS)]
+    Path(output).write_text(render(*figures) + "".join(f"\n{section}\n" for section in kept))
     print(f"wrote {output}")
 
 

@@ -685,6 +685,9 @@ class BulkReader:
 
 
 
+TIME_SLICE = 100_000  # text times parsed at a time
+
+
 def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
     """Parse a column as UTC timestamps.
 
@@ -702,6 +705,12 @@ def to_utc(values: pd.Series, zone: str = "UTC") -> pd.Series:
         return _localize(values, zone)
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         return pd.to_datetime(values, unit="s", utc=True, errors="coerce")
+    if isinstance(dtype, pd.StringDtype) and len(values) > TIME_SLICE:
+        # Text is parsed a slice at a time (each value on its own, so alike): parsing
+        # makes a Python string of every value, and a whole long column of them would
+        # outweigh the column itself — Arrow-backed text is one buffer — several times.
+        return pd.concat([to_utc(values.iloc[start:start + TIME_SLICE], zone)
+                          for start in range(0, len(values), TIME_SLICE)])
     result = pd.Series(pd.NaT, index=values.index, dtype="datetime64[us, UTC]")
     present = values[values.notna()]
     if present.empty:

@@ -163,6 +163,13 @@ def test_a_24_hour_watch_with_a_regression_is_not_approved(tmp_path, http_server
     # The last run signed the watch off, and said why not.
     final = cron.tick(T0 + timedelta(hours=24, minutes=5))
     assert "no active watch" in final.output  # closed: back to the standard schedule
+    before = len(http_server.requests)
+    standard = cron("watch", "tick", "--no-lock", "--cron", "0 */6 * * *",
+                    now=T0 + timedelta(hours=30))  # its 18:00 UTC run, outside the watch
+    assert standard.exit_code == 1  # the corruption is still there: violations, no rollback
+    assert [(a["reason"], a["summary"]) for a in rollback_alerts(http_server, before)] == [
+        ("resolved", "voice-launch: the watch is over (rollback criteria are judged only "
+                     "during a watch) after 17h 59m (since 2026-03-10 00:15 UTC)")]
     status = cron("watch", "status", now=T0 + timedelta(hours=25))
     lines = status.output.splitlines()
     assert lines[0].endswith("— signed off NOT APPROVED")
@@ -374,39 +381,42 @@ def test_a_rollback_wins_over_an_incomplete_audit():
     assert decide(result) == ExitCode.ROLLBACK == 4
 
 
-def test_a_watch_plan_with_mistakes_names_each_one():
-    text = f"""\
+PLAN_HEAD = f"""\
 connection: {{url: "sqlite:///x.sqlite"}}
 datasets:
   quotes: {{table: AgentQuote, key: id}}
   sends: {{table: QuoteSend, key: id}}
   sms_metrics: {{table: sms_metrics, key: id}}
-{CHECKS}
+{CHECKS}"""
+
+
+def test_a_watch_plan_with_mistakes_names_each_one():
+    text = PLAN_HEAD + """\
 watch:
   duration: 7d
-  cadence: [{{every: 1h}}, {{every: 1d}}]
+  cadence: [{every: 1h}, {every: 1d}]
   rollback_on: [quote_email_countr]
   signoff:
     all_runs_pass: [lead_*]
-    metrics: {{quote_email_counter: "< 3", sms_delivery_rate: "< 1 wombat"}}
-    compare_to_baseline: {{sms_delivery_rate: "not worse than 2 points"}}
+    metrics: {quote_email_counter: "< 3", sms_delivery_rate: "< 1 wombat"}
+    compare_to_baseline: {sms_delivery_rate: "not worse than 2 points"}
 """
     with pytest.raises(ConfigErrors) as raised:
         parse_audit(text, file="plan.yml")
     assert str(raised.value).splitlines() == [
-        "plan.yml:28:3: watch.cadence: entry 0 needs `until:` (only the last entry may run "
+        "plan.yml:27:3: watch.cadence: entry 0 needs `until:` (only the last entry may run "
         "to the end of the watch)"]
     fixed = text.replace("[{every: 1h}, {every: 1d}]", "[{until: 3d, every: 1h}, {every: 1d}]")
     with pytest.raises(ConfigErrors) as raised:
         parse_audit(fixed, file="plan.yml")
     assert str(raised.value).splitlines() == [
-        "plan.yml:29:17: watch.rollback_on[0]: no check matches 'quote_email_countr'; did "
+        "plan.yml:28:17: watch.rollback_on[0]: no check matches 'quote_email_countr'; did "
         "you mean 'quote_email_counter'?",
-        "plan.yml:31:21: watch.signoff.all_runs_pass[0]: no check matches 'lead_*'",
-        "plan.yml:32:15: watch.signoff.metrics.quote_email_counter: quote_email_counter is a "
+        "plan.yml:30:21: watch.signoff.all_runs_pass[0]: no check matches 'lead_*'",
+        "plan.yml:31:15: watch.signoff.metrics.quote_email_counter: quote_email_counter is a "
         "counter_vs_events check: metrics judges the value of a metric or freshness check "
         "(use all_runs_pass or no_new_violations)",
-        "plan.yml:32:43: watch.signoff.metrics.sms_delivery_rate: invalid condition "
+        "plan.yml:31:43: watch.signoff.metrics.sms_delivery_rate: invalid condition "
         "'< 1 wombat': use e.g. '< 1% in every run', '<= 500 on average', '> 95% in the "
         "last run'"]
 
@@ -424,6 +434,8 @@ def test_extend_and_abort(tmp_path, http_server):
     aborted = cron("watch", "abort", "--reason", "rolled back by hand",
                    now=T0 + timedelta(hours=3))
     assert aborted.output.strip() == "watch #1 (deploy v9) aborted: rolled back by hand"
+    later = cron("watch", "status", now=T0 + timedelta(days=3))
+    assert "runs: 1 made, 0 missed" in later.output  # nothing is due after an abort
     assert "no active watch" in cron.tick(T0 + timedelta(hours=4)).output
     again = cron("watch", "abort", "--reason", "twice", now=T0 + timedelta(hours=5))
     assert again.exit_code == 2 and "no active watch of voice-launch" in again.output
@@ -438,6 +450,157 @@ def test_schedule_prints_one_line_for_watches_and_the_standard_schedule(tmp_path
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("*/5 * * * * /bin/sh -c ")
     assert f"watch tick {path}" in line and "--cron '\"'\"'0 3 * * *'\"'\"'" in line
+    # A tick meeting its own run still going (exit 3) is not mailed; anything else is.
+    assert "[ $code -eq 0 ] || [ $code -eq 3 ] || echo" in line
+
+
+# ---------------------------------------------------------------------------
+# What a hostile read found, each now a test.
+
+
+def sql(database: Path, *statements: str) -> None:
+    with sqlite3.connect(database) as connection:
+        for statement in statements:
+            connection.execute(statement)
+
+
+def test_no_watch_opens_on_an_incomplete_hour_0(tmp_path, http_server):
+    """An hour 0 that could not audit everything would make what it missed look new later:
+    a false rollback. No watch opens; the run is recorded as the audit error it was."""
+    cron, database, _ = watched(tmp_path, http_server, WATCH_24H, T0 + timedelta(hours=24))
+    sql(database, 'ALTER TABLE "QuoteSend" RENAME TO "QuoteSendOld"')
+    started = cron("watch", "start", "--deploy", "v3", "--no-lock", now=T0)
+    assert started.exit_code == 2
+    assert "watch #1 of deploy v3 NOT opened: hour 0 (run #1) could not audit everything: " \
+        "quote_email_counter:" in started.output
+    sql(database, 'ALTER TABLE "QuoteSendOld" RENAME TO "QuoteSend"')
+    assert "no active watch" in cron.tick(T0 + timedelta(hours=4, seconds=5)).output
+    status = cron("watch", "status", now=T0 + timedelta(hours=5))
+    assert status.output.splitlines()[0].endswith("— aborted")
+    refused = cron("watch", "signoff", "--early", now=T0 + timedelta(hours=5))
+    assert refused.exit_code == 2 and "was aborted at 2026-03-09 12:15 UTC: hour 0" in \
+        refused.output and "it has no verdict" in refused.output
+
+
+def test_a_metric_worse_than_at_the_deploy_is_a_rollback(tmp_path, http_server):
+    cron, database, _ = watched(tmp_path, http_server, WATCH_24H.replace(
+        "rollback_on: [quote_email_counter]", "rollback_on: [sms_delivery_rate]"),
+        T0 + timedelta(hours=24), inject=False)
+    sql(database, "UPDATE sms_metrics SET delivered_count = 93 WHERE metric_hour = "
+                  "'2026-03-09 11:00:00.000000'",
+        "UPDATE sms_metrics SET delivered_count = 50 WHERE metric_hour = "
+        "'2026-03-09 15:00:00.000000'")
+    assert cron("watch", "start", "--deploy", "v4", "--no-lock", now=T0).exit_code == 0
+    ticked = cron.tick(T0 + timedelta(hours=4, seconds=5))
+    assert ticked.exit_code == 4
+    assert "ROLLBACK criterion met: SMS delivered among sent, each hour — sms_delivery_rate " \
+        "at 50.00% (warn at the deploy)" in ticked.output
+
+
+def test_the_watch_of_an_unreachable_database_fails_the_tick(tmp_path, http_server):
+    cron, database, _ = watched(tmp_path, http_server, WATCH_24H, T0 + timedelta(hours=24),
+                                inject=False)
+    assert cron("watch", "start", "--deploy", "v5", "--no-lock", now=T0).exit_code == 0
+    database.rename(tmp_path / "moved.sqlite")
+    ticked = cron.tick(T0 + timedelta(hours=4, seconds=5))
+    assert ticked.exit_code == 2 and "does not exist, so which watch is its cannot be known" \
+        in ticked.output
+    assert cron("watch", "tick", "--no-history", now=T0 + timedelta(hours=4)).exit_code == 2
+
+
+def test_a_manual_signoff_counts_the_last_moment_and_is_given_once(tmp_path, http_server):
+    cron, database, _ = watched(tmp_path, http_server, WATCH_24H, T0 + timedelta(hours=24),
+                                inject=False)
+    cron("watch", "start", "--deploy", "v6", "--no-lock", now=T0)
+    for hour in range(4, 21, 4):
+        cron.tick(T0 + timedelta(hours=hour, seconds=5))
+    signed = cron("watch", "signoff", now=T0 + timedelta(hours=24))  # no 24h run
+    assert signed.exit_code == 1
+    assert "NOT MET No missed runs — 1 missed: 2026-03-10 12:15 UTC" in signed.output
+    report = tmp_path / "out" / "watch-1" / "signoff.md"
+    written = report.read_text()
+    again = cron("watch", "signoff", "--early", now=T0 + timedelta(hours=30))
+    assert again.exit_code == 1 and again.output.splitlines()[0] == \
+        "watch #1 (deploy v6): NOT APPROVED (signed off 2026-03-10 12:15 UTC)"
+    assert report.read_text() == written  # the verdict given is not re-judged or rewritten
+    status = cron("watch", "status", now=T0 + timedelta(days=3))
+    assert "runs: 6 made, 1 missed (2026-03-10 12:15 UTC)" in status.output
+
+
+def test_a_check_renamed_during_the_watch_cannot_pass_for_a_clean_one(tmp_path, http_server):
+    cron, database, reference = watched(tmp_path, http_server, WATCH_24H,
+                                        T0 + timedelta(hours=24), inject=False)
+    cron("watch", "start", "--deploy", "v8", "--no-lock", now=T0)
+    text = cron.audit.read_text()
+    cron.audit.write_text(text.replace("id: quote_email_counter", "id: email_counter")
+                          .replace("rollback_on: [quote_email_counter]", "rollback_on: []")
+                          .replace("no_new_violations: [quote_*]", "no_new_violations: []"))
+    corrupt_counters(database, 3, reference)
+    ticked = cron.tick(T0 + timedelta(hours=4, seconds=5))
+    assert ticked.exit_code == 1  # the kept plan still names quote_email_counter
+    assert "the watch's rollback_on quote_email_counter matches no check of this run" in \
+        ticked.output
+    early = cron("watch", "signoff", "--early", now=T0 + timedelta(hours=4, minutes=1))
+    assert "NOT MET No rollback criterion met (quote_email_counter) — none in 2 run(s); not " \
+        "judged in run #2 (quote_email_counter did not run)" in early.output
+    assert "NOT MET quote_*: no violation the deploy did not have — run #2: " \
+        "quote_email_counter did not run" in early.output
+
+
+def test_comparisons_with_nothing_never_pass():
+    from integrity.units import parse_baseline_comparison, parse_run_condition
+    from integrity.watch import _baseline_criterion, _metric_criterion
+
+    def run(run_id, groups):
+        return {"run_id": run_id, "checks": {"rate": {"value": None, "groups": groups}}}
+
+    hour_0 = run(1, {"EMAIL": 0.99, "SMS": None})
+    later = [hour_0, run(2, {"EMAIL": 0.98, "SMS": 0.97, "LINK": 0.5}),
+             {"run_id": 3, "checks": {}}]
+    comparison = parse_baseline_comparison("not worse than 5 points")
+    judged = _baseline_criterion("rate", comparison, "lower", later, hour_0, True)
+    assert (judged.met, judged.runs) == (False, [2, 3])
+    assert judged.evidence == ("run #2: SMS: no value at the deploy to compare with; "
+                               "run #3: not measured")
+    nothing = _baseline_criterion("rate", comparison, "lower", later, run(1, {}), True)
+    assert (nothing.met, nothing.evidence) == (False, "no value at the deploy (hour 0) to "
+                                                      "compare with")
+    average = _metric_criterion("rate", parse_run_condition("> 90% on average"),
+                                [run(1, {"EMAIL": 0.99, "SMS": 0.85}),
+                                 run(2, {"EMAIL": 0.97, "SMS": 0.99})], True)
+    assert (average.met, average.evidence) == (True, "EMAIL: average 98.00%, SMS: average "
+                                                     "92.00% over 2 run(s)")
+    last = _metric_criterion("rate", parse_run_condition("> 90% in the last run"),
+                             [run(1, {"EMAIL": 0.5}), run(2, {"EMAIL": 0.95})], True)
+    assert (last.met, last.runs) == (True, [])
+
+
+def test_the_standard_schedule_is_read_in_local_time_as_cron_reads_it(monkeypatch):
+    import time
+
+    from integrity.watch import last_scheduled
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:  # 03:00 in Berlin (UTC+1 in March) is 02:00 UTC
+        assert last_scheduled("0 3 * * *", datetime(2026, 3, 10, 2, 30, tzinfo=timezone.utc)) \
+            == datetime(2026, 3, 10, 2, 0, tzinfo=timezone.utc)
+        assert last_scheduled("0 3 * * *", datetime(2026, 3, 10, 1, 30, tzinfo=timezone.utc)) \
+            == datetime(2026, 3, 9, 2, 0, tzinfo=timezone.utc)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_cadence_faster_than_the_tick_is_refused():
+    text = PLAN_HEAD + """\
+watch: {duration: 20m, cadence: [{every: 2m}]}
+"""
+    with pytest.raises(ConfigErrors) as raised:
+        parse_audit(text, file="fast.yml")
+    assert str(raised.value) == ("fast.yml:25:35: watch.cadence[0].every: a watch runs at "
+                                 "most every 5 minutes (its cron tick's own period): give "
+                                 "every: 5m or more")
 
 
 def test_the_signoff_page_in_a_browser(tmp_path, http_server):

@@ -321,6 +321,7 @@ def _report(outcome, mode: str, log_format: str) -> None:
             "exit_code": exit_code(result),
             "outcome": ExitCode(exit_code(result)).name.lower(),
             "counts": result.counts, "errors": result.errors, "warnings": result.warnings,
+            "rollback": result.rollback,
             "report": str(report) if report else None,
             "notifications": [{"channel": d.channel, "ok": d.ok, "error": d.error}
                               for d in outcome.deliveries]}))
@@ -924,14 +925,31 @@ def watch_start(audit, deploy: str, lasting: str | None, **options) -> None:
             duration = parse_duration(lasting)
         except ValueError as error:
             _fail(f"--for: {error}")
+    if not deploy.strip() or "\n" in deploy or len(deploy) > 200:
+        _fail("--deploy: one line of at most 200 characters (a version, a tag or a commit)")
     loaded, job, mode, log_format = _prepare(_load(audit), **options)
     try:
-        done = start(loaded, job, deploy, duration)
+        done = start(loaded, job, deploy.strip(), duration)
     except IntegrityError as error:
         _watch_failure(error)
     _report(done.outcome, mode, log_format)
-    click.echo(done.message)
-    sys.exit(exit_code(done.outcome.result))
+    _say(done.message, log_format, done.watch)
+    code = exit_code(done.outcome.result)
+    sys.exit(code if done.watch and done.watch["state"] == "active" else
+             max(code, int(ExitCode.AUDIT_ERROR)))
+
+
+def _say(message: str, log_format: str, watch: dict | None = None) -> None:
+    """A watch's own line: text, or one JSON object among the run's (--log-format json)."""
+    if not message:
+        return
+    if log_format == "json":
+        import json
+
+        click.echo(json.dumps({"event": "watch", "watch": watch and watch["id"],
+                               "state": watch and watch["state"], "message": message}))
+    else:
+        click.echo(message)
 
 
 @watch_group.command("tick")
@@ -959,18 +977,23 @@ def watch_tick(audit, standard: str | None, **options) -> None:
     if done.outcome is not None:
         _report(done.outcome, mode, log_format)
         code = exit_code(done.outcome.result)
-    if done.message:
-        click.echo(done.message)
+    _say(done.message, log_format, done.watch)
     if done.signoff is not None:
-        _print_signoff(done.signoff)
+        if log_format == "json":
+            _say(f"{done.signoff.verdict}", log_format, done.watch)
+        else:
+            _print_signoff(done.signoff)
         if code == 0 and not done.signoff.approved:
             code = 1
     sys.exit(code)
 
 
 def _print_signoff(signoff) -> None:
+    from integrity.watch import _clock
+
     watch = signoff.watch
-    click.echo(f"watch #{watch['id']} (deploy {watch['deploy']}): {signoff.verdict}")
+    given = f" (signed off {_clock(watch['closed_at'])})" if signoff.given else ""
+    click.echo(f"watch #{watch['id']} (deploy {watch['deploy']}): {signoff.verdict}{given}")
     for criterion in signoff.criteria:
         click.echo(f"  {'met' if criterion.met else 'NOT MET':<7} {criterion.name} — "
                    f"{criterion.evidence}")
@@ -1011,7 +1034,7 @@ def watch_status(audit: str, watch_id: int | None, now: str | None,
     except IntegrityError as error:
         _fail(str(error))
     who = watch["deployed_by"]
-    total = (watch["ends_at"] - watch["started_at"]).total_seconds() / 3600
+    total = round((watch["ends_at"] - watch["started_at"]).total_seconds() / 3600, 1)
     shown = watch["state"] if watch["state"] != "closed" else (
         "signed off " + (watch["verdict"] or "").replace("_", " ").upper())
     if watch["state"] == "active" and watch.get("rollback_at"):
@@ -1020,10 +1043,11 @@ def watch_status(audit: str, watch_id: int | None, now: str | None,
                f"{watch['target']} — {shown}")
     click.echo(f"deployed {_clock(watch['started_at'])} by {who.get('by', '?')}"
                + (f" (commit {who['commit'][:12]})" if who.get("commit") else "")
-               + f" · hour {state.hours:g} of {total:g} · ends {_clock(watch['ends_at'])}")
+               + f" · hour {max(state.hours, 0):g} of {total:g} · ends "
+                 f"{_clock(watch['ends_at'])}")
     click.echo(f"cadence: {cadence_text(watch)}")
-    to_come = len([m for m in state.moments if m > moment]) if watch["state"] == "active" \
-        else 0
+    to_come = len([m for m in state.moments if m > moment and m not in state.done]) \
+        if watch["state"] == "active" else 0
     click.echo(f"runs: {len(state.done)} made, {len(state.missed)} missed"
                + (f" ({', '.join(_clock(m) for m in state.missed[:5])})" if state.missed
                   else "")

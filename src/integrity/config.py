@@ -528,13 +528,14 @@ class WatchCadence(Model):
         "entry may leave it out)."))
     every: Duration = Field(description=(
         "The time between runs, e.g. `1h`, counted from the deploy (a deploy at 12:15 runs "
-        "at 13:15, 14:15, …). Required."))
+        "at 13:15, 14:15, …); 5m or more. Required."))
 
     @field_validator("every")
     @classmethod
     def _positive(cls, every: timedelta) -> timedelta:
-        if every < timedelta(minutes=1):
-            raise ValueError("a watch runs at most once a minute: give every: 1m or more")
+        if every < timedelta(minutes=5):
+            raise ValueError("a watch runs at most every 5 minutes (its cron tick's own "
+                             "period): give every: 5m or more")
         return every
 
 

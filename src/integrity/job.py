@@ -230,19 +230,6 @@ def refuse_the_audited_database(store, audit: Audit) -> None:
             f"same database); give --history or history.url another database")
 
 
-def target_of(audit: Audit) -> str:
-    """The target a run of `audit` is recorded under, as the run itself will name it: the
-    audit's `target:`, else the server's identity, else the URL without its password."""
-    if audit.config.target:
-        return audit.config.target
-    identity = _audited_identity(audit)
-    if identity is not None:
-        return identity.target_name
-    from integrity.runner import shown_url
-
-    return shown_url(audit)
-
-
 def _audited_identity(audit: Audit):
     """The audited database's identity, or None when it cannot be reached."""
     from sqlalchemy.engine import make_url

@@ -380,7 +380,8 @@ def _summary(result: AuditResult, check: CheckResult | None, new: int, status: s
 
 def _recovery(result: AuditResult, check_id: str, previous: dict, now: datetime) -> str:
     what = {AUDIT_ERRORS: "the audit runs again",
-            ROLLBACK: "no rollback criterion is met any more"}.get(
+            ROLLBACK: "no rollback criterion is met any more" if result.watch is not None
+            else "the watch is over (rollback criteria are judged only during a watch)"}.get(
         check_id, f"{check_id} passes again")
     since = previous.get("opened_at")
     lasted = f" after {_span(since, now)} (since {_clock(since)})" if since else ""

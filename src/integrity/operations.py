@@ -121,9 +121,12 @@ def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | Non
                  log_file: Path, arguments: list[str], command: str = "run") -> str:
     """A crontab entry: right folder, environment file, log, and the exit code kept.
 
-    Exit 1 (violations) and 2 (audit error) reach cron's mail through the log
-    line written after the run; 3 (another run is still going) is logged too.
+    Exit 1 (violations), 2 (audit error) and 4 (rollback) reach cron's mail through the
+    log line written after the run; 3 (another run is still going) is logged too — and
+    mailed, except for a watch's tick, which comes every 5 minutes and meets its own
+    run still going as a matter of course.
     """
+    quiet = "[ $code -eq 0 ] || [ $code -eq 3 ]" if command != "run" else "[ $code -eq 0 ]"
     run = command_line(audit, arguments, command)
     source = f". {shlex.quote(str(env_file))} && " if env_file else ""
     log = shlex.quote(str(log_file))
@@ -131,7 +134,7 @@ def crontab_line(schedule: str, audit: Path, workdir: Path, env_file: Path | Non
     body = (f"cd {shlex.quote(str(workdir))} && mkdir -p {folder} && "
             f"{{ set -a; {source}set +a; {run}; }} >> {log} 2>&1;"
             f" code=$?; echo \"$(date -u +%FT%TZ) {audit.stem} exit $code\" >> {log};"
-            f" [ $code -eq 0 ] || echo \"integrity: {audit.stem} exited $code, see {log}\"")
+            f" {quiet} || echo \"integrity: {audit.stem} exited $code, see {log}\"")
     return f"{schedule} /bin/sh -c {shlex.quote(body)}"
 
 
@@ -150,7 +153,7 @@ def systemd_units(name: str, schedule: str, audit: Path, workdir: Path, env_file
             f"{environment}"
             f"ExecStart={run}\n"
             "# 1 = violations, 2 = the audit could not run, 3 = a previous run still holds "
-            "the lock\n"
+            "the lock, 4 = a watch's rollback criterion met\n"
             "SuccessExitStatus=0\n"),
         f"integrity-{name}.timer": (
             "[Unit]\n"

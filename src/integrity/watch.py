@@ -52,7 +52,8 @@ from integrity.config import Audit, WatchConfig, worse_direction
 from integrity.errors import IntegrityError
 from integrity.gate import ExitCode
 from integrity.history import History, fingerprint
-from integrity.job import JobOptions, JobOutcome, execute, open_history, target_of
+from integrity.results import STATUS_RANK
+from integrity.job import JobOptions, JobOutcome, execute, open_history
 from integrity.notify import ROLLBACK
 from integrity.units import format_duration, parse_baseline_comparison, parse_run_condition
 
@@ -148,10 +149,14 @@ class Progress:
         return self.now + JITTER >= self.watch["ends_at"]
 
 
-def progress(watch: dict, runs: list[dict], now: datetime) -> Progress:
+def progress(watch: dict, runs: list[dict], now: datetime, closing: bool = False) -> Progress:
+    """`closing`: judged as the watch closes at `now` (its last moment, if not run, is
+    missed). A closed watch is judged as it was when it closed."""
+    closed = closing or watch["state"] != "active"
+    if watch["state"] != "active" and watch.get("closed_at"):
+        now = min(now, watch["closed_at"])  # an aborted watch misses nothing after it
     found = Progress(watch, now, moments(watch), runs)
     found.done = {run["slot_at"]: run["run_id"] for run in runs}
-    closed = watch["state"] != "active"
     reached = [moment for moment in found.moments if moment <= now + JITTER]
     current = reached[-1] if reached else None
     for index, moment in enumerate(found.moments):
@@ -218,7 +223,7 @@ def _start(audit: Audit, options: JobOptions, deploy: str,
                          "run it with history (not --no-history, not history.enabled: false)")
     plan = plan_of(audit, duration)
     now = _now(options)
-    target = target_of(audit)
+    target = _target(audit)
     store = open_history(options.history, audit)
     try:
         watch_id = store.open_watch(
@@ -246,6 +251,18 @@ def _start(audit: Audit, options: JobOptions, deploy: str,
         store.add_watch_run(watch_id, run_id, now)
         store.update_watch(watch_id, baseline_run_id=run_id)
         watch["baseline_run_id"] = run_id
+        result = outcome.result
+        unfinished = result.errors or [f"{check.id}: {check.error}" for check in result.checks
+                                       if check.status == "error"]
+        if unfinished:
+            # A baseline with holes would make everything it missed look new later: a false
+            # rollback. Fail closed: no watch without a whole hour 0.
+            reason = f"hour 0 (run #{run_id}) could not audit everything: {unfinished[0]}"
+            store.update_watch(watch_id, (now, "aborted", run_id, reason), state="aborted",
+                               closed_at=now, reason=reason)
+            return WatchRun(watch, outcome, f"watch #{watch_id} of deploy {deploy} NOT opened: "
+                                            f"{reason}; put it right and run `integrity watch "
+                                            f"start` again")
         ends = watch["ends_at"]
         message = (f"watch #{watch_id} of deploy {deploy} opened: {audit.name} on {target} "
                    f"until {_clock(ends)} ({format_duration(ends - now)}); hour 0 is run "
@@ -274,9 +291,12 @@ def _locked(options: JobOptions):
 
 
 def _tick(audit: Audit, options: JobOptions, standard: str | None) -> WatchRun:
+    if not options.history:
+        raise WatchError("watch tick decides from the run history (the watch, the runs made, "
+                         "the standard schedule's last run): run it with history")
     now = _now(options)
-    target = target_of(audit)
-    store = History(options.history) if options.history else None
+    target = _target(audit)
+    store = History(options.history)
     try:
         watch = store.find_watch(audit.name, target, active=True) if store else None
         if watch is None:
@@ -296,8 +316,36 @@ def _tick(audit: Audit, options: JobOptions, standard: str | None) -> WatchRun:
             signed = signoff(store, watch, now, options.output)
         return WatchRun(watch, outcome, message, signed)
     finally:
-        if store is not None:
-            store.dispose()
+        store.dispose()
+
+
+def _target(audit: Audit) -> str:
+    """The audited database's name in the history, as the server says — or WatchError: a
+    watch is found by its target, and the URL's spelling is not the server's identity (an
+    unreachable database must fail the tick, not make it miss its watch)."""
+    if audit.config.target:
+        return audit.config.target
+    from integrity.identity import identify, sqlite_file
+    from integrity.sources import open_source
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(audit.connection.url)
+    if url.get_backend_name() == "sqlite":
+        found = sqlite_file(url.database) if url.database else None
+        if found is None:
+            raise WatchError(f"the audited database {url.database!r} does not exist, so "
+                             f"which watch is its cannot be known; nothing was run")
+        return found.target_name
+    source = open_source(audit.connection)
+    try:
+        with source.connect() as connection:
+            return identify(connection).target_name
+    except IntegrityError as error:
+        raise WatchError(f"cannot reach the audited database to know which watch is its: "
+                         f"{error}") from None
+    finally:
+        source.dispose()
 
 
 def _standard(audit, options, store, target, standard, now) -> WatchRun:
@@ -306,7 +354,7 @@ def _standard(audit, options, store, target, standard, now) -> WatchRun:
         return WatchRun(None, message=f"no active watch of {audit.name}; nothing to run "
                                       f"(give --cron for its standard schedule)")
     moment = last_scheduled(standard, now)
-    if store is not None and moment is not None and \
+    if moment is not None and \
             store.last_run_since(audit.name, target, moment - JITTER) is not None:
         return WatchRun(None, message=f"no watch; the standard schedule's run of "
                                       f"{_clock(moment)} is done")
@@ -315,13 +363,14 @@ def _standard(audit, options, store, target, standard, now) -> WatchRun:
 
 def last_scheduled(expression: str, now: datetime) -> datetime | None:
     """The latest moment at or before `now` (a minute late counts) that a cron expression
-    names, in UTC."""
+    names — in the machine's local time, as cron reads the same expression."""
     from cronsim import CronSim, CronSimError
 
+    local = (now + JITTER).astimezone()  # the system's zone (TZ), at that moment's offset
     try:
-        moments = CronSim(expression, (now + JITTER).astimezone(timezone.utc).replace(
-            second=0, microsecond=0) + timedelta(minutes=1), reverse=True)
-        return next(moments).replace(tzinfo=timezone.utc)
+        moments = CronSim(expression, local.replace(tzinfo=None, second=0, microsecond=0)
+                          + timedelta(minutes=1), reverse=True)
+        return next(moments).replace(tzinfo=local.tzinfo).astimezone(timezone.utc)
     except (CronSimError, StopIteration) as error:
         raise WatchError(f"--cron: {expression!r}: {error}") from None
 
@@ -429,16 +478,28 @@ def compare(result, watch: dict, baseline: dict[str, dict] | None) -> None:
                "new_since_deploy": None, "resolved_since_deploy": None,
                "changed": False}
         if at is not None:
-            new = prints - at["fingerprints"]
-            row["new_since_deploy"] = len(new)
+            new = len(prints - at["fingerprints"])
+            if (at["violation_count"] or 0) > len(at["fingerprints"]):
+                # Hour 0 had more violations than history keeps fingerprints of: which are
+                # new is unknown, how many more there are is not.
+                new = max(0, (check.violation_count or 0) - at["violation_count"])
+            row["new_since_deploy"] = new
             row["resolved_since_deploy"] = len(at["fingerprints"] - prints)
+            worse = STATUS_RANK[check.status] > STATUS_RANK.get(at["status"], 0)
             row["changed"] = bool(new) or bool(row["resolved_since_deploy"]) or (
                 at["status"] != check.status)
-            if check.status == "fail" and new and any(
+            if check.status == "fail" and (new or worse) and any(
                     fnmatchcase(check.id, pattern) for pattern in plan["rollback_on"]):
-                result.rollback.append(_rollback_line(check, len(new)))
+                result.rollback.append(_rollback_line(check, new, at["status"]))
         if not keyed or row["changed"]:
             changes.append(row)
+    unmatched = [pattern for pattern in plan["rollback_on"]
+                 if not any(fnmatchcase(check.id, pattern) for check in result.checks)]
+    if unmatched:
+        result.warnings.append(
+            f"the watch's rollback_on {', '.join(unmatched)} matches no check of this run "
+            f"(the audit file changed during the watch): that criterion cannot be judged, "
+            f"and the sign-off will say so")
     hours = (result.now - watch["started_at"]) / timedelta(hours=1)
     result.watch = {
         "id": watch["id"], "deploy": watch["deploy"],
@@ -449,10 +510,14 @@ def compare(result, watch: dict, baseline: dict[str, dict] | None) -> None:
         "baseline_run": watch.get("baseline_run_id"), "changes": changes}
 
 
-def _rollback_line(check, new: int) -> str:
+def _rollback_line(check, new: int, was: str) -> str:
     what = f"{check.purpose} — " if check.purpose else ""
     if check.kind in {"metric", "freshness"}:
-        return f"{what}{check.id} at {check.value_text or check.value}"
+        return (f"{what}{check.id} at {check.value_text or check.value} "
+                f"({was} at the deploy)")
+    if not new:  # as many violations, but now at the fail level
+        return (f"{what}{check.id}, {check.violation_count or 0:,} violation(s) "
+                f"({was} at the deploy)")
     return (f"{what}{check.id}, {new:,} violation{'s' if new != 1 else ''} since the "
             f"deploy")
 
@@ -493,6 +558,11 @@ class Signoff:
     written: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def given(self) -> bool:
+        """Signed off before: the verdict as it was given then."""
+        return self.watch["state"] == "closed" and not self.table and not self.timeline
+
+    @property
     def approved(self) -> bool:
         return all(criterion.met for criterion in self.criteria)
 
@@ -509,7 +579,12 @@ class Signoff:
 def find(store: History | None, audit: Audit, watch_id: int | None = None,
          active: bool = False) -> dict:
     """The audit's newest watch on its target (or watch `watch_id`), else WatchError."""
-    target = None if watch_id is not None else target_of(audit)
+    target = None
+    if watch_id is None:
+        try:
+            target = _target(audit)
+        except (WatchError, IntegrityError):
+            pass  # reading needs no database: the audit's newest watch, whatever its target
     watch = store.find_watch(audit.name, target, watch_id, active) if store else None
     if watch is None:
         which = f"watch #{watch_id}" if watch_id is not None else (
@@ -520,10 +595,12 @@ def find(store: History | None, audit: Audit, watch_id: int | None = None,
     return watch
 
 
-def evaluate(store: History, watch: dict, now: datetime) -> tuple[Progress, list[Criterion]]:
-    """Every criterion of the watch over its runs so far."""
+def evaluate(store: History, watch: dict, now: datetime, closing: bool = False
+             ) -> tuple[Progress, list[Criterion]]:
+    """Every criterion of the watch over its runs so far (`closing`: as it closes now — a
+    moment without its run is missed, the last one too)."""
     runs = store.watch_runs(watch["id"])
-    state = progress(watch, runs, now)
+    state = progress(watch, runs, now, closing)
     plan, signoff_ = watch["plan"], watch["plan"]["signoff"]
     baseline = next((run for run in runs if run["run_id"] == watch.get("baseline_run_id")),
                     None)
@@ -531,12 +608,19 @@ def evaluate(store: History, watch: dict, now: datetime) -> tuple[Progress, list
     criteria = []
 
     rollbacks = [run["run_id"] for run in runs if run["exit_code"] == ExitCode.ROLLBACK]
+    unjudged = {run["run_id"]: [pattern for pattern in plan["rollback_on"] if not any(
+        fnmatchcase(check_id, pattern) for check_id in run["checks"])] for run in runs}
+    unjudged = {run: patterns for run, patterns in unjudged.items() if patterns}
+    evidence = (f"met in {len(rollbacks)} run(s), first at {_clock(watch.get('rollback_at'))}"
+                if rollbacks else f"none in {len(runs)} run(s)")
+    if unjudged:
+        evidence += "; not judged in " + "; ".join(
+            f"run #{run} ({', '.join(patterns)} did not run)"
+            for run, patterns in list(unjudged.items())[:5])
     criteria.append(Criterion(
         "No rollback criterion met" + (f" ({', '.join(plan['rollback_on'])})"
                                        if plan["rollback_on"] else ""),
-        not rollbacks, f"met in {len(rollbacks)} run(s), first at "
-        f"{_clock(watch.get('rollback_at'))}" if rollbacks else
-        f"none in {len(runs)} run(s)", rollbacks))
+        not rollbacks and not unjudged, evidence, sorted({*rollbacks, *unjudged})))
     broken = [run["run_id"] for run in runs if run["errors"] or any(
         check["status"] == "error" for check in run["checks"].values())]
     criteria.append(Criterion("Every run finished its audit", not broken,
@@ -568,7 +652,10 @@ def evaluate(store: History, watch: dict, now: datetime) -> tuple[Progress, list
         found: dict[int, list[str]] = {}
         for run in runs:
             for check_id in matched:
-                prints = run["checks"].get(check_id, {}).get("fingerprints", set())
+                if check_id not in run["checks"]:
+                    found.setdefault(run["run_id"], []).append(f"{check_id} did not run")
+                    continue
+                prints = run["checks"][check_id]["fingerprints"]
                 new = prints - (baseline or {"checks": {}})["checks"].get(
                     check_id, {}).get("fingerprints", set())
                 if new:
@@ -614,13 +701,20 @@ def _metric_criterion(check_id: str, condition, runs: list[dict], percent: bool)
     name = f"{check_id} {condition.text}"
     if not runs:
         return Criterion(name, False, "no run yet")
-    if condition.over == "average":
-        values = [v for run in runs for v in [run["checks"].get(check_id, {}).get("value")]
-                  if v is not None]
-        mean = sum(values) / len(values) if values else None
-        return Criterion(name, condition.holds(mean),
-                         f"average {_number(mean, percent)} over {len(values)} run(s)"
-                         if mean is not None else "no value in any run")
+    if condition.over == "average":  # each group's own average over the runs
+        series: dict[str, list[float]] = {}
+        for run in runs:
+            for group, value in _values(run, check_id).items():
+                if value is not None:
+                    series.setdefault(group, []).append(value)
+        means = {group: sum(values) / len(values) for group, values in series.items()}
+        bad = [_group(group, f"average {_number(mean, percent)}")
+               for group, mean in means.items() if not condition.holds(mean)]
+        if not means:
+            return Criterion(name, False, "no value in any run")
+        return Criterion(name, not bad, "; ".join(bad[:5]) if bad else ", ".join(
+            _group(group, f"average {_number(mean, percent)}")
+            for group, mean in list(means.items())[:5]) + f" over {len(runs)} run(s)")
     chosen = runs[-1:] if condition.over == "last" else runs
     broken: dict[int, str] = {}
     for run in chosen:
@@ -640,11 +734,20 @@ def _baseline_criterion(check_id: str, comparison, direction: str | None, runs: 
     if baseline is None or direction is None:
         return Criterion(name, False, "no baseline (hour 0) to compare with")
     base = _values(baseline, check_id)
+    if not base or all(value is None for value in base.values()):
+        return Criterion(name, False, "no value at the deploy (hour 0) to compare with")
     broken: dict[int, str] = {}
     for run in runs:
-        for group, value in _values(run, check_id).items():
+        if run["run_id"] == baseline["run_id"]:
+            continue  # hour 0 is what the others are compared with
+        values = _values(run, check_id)
+        if not values:
+            broken[run["run_id"]] = "not measured"
+        for group, value in values.items():
             start = base.get(group)
             if start is None:
+                broken.setdefault(run["run_id"], _group(
+                    group, "no value at the deploy to compare with"))
                 continue
             if value is None:
                 broken.setdefault(run["run_id"], _group(group, "no value"))
@@ -665,17 +768,27 @@ def signoff(store: History, watch: dict, now: datetime, output: str,
     the end (not `early`), the watch closes with it."""
     from integrity.report.signoff import write_signoff
 
-    if watch["state"] != "active" and not early and watch.get("verdict") is None:
-        raise WatchError(f"watch #{watch['id']} was {watch['state']}"
-                         + (f": {watch['reason']}" if watch.get("reason") else ""))
-    if not early and watch["state"] == "active" and now + JITTER < watch["ends_at"]:
+    if watch["state"] == "aborted":
+        raise WatchError(f"watch #{watch['id']} was aborted at {_clock(watch['closed_at'])}"
+                         + (f": {watch['reason']}" if watch.get("reason") else "")
+                         + "; it has no verdict")
+    folder = Path(output) / f"watch-{watch['id']}"
+    if watch["state"] == "closed":
+        # Signed off already: the verdict as it was given, and its report left as written.
+        state, criteria = evaluate(store, watch, watch["closed_at"], closing=True)
+        result = Signoff(watch, state, criteria, False, [], [])
+        result.written = {name: folder / file for name, file in
+                          (("html", "signoff.html"), ("markdown", "signoff.md"))
+                          if (folder / file).exists()}
+        return result
+    if not early and now + JITTER < watch["ends_at"]:
         raise WatchError(f"watch #{watch['id']} ends at {_clock(watch['ends_at'])}; "
                          f"`--early` gives an interim verdict")
-    state, criteria = evaluate(store, watch, now)
+    state, criteria = evaluate(store, watch, now, closing=not early)
     result = Signoff(watch, state, criteria, early, _table(store, watch, state),
                      _timeline(store, watch, state, now))
-    result.written = write_signoff(result, Path(output) / f"watch-{watch['id']}")
-    if not early and watch["state"] == "active":
+    result.written = write_signoff(result, folder)
+    if not early:
         verdict = "approved" if result.approved else "not_approved"
         store.update_watch(watch["id"], (now, "signed off", None, result.verdict),
                            state="closed", verdict=verdict, closed_at=now)
@@ -726,6 +839,8 @@ def _timeline(store: History, watch: dict, state: Progress, now: datetime) -> li
 
 
 def extend(store: History, watch: dict, by: timedelta, reason: str, now: datetime) -> dict:
+    if by <= timedelta(0):
+        raise WatchError("--by: extend by more than 0 (e.g. 24h)")
     if watch["state"] != "active":
         raise WatchError(f"watch #{watch['id']} is {watch['state']}: only an active watch can "
                          f"be extended")

@@ -268,12 +268,14 @@ def test_missing_file(tmp_path):
 def test_the_shipped_audits_are_valid():
     from pathlib import Path
 
-    paths = sorted(Path(__file__).parents[1].glob("audits/*.yml"))
-    assert [path.name for path in paths] == ["reference.yml", "sms-alerts.yml"]
-    audit = load_audit(paths[0], environ={})
+    paths = {path.name: path for path in Path(__file__).parents[1].glob("audits/*.yml")}
+    seeds = ["seed-000-send-quote.yml", "seed-001-workflow.yml", "seed-002-voice-24h.yml",
+             "seed-003-crm-24h.yml", "seed-004-sms.yml"]  # tests/test_seed_audits.py runs them
+    assert sorted(paths) == ["reference.yml", *seeds, "sms-alerts.yml"]
+    audit = load_audit(paths["reference.yml"], environ={})
     assert [check.kind for check in audit.checks].count("expectation_suite") == 5
     assert len(audit.checks) == 28
-    alerts = load_audit(paths[1], environ={"PAGERDUTY_ROUTING_KEY": "R0", "SLACK_WEBHOOK_URL":
+    alerts = load_audit(paths["sms-alerts.yml"], environ={"PAGERDUTY_ROUTING_KEY": "R0", "SLACK_WEBHOOK_URL":
                                            "https://hooks.slack.com/services/T/B/x"})
     assert [(check.id, check.notify.cooldown.total_seconds() / 60) for check in
             alerts.checks] == [("delivery_rate_critical", 60), ("llm_failure_critical", 30),

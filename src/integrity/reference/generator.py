@@ -10,6 +10,12 @@ Deterministic for a (scale, seed, now) triple. Scale 1 is about 100k quotes,
 ~200k send events, 100k leads, 50k conversations, 500k messages and 100k
 access-log rows.
 
+The request log and the application log of seeds 000-003 come from `traffic`
+(its own random stream, so the tables above are the same with or without it);
+`write_app_log()` writes the log, and on PostgreSQL
+`enable_row_level_security()` gives the tenant tables policies — one leaky,
+one table without — for seed 001's isolation probe.
+
 `next_night()` ages a snapshot the way a production database ages: the same
 rows plus a day of new ones; most violations persist (same keys), a few are
 repaired and a few new ones appear in the new rows — so audits on consecutive
@@ -22,12 +28,13 @@ import copy
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from integrity.reference import schema
+from integrity.reference import schema, traffic
 
 CHANNELS = ["EMAIL", "WHATSAPP", "LINK"]
 # Results of the Great Expectations suites in expectations/, as the reference audit names them.
@@ -62,6 +69,7 @@ class Reference:
     expected: dict[str, set[tuple]] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)
     unparseable_quote: str | None = None
+    app_log: list[str] = field(default_factory=list)  # lines of app.log (write_app_log)
     # The generator's state, so that `next_night()` can continue from this snapshot.
     _builder: _Builder | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -104,6 +112,7 @@ def next_night(previous: Reference, now: datetime | None = None) -> Reference:
 class _Builder:
     def __init__(self, scale: float, seed: int, now: datetime):
         self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.now = now.replace(tzinfo=None)  # tables hold naive UTC
         self.aware_now = now
         self.n_tenants = max(5, int(200 * scale))
@@ -147,6 +156,7 @@ class _Builder:
             self.inject(reference, unparseable)
         self.webhooks(reference, inject)
         self.quota(reference, inject)
+        self.traffic(reference)
         reference.tables = self.frames()
         reference._builder = self
         return reference
@@ -350,6 +360,15 @@ class _Builder:
             self.quota_offset[self.tenant.loc[row, "id"]] = 5
             reference.expect("whatsapp_quota_matches_messages", (self.tenant.loc[row, "id"],))
 
+    def traffic(self, reference: Reference) -> None:
+        """The request log and the application log up to now, with their incident."""
+        made = traffic.make(self.now, self.tenant_ids, self.seed, self.injected)
+        self.requests = made.requests
+        reference.app_log = made.log
+        for check, keys in made.expected.items():
+            reference.expect(check, *keys)
+        reference.values.update(made.values)
+
     def frames(self) -> dict[str, pd.DataFrame]:
         send = self.send.copy()
         send.insert(0, "id", np.arange(1, len(send) + 1))
@@ -358,7 +377,8 @@ class _Builder:
                 "Message": self.message, "WebhookEvent": self.webhook, "AccessLog": self.access,
                 "sms_metrics": self.metrics,
                 "JobHeartbeat": self.beats.assign(id=np.arange(1, len(self.beats) + 1))[
-                    ["id", "job", "beatAt"]]}
+                    ["id", "job", "beatAt"]],
+                "ApiRequest": self.requests}
         return {name: _to_milliseconds(frame) for name, frame in frames.items()}
 
     # -- injected violations --------------------------------------------------------
@@ -489,6 +509,8 @@ class _Builder:
         twins = self.pick(list(self.lead.index[200:400]), 2, "lead")
         self.lead.loc[twins[1], "customerCode"] = self.lead.loc[twins[0], "customerCode"]
         reference.expect(GX["code"], *[(self.lead.loc[row, "id"],) for row in twins])
+        # The duplicates rule keeps the first by key and counts the other as surplus.
+        reference.expect("customer_code_unique", (max(self.lead.loc[row, "id"] for row in twins),))
         # Leads of a company that no longer exists.
         for _ in range(2):
             orphan = self.next_lead(first, tenantId="tn_gone")
@@ -530,6 +552,9 @@ class _Builder:
         reference.expect(GX["delivered"], (int(self.metrics.loc[old, "id"]),))
         reference.expect("sms_delivery_rate", ("all rows",))
         reference.expect("sms_opt_out_rate", ("all rows",))
+        # audits/sms-alerts.yml measures the last complete hour, one of those 24.
+        reference.expect("delivery_rate_critical", ("all rows",))
+        reference.expect("opt_out_rate_warning", ("all rows",))
         reference.values.update({"sms_delivery_rate": 0.85, "sms_opt_out_rate": 10 / 85})
         # A job that stopped three hours ago, and one that never ran.
         beats = self.beats
@@ -563,6 +588,11 @@ class _Builder:
         if self.injected:
             self.inject_new_rows(reference, new)
         self.add_webhooks(new["lead"], new["conversation"])
+        # The request log and the application log roll over: the last days before `now`,
+        # with the incident (if any) in its last hour again.
+        for check in traffic.CHECKS:
+            reference.expected.pop(check, None)
+        self.traffic(reference)
         used = self.message[self.message["direction"] == "OUTBOUND"].groupby("tenantId").size()
         self.tenant["whatsappQuotaUsed"] = (
             self.tenant["id"].map(used).fillna(0).astype(int)
@@ -714,6 +744,74 @@ def write(reference: Reference, url: str, *, unparseable_dates: bool = False) ->
         engine.dispose()
 
 
+def write_app_log(reference: Reference, path: str | Path) -> Path:
+    """Write the application log of the reference data (seeds 002 and 003) to `path`.
+    `generate` writes it as app.log beside an SQLite database."""
+    path = Path(path)
+    path.write_text("".join(line + "\n" for line in reference.app_log), encoding="utf-8")
+    return path
+
+
+# Seed 001's isolation probe, in the seed audit's words: the datasets it checks, their tables.
+RLS_DATASETS = {"users": "User", "quotes": "AgentQuote", "leads": "Lead",
+                "conversations": "Conversation", "messages": "Message"}
+RLS_TENANTS = 3  # the probe's `tenants:` in audits/seed-001-workflow.yml
+LEAKY_TABLE, OPEN_TABLE = "Conversation", "Message"
+
+
+def enable_row_level_security(reference: Reference, url: str, *,
+                              role: str = "integrity_reference_app", leaky: bool = True) -> str:
+    """Give the tenant tables at `url` (PostgreSQL, after `write`) row level security as an
+    application would: a role `role` that reads them, and on each a policy showing the rows
+    of the tenant in `app.tenant_id`. With `leaky`, two mistakes, recorded as the violations
+    of seed 001's `tenant_isolation`: Conversation's policy also shows every conversation
+    without a lead (a "shared inbox" that is everyone's), and Message has no row level
+    security at all. The role is the cluster's: it is created only when missing, and this
+    database's grants go with the database. Returns the role's name."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name != "postgresql":
+        engine.dispose()
+        raise ValueError("row level security is PostgreSQL's")
+    quote = engine.dialect.identifier_preparer.quote
+    own = """"tenantId" = current_setting('app.tenant_id', true)"""
+    try:
+        with engine.begin() as connection:
+            run = connection.exec_driver_sql
+            exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :role"),
+                                        {"role": role}).first()
+            if exists is None:
+                try:
+                    with connection.begin_nested():
+                        run(f"CREATE ROLE {quote(role)} NOLOGIN")
+                except sa.exc.IntegrityError:
+                    pass  # created meanwhile by another run on this cluster
+            for table in schema.TENANT_TABLES:
+                run(f"GRANT SELECT ON {quote(table)} TO {quote(role)}")
+                if leaky and table == OPEN_TABLE:
+                    continue
+                run(f"ALTER TABLE {quote(table)} ENABLE ROW LEVEL SECURITY")
+                shared = ' OR "leadId" IS NULL' if leaky and table == LEAKY_TABLE else ""
+                run(f"CREATE POLICY tenant_isolation ON {quote(table)} USING ({own}{shared})")
+    finally:
+        engine.dispose()
+    if leaky:
+        for dataset, table in RLS_DATASETS.items():
+            frame = reference.tables[table]
+            tenants = sorted(frame["tenantId"].dropna().unique())[:RLS_TENANTS]
+            visible = frame if table == OPEN_TABLE else \
+                frame[frame["leadId"].isna()] if table == LEAKY_TABLE else None
+            if visible is None:
+                continue
+            if table == OPEN_TABLE:
+                reference.expect("tenant_isolation", (dataset, "rls off", None))
+            for tenant in tenants:
+                others = int((visible["tenantId"] != tenant).sum())
+                if others:
+                    reference.expect("tenant_isolation", (dataset, "leak", tenant))
+                    reference.values[f"tenant_isolation:{dataset}:{tenant}"] = others
+    return role
+
+
 def _load(connection, table: sa.Table, frame: pd.DataFrame) -> None:
     frame = frame[[column.name for column in table.columns]]
     if connection.dialect.name == "postgresql":
@@ -766,6 +864,10 @@ def generate_next(url: str, previous: Reference, *, now: datetime | None = None)
 
 def _store(reference: Reference, url: str) -> None:
     write(reference, url)
+    database = sa.engine.make_url(url).database
+    if sa.engine.make_url(url).get_backend_name() == "sqlite" and database not in (
+            None, "", ":memory:"):
+        write_app_log(reference, Path(database).parent / "app.log")
     if reference.unparseable_quote is not None:
         engine = sa.create_engine(url)
         with engine.begin() as connection:

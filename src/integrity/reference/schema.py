@@ -137,5 +137,25 @@ JobHeartbeat = Table(
     Column("beatAt", DateTime(), nullable=False),
 )
 
+# The API's request log (seeds 000-003): one row per request, as a logging middleware
+# writes it. `requestId` is the client's idempotency key; a repeat the server answered
+# from its idempotency cache has `idempotentReplay` 1. `errorCode` is set on 4xx and 5xx.
+ApiRequest = Table(
+    "ApiRequest", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("tenantId", String(40)),
+    Column("method", String(10), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("statusCode", Integer, nullable=False),
+    Column("durationMs", Integer, nullable=False),
+    Column("requestId", String(80), nullable=False),
+    Column("idempotentReplay", Integer, nullable=False),
+    Column("errorCode", String(40)),
+    Column("at", DateTime(), nullable=False, index=True),
+)
+
 TABLES = [Tenant, User, AgentQuote, QuoteSend, Lead, Conversation, Message, WebhookEvent,
-          AccessLog, sms_metrics, JobHeartbeat]
+          AccessLog, sms_metrics, JobHeartbeat, ApiRequest]
+# Tables whose rows belong to one tenant: row level security applies to them (PostgreSQL).
+TENANT_TABLES = ["User", "AgentQuote", "QuoteSend", "Lead", "Conversation", "Message",
+                 "WebhookEvent", "ApiRequest"]

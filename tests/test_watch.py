@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
+import threading
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -249,38 +251,6 @@ def test_a_clean_24_hour_watch_is_approved_and_hands_back_to_the_schedule(tmp_pa
                 now=after + timedelta(minutes=10)).exit_code == 0
 
 
-WATCH_7D = """\
-watch:
-  duration: 7d
-  cadence: [{until: 3d, every: 1h}, {every: 1d}]   # seed 000: hourly days 1-3, then daily
-  rollback_on: [quote_email_counter]
-  signoff:
-    no_new_violations: [quote_*]
-"""
-
-
-def test_a_7_day_watch_runs_hourly_then_daily_and_rolls_back_on_day_4(tmp_path,
-                                                                       http_server):
-    cron, database, reference = watched(tmp_path, http_server, WATCH_7D,
-                                        T0 + timedelta(days=7))
-    assert cron("watch", "start", "--deploy", "phase-2", "--no-lock", now=T0).exit_code == 1
-    ran = {}
-    for hour in range(1, 7 * 24 + 1):
-        if hour == 80:
-            corrupt_counters(database, 3, reference)
-        result = cron.tick(T0 + timedelta(hours=hour, seconds=5))
-        if "no run due" not in result.output:
-            ran[hour] = result.exit_code
-    assert list(ran) == [*range(1, 72), 72, 96, 120, 144, 168]
-    assert {hour: code for hour, code in ran.items() if code == 4} == \
-        {96: 4, 120: 4, 144: 4, 168: 4}
-    assert all(code == 1 for hour, code in ran.items() if hour < 96)
-    status = cron("watch", "status", now=T0 + timedelta(days=7, hours=1))
-    assert "cadence: every 1h until 3d, then every 1d" in status.output
-    assert "runs: 77 made, 0 missed" in status.output
-    assert "signed off NOT APPROVED" in status.output
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
 def test_a_watch_kept_in_each_kind_of_history_store(kind, servers, tmp_path, http_server):
     """Watches live in the run history, wherever it is; a store an older integrity made
@@ -332,6 +302,139 @@ def test_a_tick_while_another_run_holds_the_lock_decides_nothing(tmp_path, http_
     assert cron("watch", "tick", now=T0 + timedelta(hours=4, minutes=5)).exit_code == 0
     assert "runs: 2 made, 0 missed" in cron("watch", "status",
                                             now=T0 + timedelta(hours=4, minutes=6)).output
+
+
+# ---------------------------------------------------------------------------
+# The shipped plans: seed 000's seven days and seed 002's twenty-four hours.
+
+AUDITS = ROOT / "audits"
+
+
+def shipped(name: str, folder: Path) -> Path:
+    """audits/NAME.yml as shipped, with its reports and history in `folder`."""
+    path = folder / f"{name}.yml"
+    text = (AUDITS / f"{name}.yml").read_text()
+    # Relative paths (the log) are read from the audit file's folder, as shipped.
+    path.write_text(text + f"output: {{dir: \"{folder / 'out'}\", formats: [json]}}\n"
+                           f"history: {{url: \"sqlite:///{folder / 'history.sqlite'}\"}}\n")
+    return path
+
+
+class HealthyBackend(BaseHTTPRequestHandler):
+    """Seed 002's /health, healthy."""
+
+    def do_GET(self):  # noqa: N802 — the http.server API
+        body = json.dumps({"status": "ok", "uptime": 3600, "services": {
+            "database": True, "supabase": True, "backgroundJobs": True}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def backend():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HealthyBackend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/health"
+    server.shutdown()
+    server.server_close()
+
+
+SEED_000_CHECKS = ["quote_*", "send_error_rate", "send_error_rate_rollback",
+                   "send_transaction_failures", "whatsapp_sends_blocked",
+                   "whatsapp_urls_well_formed", "send_success_rate", "send_success_rollback"]
+
+
+def test_seed_000_watched_for_7_days(tmp_path, monkeypatch):
+    """The shipped plan: hourly for three days, then daily; the counters corrupted on day
+    4 (hour 80) are a rollback at the first run after it, the daily one of hour 96; the
+    request log's incident in the last hour before the end breaks the error-rate criterion
+    in the last run only."""
+    from integrity.reference import traffic
+
+    monkeypatch.setattr(traffic, "REQUEST_HOURS", 8 * 24)  # the watch and the day before
+    database = tmp_path / "reference.sqlite"
+    reference = generate(f"sqlite:///{database}", scale=0.005, now=T0 + timedelta(days=7))
+    cron = Cron(shipped("seed-000-send-quote", tmp_path),
+                {"REFERENCE_DATABASE_URL": f"sqlite:///{database}"})
+    only = [option for pattern in SEED_000_CHECKS for option in ("--check", pattern)]
+    started = cron("watch", "start", "--deploy", "phase-2", "--no-lock", *only, now=T0)
+    assert started.exit_code == 1, started.output  # violations injected long before
+    ran = {}
+    for hour in range(1, 7 * 24 + 1):
+        if hour == 80:
+            corrupt_counters(database, 3, reference)
+        result = cron("watch", "tick", "--no-lock", *only,
+                      now=T0 + timedelta(hours=hour, seconds=7))
+        if "no run due" not in result.output:
+            ran[hour] = result.exit_code
+    assert list(ran) == [*range(1, 73), 96, 120, 144, 168]
+    assert sorted(hour for hour, code in ran.items() if code == 4) == [96, 120, 144, 168]
+    assert {code for hour, code in ran.items() if hour < 96} == {1}
+    status = cron("watch", "status", now=T0 + timedelta(days=7, hours=1))
+    lines = status.output.splitlines()
+    assert lines[2] == "cadence: every 1h until 3d, then every 1d"
+    assert lines[3] == "runs: 77 made, 0 missed"
+    assert [line.split(" — ")[0].strip() for line in lines[lines.index("criteria so far:")
+                                                             + 1:]] == [
+        "NOT MET No rollback criterion met (send_error_rate_rollback, "
+        "send_transaction_failures, whatsapp_sends_blocked, whatsapp_urls_well_formed, "
+        "quote_email_counter, quote_sms_counter, quote_sent_at_valid, send_success_rollback)",
+        "met     Every run finished its audit",
+        "met     No missed runs",
+        "NOT MET quote_*: no violation the deploy did not have",
+        "NOT MET send_error_rate < 1% in every run",
+        "NOT MET send_success_rate > 95% in every run"]
+    # The request log's incident, in the last hour: only the last run (#77) measured it.
+    assert "send_error_rate < 1% in every run — run #77: 19.51%" in status.output  # 8 of 41
+    assert "send_success_rate > 95% in every run — run #77: 81.69%" in status.output
+    report = (tmp_path / "out" / "watch-1" / "signoff.md").read_text()
+    assert report.splitlines()[0] == "# ❌ NOT APPROVED: deploy phase-2 of seed-000-send-quote"
+
+
+@pytest.mark.parametrize("inject", [False, True], ids=["clean", "incident"])
+def test_seed_002_watched_for_24_hours_on_postgresql(inject, servers, tmp_path, backend):
+    """The shipped plan on PostgreSQL: hours 0, 4 … 24 and the sign-off. Clean, APPROVED FOR
+    CUSTOMER LAUNCH; with the reference incident in the watch's last hour (a 500 burst, a
+    background job stopped), the 24-hour run meets the error-rate rollback criterion and the
+    sign-off says NOT APPROVED, and why."""
+    from integrity.reference.generator import write_app_log
+
+    url = servers.database("postgresql")
+    reference = generate(url, scale=0.005, now=T0 + timedelta(hours=24), inject=inject)
+    log = write_app_log(reference, tmp_path / "app.log")
+    cron = Cron(shipped("seed-002-voice-24h", tmp_path),
+                {"REFERENCE_DATABASE_URL": url, "APP_LOG": str(log), "HEALTH_URL": backend,
+                 "HEALTH_RETRY_DELAY": "1s"})
+    started = cron("watch", "start", "--deploy", "v1.0.0", "--no-lock", now=T0)
+    assert started.exit_code == 0, started.output
+    codes = {}
+    for hour in range(1, 25):
+        result = cron.tick(T0 + timedelta(hours=hour, seconds=4))
+        if "no run due" not in result.output:
+            codes[hour] = result.exit_code
+    assert codes == ({4: 0, 8: 0, 12: 0, 16: 0, 20: 0, 24: 0} if not inject else
+                     {4: 0, 8: 0, 12: 0, 16: 0, 20: 0, 24: 4})
+    report = (tmp_path / "out" / "watch-1" / "signoff.md").read_text().splitlines()
+    if not inject:
+        assert report[0] == "# ✅ APPROVED: deploy v1.0.0 of seed-002-voice-24h"
+        assert sum(line.startswith("| ✅ |") for line in report) == 8
+        return
+    assert report[0] == "# ❌ NOT APPROVED: deploy v1.0.0 of seed-002-voice-24h"
+    broken = [line.split(" | ")[1] for line in report if line.startswith("| ❌ |")]
+    assert broken == ["No rollback criterion met (backend_health, error_rate)",
+                      "background_jobs pass in every run",
+                      "error_rate < 1% in every run",
+                      "endpoint_p99 not higher than 20% against the deploy's run"]
+    evidence = {line.split(" | ")[1]: line.split(" | ")[2] for line in report
+                if line.startswith("| ❌ |")}
+    assert evidence["endpoint_p99 not higher than 20% against the deploy's run"].startswith(
+        "run #7: /api/agents/quotes/[id]/send: ")  # the send endpoint slowed down
 
 
 # ---------------------------------------------------------------------------

@@ -979,35 +979,43 @@ class History:
                                      .order_by(watches.c.id.desc()).limit(1)).first()
         return None if row is None else self._watch(row)
 
-    def watch_runs(self, watch_id: int) -> list[dict]:
-        """The watch's runs in order: slot, run id, `now`, outcome, exit code, errors, and each
-        check's status, violation count, value, group values and violation fingerprints."""
+    def watch_runs(self, watch_id: int, checks: bool = True) -> list[dict]:
+        """The watch's runs in order: slot, run id, `now`, outcome, exit code, errors — and,
+        with `checks`, each check's status, violation count, value, group values and
+        violation fingerprints (`run_checks`)."""
         with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(watch_runs.c.slot_at, runs.c.id, runs.c.data_as_of, runs.c.outcome,
                           runs.c.exit_code, runs.c.errors)
                 .select_from(watch_runs.join(runs, runs.c.id == watch_runs.c.run_id))
                 .where(watch_runs.c.watch_id == watch_id).order_by(runs.c.id)).all()
-            found = []
-            for row in rows:
-                checks = {r.check_id: {"status": r.status, "violation_count": r.violation_count,
-                                       "value": r.value, "groups": {}, "fingerprints": set()}
-                          for r in connection.execute(sa.select(check_results).where(
-                              check_results.c.run_id == row.id))}
-                for value in connection.execute(sa.select(check_values).where(
-                        check_values.c.run_id == row.id)):
-                    if value.check_id in checks:
-                        checks[value.check_id]["groups"][value.group_key] = value.value
-                for print_ in connection.execute(sa.select(
-                        violations.c.check_id, violations.c.fingerprint).where(
-                        violations.c.run_id == row.id)):
-                    if print_.check_id in checks:
-                        checks[print_.check_id]["fingerprints"].add(print_.fingerprint)
-                found.append({"slot_at": _aware(row.slot_at), "run_id": row.id,
-                              "now": _aware(row.data_as_of), "outcome": row.outcome,
-                              "exit_code": row.exit_code, "errors": json.loads(row.errors),
-                              "checks": checks})
-        return found
+            return [{"slot_at": _aware(row.slot_at), "run_id": row.id,
+                     "now": _aware(row.data_as_of), "outcome": row.outcome,
+                     "exit_code": row.exit_code, "errors": json.loads(row.errors),
+                     "checks": self._run_checks(connection, row.id) if checks else {}}
+                    for row in rows]
+
+    def run_checks(self, run_id: int) -> dict[str, dict]:
+        """Each check of a run: status, violation count, value, group values, fingerprints."""
+        with self.engine.connect() as connection:
+            return self._run_checks(connection, run_id)
+
+    @staticmethod
+    def _run_checks(connection, run_id: int) -> dict[str, dict]:
+        checks = {r.check_id: {"status": r.status, "violation_count": r.violation_count,
+                               "value": r.value, "groups": {}, "fingerprints": set()}
+                  for r in connection.execute(sa.select(check_results).where(
+                      check_results.c.run_id == run_id))}
+        for value in connection.execute(sa.select(check_values).where(
+                check_values.c.run_id == run_id)):
+            if value.check_id in checks:
+                checks[value.check_id]["groups"][value.group_key] = value.value
+        for print_ in connection.execute(sa.select(
+                violations.c.check_id, violations.c.fingerprint).where(
+                violations.c.run_id == run_id)):
+            if print_.check_id in checks:
+                checks[print_.check_id]["fingerprints"].add(print_.fingerprint)
+        return checks
 
     def watch_events(self, watch_id: int) -> list[dict]:
         with self.engine.connect() as connection:

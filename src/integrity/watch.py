@@ -61,6 +61,12 @@ JITTER = timedelta(minutes=1)  # a run this much before its moment counts (cron 
 SCALED = {"count", "sum"}  # aggregates whose value grows with the window measured
 
 
+def named(check_id: str, pattern: str) -> bool:
+    """Whether a plan's id or glob names a result: the check as the file names it, and each
+    of its parts (`database:size` of a `database` check, a suite's expectations)."""
+    return fnmatchcase(check_id, pattern) or fnmatchcase(check_id.split(":", 1)[0], pattern)
+
+
 class WatchError(IntegrityError):
     """No watch to act on, or one that cannot do what was asked."""
 
@@ -301,12 +307,12 @@ def _tick(audit: Audit, options: JobOptions, standard: str | None) -> WatchRun:
         watch = store.find_watch(audit.name, target, active=True) if store else None
         if watch is None:
             return _standard(audit, options, store, target, standard, now)
-        state = progress(watch, store.watch_runs(watch["id"]), now)
+        state = progress(watch, store.watch_runs(watch["id"], checks=False), now)
         outcome = None
         message = ""
         if state.due is not None:
             outcome = run_in_watch(audit, options, store, watch, state.due, now)
-            state = progress(watch, store.watch_runs(watch["id"]), now)
+            state = progress(watch, store.watch_runs(watch["id"], checks=False), now)
         elif not state.ended:
             message = (f"watch #{watch['id']} (deploy {watch['deploy']}): no run due; the "
                        f"next at {_clock(state.next)}" if state.next else "")
@@ -393,10 +399,8 @@ def run_in_watch(audit: Audit, options: JobOptions, store: History, watch: dict,
 
 def _baseline(store: History, watch: dict) -> dict[str, dict] | None:
     """Hour 0's checks: status, count, value, group values and violation fingerprints."""
-    for run in store.watch_runs(watch["id"]):
-        if run["run_id"] == watch.get("baseline_run_id"):
-            return run["checks"]
-    return None
+    run_id = watch.get("baseline_run_id")
+    return None if run_id is None else store.run_checks(run_id)
 
 
 def _now(options: JobOptions) -> datetime:
@@ -489,12 +493,12 @@ def compare(result, watch: dict, baseline: dict[str, dict] | None) -> None:
             row["changed"] = bool(new) or bool(row["resolved_since_deploy"]) or (
                 at["status"] != check.status)
             if check.status == "fail" and (new or worse) and any(
-                    fnmatchcase(check.id, pattern) for pattern in plan["rollback_on"]):
+                    named(check.id, pattern) for pattern in plan["rollback_on"]):
                 result.rollback.append(_rollback_line(check, new, at["status"]))
         if not keyed or row["changed"]:
             changes.append(row)
     unmatched = [pattern for pattern in plan["rollback_on"]
-                 if not any(fnmatchcase(check.id, pattern) for check in result.checks)]
+                 if not any(named(check.id, pattern) for check in result.checks)]
     if unmatched:
         result.warnings.append(
             f"the watch's rollback_on {', '.join(unmatched)} matches no check of this run "
@@ -609,7 +613,7 @@ def evaluate(store: History, watch: dict, now: datetime, closing: bool = False
 
     rollbacks = [run["run_id"] for run in runs if run["exit_code"] == ExitCode.ROLLBACK]
     unjudged = {run["run_id"]: [pattern for pattern in plan["rollback_on"] if not any(
-        fnmatchcase(check_id, pattern) for check_id in run["checks"])] for run in runs}
+        named(check_id, pattern) for check_id in run["checks"])] for run in runs}
     unjudged = {run: patterns for run, patterns in unjudged.items() if patterns}
     evidence = (f"met in {len(rollbacks)} run(s), first at {_clock(watch.get('rollback_at'))}"
                 if rollbacks else f"none in {len(runs)} run(s)")
@@ -634,7 +638,7 @@ def evaluate(store: History, watch: dict, now: datetime, closing: bool = False
         if state.missed else f"{len(state.done)} of {len(state.done) + len(state.missed)} "
                              f"due run(s) made"))
     for pattern in signoff_["all_runs_pass"]:
-        matched = [check_id for check_id in ids if fnmatchcase(check_id, pattern)]
+        matched = [check_id for check_id in ids if named(check_id, pattern)]
         failing = {}
         for run in runs:
             for check_id in matched:
@@ -648,7 +652,7 @@ def evaluate(store: History, watch: dict, now: datetime, closing: bool = False
             f"{len(matched)} check(s) passed in all {len(runs)} run(s)" if matched else
             "no check of that name ran", list(failing)))
     for pattern in signoff_["no_new_violations"]:
-        matched = [check_id for check_id in ids if fnmatchcase(check_id, pattern)]
+        matched = [check_id for check_id in ids if named(check_id, pattern)]
         found: dict[int, list[str]] = {}
         for run in runs:
             for check_id in matched:
@@ -808,6 +812,17 @@ def _table(store: History, watch: dict, state: Progress) -> list[dict]:
         at = first["checks"].get(check_id, {})
         percent = (before.get(check_id) or {}).get("percent", False)
         valued = check["value"] is not None or at.get("value") is not None
+        if check["groups"] and not valued:  # a metric per group: its highest
+            at_value = max((v for v in at.get("groups", {}).values() if v is not None),
+                           default=None)
+            last_value = max((v for v in check["groups"].values() if v is not None),
+                             default=None)
+            rows.append({"check": check_id, "before": None,
+                         "at_deploy": _max(at_value, percent), "last": _max(last_value, percent),
+                         "status": check["status"], "runs": len(runs),
+                         "breached_runs": sum(run["checks"].get(check_id, {}).get("status")
+                                              in {"warn", "fail"} for run in runs)})
+            continue
         breached = [run["run_id"] for run in runs
                     if run["checks"].get(check_id, {}).get("status") in {"warn", "fail"}]
         rows.append({
@@ -819,6 +834,11 @@ def _table(store: History, watch: dict, state: Progress) -> list[dict]:
             "status": check["status"], "breached_runs": len(breached),
             "runs": len(runs)})
     return rows
+
+
+def _max(value: float | None, percent: bool) -> str | None:
+    shown = _shown(value, percent)
+    return None if shown is None else f"highest {shown}"
 
 
 def _timeline(store: History, watch: dict, state: Progress, now: datetime) -> list[dict]:

@@ -384,33 +384,41 @@ def test_checks_without_an_incremental_rule_run_in_full_and_say_so(tmp_path):
     mutator.dispose()
 
 
-def test_appended_ids_and_a_missing_change_column(tmp_path, sqlite_db):
+@pytest.mark.parametrize("engine", ["pandas", "sql"])
+def test_appended_ids_and_a_missing_change_column(tmp_path, sqlite_db, engine):
     sqlite_db.tables(log=[{"id": n, "actor": "t1", "resource": "t1" if n != 2 else "t2"}
                           for n in (1, 2, 3)])
-    checks = ("- {id: same, kind: cross_tenant, dataset: log, tenant_column: actor, "
-              "other_tenant_column: resource}")
+    checks = """\
+- {id: same, kind: cross_tenant, dataset: log, tenant_column: actor,
+   other_tenant_column: resource}
+- {id: once, kind: duplicates, dataset: log, columns: [resource]}
+"""
     audit = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
                                    "{appended: id}}", checks), file=str(tmp_path / "a.yml"))
     store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
-    first = run_audit(audit, now=CLOCK, history=store)
+    first = run_audit(audit, now=CLOCK, history=store, engine=engine)
     store.apply(first)
     assert first.watermarks[0].value == {"number": "3"}
+    assert first.check("once").violation_keys == [(3,)]
     sqlite_db.execute("INSERT INTO log VALUES (4, 't2', 't1')", "DELETE FROM log WHERE id = 2")
-    second = run_audit(audit, now=CLOCK, history=store)
-    same = second.check("same")
+    second = run_audit(audit, now=CLOCK, history=store, engine=engine)
+    same, once = second.check("same"), second.check("once")
     assert (same.violation_count, same.violation_keys, same.population) == (1, [(4,)], 3)
     # id ≥ 3 (no overlap) and the key that violated: rows 3 and 4 (2 is gone)
     assert same.notes[0].startswith("incremental: examined 2 changed rows of 3 (id ≥ 3 or "
                                     "null, and the 1 key that violated in run 1)")
+    assert (once.violation_count, once.violation_keys) == (2, [(3,), (4,)])
+    assert once.notes[0].endswith("its 1 key was looked up against the whole table (an "
+                                  "index on the key columns makes it cheap)")
     typo = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
                                   "{appended: ID, overlap: 5m}}", checks), file="a.yml")
-    broken = run_audit(typo, now=CLOCK).check("same")
+    broken = run_audit(typo, now=CLOCK, engine=engine).check("same")
     assert broken.status == "error"
     assert broken.error.startswith("datasets.log.incremental: ")
     assert "'ID'" in broken.error and "did you mean 'id'?" in broken.error
     wrong = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
                                    "{appended: id, overlap: 5m}}", checks), file="a.yml")
-    assert run_audit(wrong, now=CLOCK).check("same").error == (
+    assert run_audit(wrong, now=CLOCK, engine=engine).check("same").error == (
         "datasets.log.incremental.overlap: id holds numbers, so the overlap is a number of "
         "them, not a duration")
     store.engine.dispose()

@@ -90,7 +90,7 @@ class Increment:
 
     def describe(self) -> str:
         since = self.since.isoformat().replace("+00:00", "Z") if not self.numeric \
-            else f"{self.since:g}"
+            else str(self.since)  # an id of ten digits, not 1.23457e+09
         return (f"{self.column} ≥ {since} or null, and the {len(self.keys):,} "
                 f"key{'s' if len(self.keys) != 1 else ''} that violated in run {self.run_id}")
 

@@ -135,7 +135,7 @@ class Duplicates(Check):
         if self.increment:
             import pandas as pd
 
-            examined = work[self.examined_rows(data, work)]
+            examined = work[self.examined_rows(data, rows).loc[work.index]]
             wanted = pd.MultiIndex.from_frame(examined[key_columns]).unique()
             work = work[pd.MultiIndex.from_frame(work[key_columns]).isin(wanted)]
             notes.append(self.lookup_note(len(examined), len(wanted), len(rows)))

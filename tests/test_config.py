@@ -368,7 +368,7 @@ def test_every_error_of_a_file_comes_at_once_with_the_keys_allowed_there():
         "retries, retry_backoff)",
         "a.yml:4:12: datasets.quotes.tabel: unknown setting 'tabel'; did you mean 'table'? "
         "(allowed here: table, schema, sql, file, format, pattern, time_format, key, "
-        "tenant_column, timezone, description, mask)",
+        "tenant_column, timezone, description, mask, incremental)",
         "a.yml:10:48: notify[0].cooldwn: unknown setting 'cooldwn'; did you mean 'cooldown'? "
         "(allowed here: name, checks, severities, min_severity, cooldown, repeat, on_errors, "
         "timeout, retries, report_url, channel, webhook_url)",

@@ -255,7 +255,7 @@ def test_a_clean_24_hour_watch_is_approved_and_hands_back_to_the_schedule(tmp_pa
 def test_a_watch_kept_in_each_kind_of_history_store(kind, servers, tmp_path, http_server):
     """Watches live in the run history, wherever it is; a store an older integrity made
     (schema version 5, before watches) is upgraded in place."""
-    from integrity.history import History
+    from integrity.history import SCHEMA_VERSION, History
 
     url = database_url(kind, servers, tmp_path)
     store = History(url)
@@ -279,7 +279,7 @@ def test_a_watch_kept_in_each_kind_of_history_store(kind, servers, tmp_path, htt
         assert connection.exec_driver_sql(
             "SELECT count(*) FROM integrity_watch_runs").scalar() == 7
         assert connection.exec_driver_sql(
-            "SELECT value FROM integrity_meta").scalar() == "6"
+            "SELECT value FROM integrity_meta").scalar() == str(SCHEMA_VERSION)
         assert [row[0] for row in connection.exec_driver_sql(
             "SELECT event FROM integrity_watch_events ORDER BY id")] == ["started",
                                                                          "signed off"]

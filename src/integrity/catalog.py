@@ -332,6 +332,7 @@ SHOWN_TYPES = {
     ("HttpConfig", "headers"): "mapping: header name → text from ${VARIABLES}",
     ("HttpConfig", "expect_status"): "status code, or a list of them",
     ("HttpConfig", "expect"): "mapping: dotted path → JSON value",
+    ("IncrementalConfig", "overlap"): "duration, or a number of ids",
 }
 
 
@@ -389,7 +390,8 @@ def audit_pages() -> list[Page]:
              [Table("Settings", _settings(config.ConnectionConfig))]),
         Page("datasets", "The tables and queries checks read: `datasets: {NAME: {...}}`.",
              f"{_one_line(config.DatasetConfig.__doc__)} Checks refer to a dataset by its "
-             f"name.", [Table("Settings of each dataset", _settings(config.DatasetConfig))]),
+             f"name.", [Table("Settings of each dataset", _settings(config.DatasetConfig)),
+                        *_nested(config.DatasetConfig, ["incremental"])]),
         Page("output", "Where reports are written: `output:`.", "",
              [Table("Settings", _settings(config.OutputConfig))]),
         Page("history", "The run history: `history:`.", _one_line(config.HistoryConfig.__doc__),

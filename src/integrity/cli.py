@@ -156,6 +156,9 @@ def _options(function):
         click.option("--now", "now", metavar="ISO_TIME",
                      help="Evaluate windows and freshness as of this time (default: now)."),
         ENGINE,
+        click.option("--full", is_flag=True,
+                     help="Examine every row: no check of an `incremental:` dataset starts "
+                          "from the last run's watermark."),
         HISTORY,
         click.option("--no-history", is_flag=True,
                      help="Do not read or record run history (no lifecycle, no baselines, "
@@ -238,7 +241,8 @@ def _job(audit, **options) -> int:
 
 def _prepare(audit, output=None, sample_limit=None, fail_on="critical", now=None, engine=None,
              history=None, no_history=False, force_notify=False, timeout=None, no_lock=False,
-             summary="auto", log_format="text", only=(), skip=(), notify_dry_run=None):
+             summary="auto", log_format="text", only=(), skip=(), notify_dry_run=None,
+             full=False):
     """The job a run's options describe: (audit, JobOptions, console mode, log format)."""
     from integrity.job import JobOptions
     from integrity.operations import lock_path
@@ -262,7 +266,7 @@ def _prepare(audit, output=None, sample_limit=None, fail_on="critical", now=None
     progress = _progress(log_format, interactive and mode != "line")
     options = JobOptions(
         output=target, sample_limit=sample_limit, fail_on=fail_on, now=_parse_now(now),
-        engine=engine, timeout=seconds, on_result=progress,
+        engine=engine, full=full, timeout=seconds, on_result=progress,
         history=None if no_history or not audit.config.history.enabled
         else history_url(audit, history),
         lock=None if no_lock else lock_path(audit.file, audit.connection.url, audit.name),

@@ -282,6 +282,67 @@ class ConnectionConfig(Model):
         "Default 1s."))
 
 
+def parse_overlap(value: Any) -> Any:
+    """A duration (`10m`), or a plain number: seconds of a time column, ids of a number
+    column (which one the column's type decides at run time)."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid overlap {value!r}: use e.g. 10m, or a number of ids")
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"invalid overlap {value!r}: must be zero or more")
+        return value
+    return parse_duration(value)
+
+
+class IncrementalConfig(Model):
+    """How a run sees what changed in a dataset since the last run: a column that grows
+    with every change. Checks with an exact incremental rule then examine only the rows
+    changed since the last run's watermark, plus the keys that violated in it (README,
+    "Incremental runs")."""
+
+    changed: str | None = Field(None, description=(
+        "A column every insert and update sets to a later value, e.g. `updatedAt`: rows "
+        "whose value is at least the last run's watermark minus `overlap` (or null) are "
+        "examined again. A soft delete must set it too. Give `changed` or `appended`."))
+    appended: str | None = Field(None, description=(
+        "For an append-only table: a column that grows with each new row, e.g. `id`; rows "
+        "are never updated. Give `changed` or `appended`."))
+    overlap: Annotated[float | timedelta, BeforeValidator(parse_overlap)] | None = Field(
+        None, description=(
+            "How far back of the last watermark rows are examined again, for transactions "
+            "that committed late (a time written before the last run's snapshot but "
+            "committed after it): a duration for a time column (`10m`), a number of ids "
+            "for a number column. Default `10m` with `changed`, 0 with `appended`."))
+    full_every: Duration | None = Field(None, description=(
+        "Run the dataset's checks in full when the last full run is at least this old on "
+        "the run's clock (`--now`), e.g. `7d`: what a watermark cannot see — a row "
+        "changed without moving its column, a commit later than `overlap` — is caught "
+        "then. Default: not set (full only when the history has no usable state, or with "
+        "`--full`)."))
+
+    @model_validator(mode="after")
+    def _one_column(self) -> IncrementalConfig:
+        if bool(self.changed) == bool(self.appended):
+            raise ValueError("give one of changed (a column set on every change) or "
+                             "appended (a growing id of an append-only table)")
+        if self.full_every is not None and self.full_every <= timedelta(0):
+            raise ValueError("full_every must be longer than 0s")
+        return self
+
+    @property
+    def column(self) -> str:
+        return self.changed or self.appended
+
+    @property
+    def mode(self) -> str:
+        return "changed" if self.changed else "appended"
+
+    def overlap_or_default(self) -> float | timedelta:
+        if self.overlap is not None:
+            return self.overlap
+        return timedelta(minutes=10) if self.changed else 0
+
+
 class DatasetConfig(Model):
     """A table (optionally schema-qualified), a read-only SQL query, or files."""
 
@@ -326,6 +387,12 @@ class DatasetConfig(Model):
     mask: list[str] = Field([], description=(
         "Columns shown masked (`a•••@example.com`, `+44•••••23`) in the samples of every "
         "check that reads this dataset, on top of the audit's `mask`. Default: none."))
+    incremental: IncrementalConfig | None = Field(None, description=(
+        "How a run sees what changed since the last one: `{changed: updatedAt}` or "
+        "`{appended: id}`, with `overlap` and `full_every`. Checks with an exact "
+        "incremental rule then examine the changed rows plus the keys that violated last "
+        "time, with the same answer as a full run; the others run in full. Needs `key:`; "
+        "a table or a query. Default: not set (every run reads everything)."))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -852,10 +919,19 @@ def worse_direction(check: CheckConfig) -> str | None:
 
 
 def _validate_dataset_queries(audit: AuditConfig, error) -> None:
-    """A dataset's `sql:` must be one read query as the audited database reads it."""
+    """A dataset's `sql:` must be one read query as the audited database reads it; an
+    incremental dataset is one whose rows a run can find again by key."""
     from integrity.usersql import validation_problem
 
     for name, dataset in audit.datasets.items():
+        if dataset.incremental is not None:
+            where = ("datasets", name, "incremental")
+            if dataset.file:
+                error(where, "incremental applies to a table or a query, not to files "
+                             "(they are read whole)")
+            elif not dataset.key:
+                error(where, "incremental needs the dataset's `key:`: the rows that violated "
+                             "in the last run are looked up by it")
         if dataset.sql:
             problem = validation_problem(dataset.sql, "default", audit.connection.url)
             if problem:

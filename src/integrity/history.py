@@ -35,7 +35,7 @@ from integrity.gate import ExitCode, exit_code
 if TYPE_CHECKING:
     from integrity.results import AuditResult, CheckResult
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 TRACKED_PER_CHECK = 100_000  # violation fingerprints kept per check and run
 DEFAULT_URL = "sqlite:///reports/history.sqlite"
 GRACE_MS = 2_000  # lock waits allowed past the run's deadline, to record how it ended
@@ -262,6 +262,16 @@ watch_events = sa.Table(  # started, rollback, extended, aborted, signed off
     sa.Column("note", _TEXT),
     **_ON_MYSQL,
 )
+watermarks = sa.Table(  # per run and incremental dataset: how far the run read (runner.py)
+    "integrity_watermarks", metadata,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("integrity_runs.id"), primary_key=True),
+    sa.Column("dataset", _name(200), primary_key=True),
+    sa.Column("change_column", _name(200), nullable=False),
+    # JSON: {"time": ISO 8601 UTC} or {"number": "123"}; null when the dataset was empty.
+    sa.Column("watermark", _TEXT),
+    sa.Column("read_in_full", sa.Boolean, nullable=False),  # no check of it ran incrementally
+    **_ON_MYSQL,
+)
 sa.Index("ix_watches_series", watches.c.audit, watches.c.target)
 sa.Index("ix_alert_log_series", alert_log.c.audit, alert_log.c.target, alert_log.c.id)
 sa.Index("ix_runs_series", runs.c.audit, runs.c.target)
@@ -320,6 +330,7 @@ MIGRATIONS: dict[int, list] = {
     4: [_alerts_from_state],  # integrity_alert_state is left as it was, unused
     5: [_add_breached_to_check_values],  # check_values.breached, for baselines
     6: [],  # watches, their runs and events (new tables)
+    7: [],  # watermarks of incremental datasets (a new table)
 }
 
 
@@ -359,6 +370,21 @@ class Lifecycle:
     persisting: dict[str, tuple[datetime, int]] = field(default_factory=dict)
     resolved: dict[str, str] = field(default_factory=dict)  # fingerprint -> key json
     accepted: dict[str, tuple[str, date]] = field(default_factory=dict)  # fp -> reason, until
+
+
+@dataclass
+class IncrementState:
+    """What an incremental run of a check starts from: the last run of the same audit on
+    the same target in which the check ran, the watermark that run read the check's
+    dataset up to, and every key that violated in it."""
+
+    run_id: int
+    now: datetime               # that run's `now`
+    config_hash: str
+    violation_count: int | None
+    keys: list[list[str | None]]
+    change_column: str | None   # None: the run recorded no watermark for the dataset
+    watermark: dict | None      # {"time": ISO} or {"number": text}; None: it was empty
 
 
 @dataclass
@@ -614,6 +640,48 @@ class History:
             .where(violations.c.run_id == previous, violations.c.check_id == check_id)).all()
         return previous, {row[0]: (row[1], row[2], row[3]) for row in rows}
 
+    def increment_state(self, audit: str, target: str, check_id: str, dataset: str
+                        ) -> IncrementState | None:
+        """Where an incremental run of `check_id` over `dataset` starts (None: the check
+        never ran on this target)."""
+        self.ensure()
+        try:
+            with self.engine.connect() as connection:
+                previous, seen = self.previous_fingerprints(connection, audit, target, check_id)
+                if previous is None:
+                    return None
+                run = connection.execute(
+                    sa.select(runs.c.data_as_of, runs.c.config_hash,
+                              check_results.c.violation_count)
+                    .select_from(runs.join(check_results, check_results.c.run_id == runs.c.id))
+                    .where(runs.c.id == previous, check_results.c.check_id == check_id)).one()
+                mark = connection.execute(
+                    sa.select(watermarks.c.change_column, watermarks.c.watermark)
+                    .where(watermarks.c.run_id == previous,
+                           watermarks.c.dataset == dataset)).first()
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot read the last run's watermark") from None
+        return IncrementState(
+            run_id=previous, now=_aware(run.data_as_of), config_hash=run.config_hash,
+            violation_count=run.violation_count,
+            keys=[json.loads(key_json) for key_json, _, _ in seen.values()],
+            change_column=mark.change_column if mark else None,
+            watermark=json.loads(mark.watermark) if mark and mark.watermark else None)
+
+    def last_full_read(self, audit: str, target: str, dataset: str) -> datetime | None:
+        """The `now` of the last run of `audit` on `target` that read `dataset` in full."""
+        self.ensure()
+        try:
+            with self.engine.connect() as connection:
+                found = connection.execute(
+                    sa.select(sa.func.max(runs.c.data_as_of))
+                    .select_from(runs.join(watermarks, watermarks.c.run_id == runs.c.id))
+                    .where(*_series(audit, target), watermarks.c.dataset == dataset,
+                           watermarks.c.read_in_full.is_(True))).scalar()
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot read the last full run") from None
+        return _aware(found)
+
     def acceptances(self, connection, audit: str) -> list[Acceptance]:
         rows = connection.execute(sa.select(accepted).where(accepted.c.audit == audit)).all()
         return [Acceptance(row.check_id, row.fingerprint,
@@ -759,8 +827,11 @@ class History:
                                                       or {}).items():
                 prints.append(dict(run_id=run_id, check_id=check.id, fingerprint=print_,
                                    key_json=key_json, first_seen_at=first, runs_seen=count))
+        marks = [dict(run_id=run_id, dataset=mark.dataset, change_column=mark.column,
+                      watermark=None if mark.value is None else json.dumps(mark.value),
+                      read_in_full=mark.read_in_full) for mark in result.watermarks]
         for table, batch in ((check_results, rows), (check_values, values),
-                             (violations, prints)):
+                             (violations, prints), (watermarks, marks)):
             for start in range(0, len(batch), 5000):
                 connection.execute(table.insert(), batch[start:start + 5000])
         return run_id

@@ -34,6 +34,7 @@ class JobOptions:
     fail_on: str = "critical"
     now: datetime | None = None
     engine: str | None = None
+    full: bool = False                  # examine every row of incremental datasets
     history: str | None = None          # URL, or None for no history
     timeout: float | None = None        # seconds for the whole run
     lock: Path | None = None
@@ -81,7 +82,7 @@ def _run(audit: Audit, options: JobOptions, store, deadline: float | None) -> Jo
     left = None if deadline is None else max(0.001, deadline - time.monotonic())
     result = run_audit(audit, now=options.now, sample_limit=options.sample_limit,
                        fail_on=options.fail_on, engine=options.engine, history=store,
-                       on_result=options.on_result, timeout=left,
+                       on_result=options.on_result, timeout=left, full=options.full,
                        timeout_text=None if options.timeout is None else f"{options.timeout:g}s")
     if options.before_record is not None:
         _stage(result, "comparing with the deploy", lambda: options.before_record(result, store))

@@ -321,6 +321,17 @@ class DatasetLoad:
 
 
 @dataclass
+class Watermark:
+    """How far a run read an incremental dataset: the largest value of its change column
+    in the snapshot the run read ({"time": ISO} or {"number": text}; None: no rows)."""
+
+    dataset: str
+    column: str
+    value: dict | None
+    read_in_full: bool = True
+
+
+@dataclass
 class AuditResult:
     audit_name: str
     audit_file: str
@@ -347,6 +358,7 @@ class AuditResult:
     # each, and what changed since the deploy.
     rollback: list[str] = field(default_factory=list)
     watch: dict[str, Any] | None = None
+    watermarks: list[Watermark] = field(default_factory=list)  # incremental datasets
 
     @property
     def counts(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ import logging
 import time
 import traceback
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -29,7 +30,7 @@ from integrity.filters import describe
 from integrity.identity import identify
 from integrity.privileges import write_warning
 from integrity.results import (LEVEL_STATUS, AuditResult, CheckResult, DatasetLoad, errored,
-                               measured)
+                               measured, plain)
 
 if TYPE_CHECKING:
     from integrity.history import History
@@ -66,13 +67,16 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
               fail_on: str = "critical", engine: str | None = None,
               history: History | None = None,
               on_result: Callable[[CheckResult], None] | None = None,
-              timeout: float | None = None, timeout_text: str | None = None) -> AuditResult:
+              timeout: float | None = None, timeout_text: str | None = None,
+              full: bool = False) -> AuditResult:
     """Run every check. With a `history`, metric baselines come from it (recording the
-    run and the violation lifecycle is `History.apply`, after this). `on_result` sees
-    each result as it is ready (progress on a terminal). `timeout` (seconds) bounds the
-    whole run: the database stops a statement that would overrun it, and the checks that
-    did not run are errors; the rest is kept. `timeout_text` names the bound in messages
-    (the job's --timeout, when `timeout` is what is left of it)."""
+    run and the violation lifecycle is `History.apply`, after this), and checks of an
+    `incremental:` dataset may examine only what changed since the last run (`full`:
+    none does). `on_result` sees each result as it is ready (progress on a terminal).
+    `timeout` (seconds) bounds the whole run: the database stops a statement that would
+    overrun it, and the checks that did not run are errors; the rest is kept.
+    `timeout_text` names the bound in messages (the job's --timeout, when `timeout` is
+    what is left of it)."""
     from integrity.operations import RunTimeout
 
     result = _empty_result(audit, now, sample_limit, fail_on, engine)
@@ -82,7 +86,7 @@ def run_audit(audit: Audit, *, now: datetime | None = None, sample_limit: int | 
     deadline = None if not timeout else time.monotonic() + timeout
     try:
         return _run_audit(audit, result, history, on_result or (lambda _: None), deadline,
-                          timeout_text or (None if timeout is None else f"{timeout:g}s"))
+                          timeout_text or (None if timeout is None else f"{timeout:g}s"), full)
     except (RunTimeout, ConnectionLost) as stop:
         return _stopped(audit, result, str(stop))
     except Exception as error:  # noqa: BLE001 — fail closed: the run is an audit error
@@ -140,7 +144,7 @@ def _empty_result(audit: Audit, now, sample_limit, fail_on, engine) -> AuditResu
 
 def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                on_result: Callable[[CheckResult], None], deadline: float | None,
-               timeout: str | None) -> AuditResult:
+               timeout: str | None, full: bool = False) -> AuditResult:
     from integrity.pushdown import Tables
     from integrity.sources import (BulkReader, Frames, available_columns, dataset_query,
                                    open_source, read_frame, sql_text)
@@ -196,6 +200,12 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                                                 f"set `engine: pandas` (or `auto`) on it")
         except (IntegrityError, ValueError) as error:
             broken[check.id] = str(error)
+    for name in needs:  # what changed is found by the change column: it is read too
+        setting = audit.datasets[name].incremental
+        if setting is not None:
+            needs[name] = list(dict.fromkeys([*needs[name], setting.column]))
+            if name in pulls:
+                pulls[name] = list(dict.fromkeys([*pulls[name], setting.column]))
 
     # A check that touches no database (an HTTP probe) runs first, outside the session:
     # waiting between its attempts must not hold the snapshot open (a server's idle-in-
@@ -287,6 +297,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 "sql": Tables(audit=audit, source=source, connection=connection, now=now,
                               columns=types, not_null=not_null, baseline=baseline),
             }
+            full_notes = _plan_increments(audit, checks, broken, contexts["sql"], history,
+                                          result, full)
             for check in checks:
                 if check in probes:
                     continue  # answered before the session opened
@@ -297,6 +309,8 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                                         _mask(audit, check)):
                     if chosen.get(check.id):
                         outcome.notes.append(chosen[check.id])
+                    if full_notes.get(check.id) and outcome.status != "error":
+                        outcome.notes.append(full_notes[check.id])
                     outcome.notes += [note for name in check.datasets
                                       for note in file_notes.get(name, [])]
                     result.checks.append(outcome)
@@ -318,6 +332,167 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
     _in_file_order(audit, result)
     result.finished_at = datetime.now(timezone.utc)
     return result
+
+
+# More keys than this violated last time: looking each up again costs about what a full
+# run does (and binds that many values), so the check runs in full instead.
+MOST_KEYS_RECHECKED = 10_000
+
+
+def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], db,
+                     history: History | None, result: AuditResult, full: bool
+                     ) -> dict[str, str]:
+    """For each `incremental:` dataset the checks read: read its watermark (the largest
+    value of its change column, in this run's snapshot) into `result.watermarks`, and give
+    each check that may examine only what changed its `increment`. Returns, per check
+    that runs in full all the same, the note saying why. A change column that is not
+    there, or an overlap of the wrong kind, errors the dataset's checks (`broken`)."""
+    from integrity.checks import Increment
+    from integrity.errors import SourceError
+    from integrity.history import HistoryError
+    from integrity.results import Watermark
+
+    readers: dict[str, list[Check]] = {}
+    for check in checks:
+        for name in _safe_columns(check):
+            if audit.datasets[name].incremental is not None:
+                readers.setdefault(name, []).append(check)
+    notes: dict[str, str] = {}
+    for name, users in readers.items():
+        users = [check for check in users if check.id not in broken]
+        setting = audit.datasets[name].incremental
+        if not users:
+            continue
+        if setting.column not in db.columns.get(name, {}):
+            from integrity.sources import describe_missing
+
+            present = dict.fromkeys(db.columns.get(name, {}))
+            message = f"datasets.{name}.incremental: " + describe_missing(
+                name, audit.datasets[name], setting.column, present)
+            for check in users:
+                broken[check.id] = message
+            continue
+        try:
+            mark = _watermark(db, name, setting.column)
+        except (SourceError, IntegrityError) as error:
+            for check in users:
+                broken[check.id] = f"datasets.{name}.incremental: {error}"
+            continue
+        numeric = mark is not None and "number" in mark
+        overlap = setting.overlap_or_default()
+        if numeric and isinstance(overlap, timedelta):
+            for check in users:
+                broken[check.id] = (f"datasets.{name}.incremental.overlap: {setting.column} "
+                                    f"holds numbers, so the overlap is a number of them, "
+                                    f"not a duration")
+            continue
+        reason = _full_reason(audit, name, setting, history, result, full)
+        examined_by_some = False
+        for check in users:
+            why = reason or check.incremental_problem(name)
+            state = None
+            if why is None:
+                try:
+                    state = history.increment_state(audit.name, result.target, check.id, name)
+                except HistoryError as error:
+                    why = f"the run history could not be read: {error}"
+            if why is None:
+                why = _state_problem(audit, name, setting.column, state, result, numeric)
+            if why is not None:
+                notes[check.id] = f"ran in full ({name}): {why}"
+                continue
+            last = state.watermark
+            since = (_number(last["number"]) - overlap if numeric else
+                     datetime.fromisoformat(last["time"]) - (
+                         overlap if isinstance(overlap, timedelta)
+                         else timedelta(seconds=overlap)))
+            check.increment = Increment(dataset=name, column=setting.column, since=since,
+                                        keys=state.keys, run_id=state.run_id,
+                                        as_recorded=plain)
+            examined_by_some = True
+        result.watermarks.append(Watermark(name, setting.column, mark,
+                                           read_in_full=not examined_by_some))
+    return notes
+
+
+def _watermark(db, name: str, column: str) -> dict | None:
+    """The largest value of `column` in the dataset, in this run's snapshot: {"number":
+    text} for a number column, {"time": ISO 8601 UTC} for a time (None: no value)."""
+    import sqlalchemy as sa
+
+    from integrity.values import EPOCH
+
+    rows = db.alias(name, "rows")
+    kind = db.columns[name].get(column)
+    if not isinstance(kind, (sa.Numeric, sa.Integer)):
+        raw = db.scalar(sa.select(sa.func.max(rows.c[column])))
+        if raw is None:
+            return None
+        if isinstance(kind, (sa.DateTime, sa.Date, sa.String)) or not isinstance(
+                raw, (int, float, Decimal)):
+            newest = db.scalar(sa.select(db.newest(name, rows, column)))
+            if newest is None:
+                return None
+            moment = EPOCH + timedelta(microseconds=int(newest) * 1_000_000 // db.units)
+            return {"time": moment.isoformat()}
+    raw = db.scalar(sa.select(sa.func.max(rows.c[column])))
+    return None if raw is None else {"number": str(raw)}
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _full_reason(audit: Audit, name: str, setting, history: History | None,
+                 result: AuditResult, full: bool) -> str | None:
+    """Why every check of dataset `name` runs in full this time (None: they may not)."""
+    from integrity.history import HistoryError
+    from integrity.units import format_duration
+
+    if full:
+        return "--full"
+    if history is None:
+        return "no run history to start from"
+    if setting.full_every is None:
+        return None
+    try:
+        last = history.last_full_read(audit.name, result.target, name)
+    except HistoryError as error:
+        return f"the run history could not be read: {error}"
+    if last is None:
+        return f"full_every {format_duration(setting.full_every)}: never read in full before"
+    if result.now - last >= setting.full_every:
+        return (f"full_every {format_duration(setting.full_every)}: last read in full at "
+                f"{last.isoformat().replace('+00:00', 'Z')}")
+    return None
+
+
+def _state_problem(audit: Audit, name: str, column: str, state, result: AuditResult,
+                   numeric: bool) -> str | None:
+    """Why the last run of a check cannot be where its incremental run starts."""
+    if state is None:
+        return "no earlier run of this check on this target"
+    run = f"run {state.run_id}"
+    if state.change_column is None:
+        return f"{run} recorded no watermark for {name}"
+    if state.change_column != column or state.config_hash != audit.config_hash:
+        return f"the audit file changed since {run}"
+    if state.watermark is None:
+        return f"{name} had no rows in {run}"
+    if ("number" in state.watermark) != numeric:
+        return f"{column} holds other values than in {run}"
+    if result.now < state.now:
+        return f"this run's now is before {run}'s"
+    if state.violation_count != len(state.keys):
+        return (f"{run} kept {len(state.keys):,} of its {state.violation_count or 0:,} "
+                f"violations' keys")
+    if len(state.keys) > MOST_KEYS_RECHECKED:
+        return (f"{len(state.keys):,} keys violated in {run}: looking each up again costs "
+                f"about what a full run does")
+    return None
 
 
 def _choose(check: Check, dialect: str) -> tuple[str, str | None]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from integrity.config import Audit, CheckConfig
 
@@ -68,6 +68,33 @@ class Measurement:
     interval: tuple[datetime, datetime] | None = None
 
 
+@dataclass
+class Increment:
+    """What an incremental run of one check examines in its dataset: the rows whose change
+    column is at least `since` (the last run's watermark minus the overlap) or null, and
+    the rows of `keys` (every key that violated in run `run_id`, as history keeps them:
+    text). `since` is a UTC time, or a number for a number column."""
+
+    dataset: str
+    column: str
+    since: datetime | float
+    keys: list[list[str | None]]
+    run_id: int
+    # A row's key value as history wrote it (results.plain; given by the runner, which
+    # sits above results): the pandas engine finds last run's keys by it.
+    as_recorded: Callable[[Any], Any] = str
+
+    @property
+    def numeric(self) -> bool:
+        return not isinstance(self.since, datetime)
+
+    def describe(self) -> str:
+        since = self.since.isoformat().replace("+00:00", "Z") if not self.numeric \
+            else str(self.since)  # an id of ten digits, not 1.23457e+09
+        return (f"{self.column} ≥ {since} or null, and the {len(self.keys):,} "
+                f"key{'s' if len(self.keys) != 1 else ''} that violated in run {self.run_id}")
+
+
 class Check:
     """Base class of every check family."""
 
@@ -88,6 +115,8 @@ class Check:
     def __init__(self, config: CheckConfig, audit: Audit):
         self.config = config
         self.audit = audit
+        # Set by the runner when this run may examine only what changed (`incremental:`).
+        self.increment: Increment | None = None
 
     @property
     def id(self) -> str:
@@ -149,6 +178,89 @@ class Check:
         """One paragraph saying exactly what counts as a violation."""
         return self.config.description or self.kind
 
+    # -- incremental runs ------------------------------------------------------------
+
+    def incremental_problem(self, dataset: str) -> str | None:
+        """Why this check runs in full although `dataset` is incremental (None: it has an
+        exact incremental rule, written in its family's docstring, and may use it)."""
+        return f"{self.kind} has no incremental rule"
+
+    def row_local_problem(self, dataset: str) -> str | None:
+        """The incremental rule of a check that judges each row of its dataset on its own:
+        re-check the changed rows and last run's violating keys, and every other row keeps
+        its last status — unless the filter lets a row in as time passes (`until:`)."""
+        if dataset != getattr(self.config, "dataset", None) or len(self.datasets) != 1:
+            return f"{self.kind} reads more than {dataset}"
+        timed = [c for c in self.config.where if c.op == "until"]
+        if timed:
+            return (f"its filter on {timed[0].column} (until) lets unchanged rows in as "
+                    f"time passes")
+        return None
+
+    def examined(self, db: Tables, relation) -> Any:
+        """SQL: the condition on `relation` (the check's dataset) of the rows an
+        incremental run examines; true in a full run. The keys bind as values of their
+        column's type (history keeps them as text)."""
+        import sqlalchemy as sa
+
+        increment = self.increment
+        if increment is None:
+            return sa.true()
+        column = relation.c[increment.column]
+        if increment.numeric:
+            changed = sa.or_(column >= increment.since, column.is_(None))
+        elif db.typed_time(increment.dataset, increment.column):
+            changed = sa.or_(column >= db.time_literal(increment.dataset, increment.column,
+                                                       increment.since), column.is_(None))
+        else:  # text or SQLite times: a value that is no time is examined too
+            older = db.time_before(increment.dataset, relation, increment.column,
+                                   increment.since)
+            changed = sa.case((older, 0), else_=1) == 1
+        names = self.key_of(increment.dataset)
+        values = [typed_key(db.columns[increment.dataset].get(name), key[index])
+                  for key in increment.keys for index, name in enumerate(names)]
+        rows = [tuple(values[start:start + len(names)])
+                for start in range(0, len(values), len(names))]
+        rows = [row for row in rows if _NOT_A_KEY not in row]
+        if not rows:
+            return changed
+        if len(names) == 1:
+            return sa.or_(changed, relation.c[names[0]].in_([row[0] for row in rows]))
+        return sa.or_(changed, sa.tuple_(*[relation.c[name] for name in names]).in_(rows))
+
+    def examined_rows(self, data: Frames, rows: pd.DataFrame) -> pd.Series:
+        """pandas: which of `rows` (of the check's dataset) an incremental run examines;
+        every row in a full run."""
+        import pandas as pd
+
+        increment = self.increment
+        if increment is None:
+            return pd.Series(True, index=rows.index)
+        if increment.numeric:
+            values = pd.to_numeric(rows[increment.column], errors="coerce")
+            changed = ~(values < increment.since)
+        else:
+            times = data.time_column(increment.dataset, rows, increment.column)
+            changed = ~(times < pd.Timestamp(increment.since))
+        wanted = {tuple(key) for key in increment.keys}
+        names = self.key_of(increment.dataset)
+        if not wanted:
+            return changed
+        recorded = increment.as_recorded
+        texts = [tuple(None if recorded(value) is None else str(recorded(value))
+                       for value in row)
+                 for row in rows[names].itertuples(index=False, name=None)]
+        violated = pd.Series([text in wanted for text in texts], index=rows.index, dtype=bool)
+        return changed | violated
+
+    def incremental_note(self, examined: int, population: int | None) -> str:
+        """What an incremental run examined, for the report."""
+        increment = self.increment
+        whole = "" if population is None else f" of {population:,}"
+        return (f"incremental: examined {examined:,} changed row{'s' if examined != 1 else ''}"
+                f"{whole} ({increment.describe()}); counts and keys are the whole "
+                f"table's, every other row keeps its status of run {increment.run_id}")
+
     def missing_column(self, dataset: str, column: str, present) -> str:
         """The error when a column this check reads is not in the dataset."""
         from integrity.sources import describe_missing
@@ -158,6 +270,34 @@ class Check:
     @property
     def datasets(self) -> list[str]:
         return list(self.columns())
+
+
+_NOT_A_KEY = object()  # a key from history that no value of the column can equal
+
+
+def typed_key(kind: Any, text: str | None) -> Any:
+    """A key value kept as text by history, as a value of its column's type: a number
+    column's `17` binds as 17 (PostgreSQL compares no integer with text)."""
+    import sqlalchemy as sa
+
+    if text is None:
+        return _NOT_A_KEY  # a null key part matches no row
+    if isinstance(kind, sa.Integer):
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)  # `17.0`: an id read through a column with nulls
+        except ValueError:
+            return _NOT_A_KEY
+        return int(number) if number.is_integer() else _NOT_A_KEY
+    if isinstance(kind, (sa.Numeric, sa.Float)):
+        try:
+            return float(text)
+        except ValueError:
+            return _NOT_A_KEY
+    return text
 
 
 def add_columns(needed: dict[str, list[str]], dataset: str,

@@ -9,9 +9,19 @@ sample shows whole groups: each row carries `duplicate_group`, and
 `duplicate_role` says which row is kept (the first by `keep_first_by`, then by
 key) and which are surplus.
 
+Incrementally (a dataset with `incremental:`): the normalised keys of the rows
+changed since the last run's watermark (minus the overlap) and of the rows that
+violated in the last run are looked up against the whole table, and exactly the
+groups of those keys are formed again. Any other group holds only unchanged
+rows that were no surplus last time, so it is still no duplicate (a hard
+delete only shrinks a group; a group that held a violation is looked up by
+it). The lookup reads every row's key: cheap through an index on the plain key
+columns; a normalised key has none and is a scan. The population is counted
+over the whole table.
+
 `duplicate_events` — the same (entity, channel, recipient …) within a time
 window: rows equal on `by`, cut into bursts (each at most `window` after the
-previous); in a burst every row after the first is surplus.
+previous); in a burst every row after the first is surplus. It runs in full.
 """
 
 from __future__ import annotations
@@ -80,6 +90,17 @@ class Duplicates(Check):
                                  f"(use a two-letter country code such as US or GB)"))
         return problems
 
+    def incremental_problem(self, dataset: str) -> str | None:
+        return self.row_local_problem(dataset)
+
+    def lookup_note(self, examined: int, groups: int, population: int) -> str:
+        normalised = any(self.config.normalize.get(column) for column in self.config.columns)
+        how = ("a scan: no index holds a normalised key" if normalised else
+               "an index on the key columns makes it cheap")
+        return (self.incremental_note(examined, population)
+                + ("; its 1 key was" if groups == 1 else f"; their {groups:,} keys were")
+                + f" looked up against the whole table ({how})")
+
     def sql_problems(self, dialect: str) -> list[str]:
         problems = super().sql_problems(dialect)
         phones = [c for c, steps in self.config.normalize.items() if "phone" in steps]
@@ -110,6 +131,14 @@ class Duplicates(Check):
         work = rows[list(dict.fromkeys(shown + order))].assign(
             **dict(zip(key_columns, keys.values())))
         work = work[work[key_columns].notna().all(axis=1)]
+        notes = []
+        if self.increment:
+            import pandas as pd
+
+            examined = work[self.examined_rows(data, rows).loc[work.index]]
+            wanted = pd.MultiIndex.from_frame(examined[key_columns]).unique()
+            work = work[pd.MultiIndex.from_frame(work[key_columns]).isin(wanted)]
+            notes.append(self.lookup_note(len(examined), len(wanted), len(rows)))
         sizes = work.groupby(key_columns, sort=False)[key_columns[0]].transform("size")
         work = work[sizes > 1]
         if order:
@@ -118,7 +147,7 @@ class Duplicates(Check):
             violations = work[shown].assign(duplicate_group=[], duplicate_role=[])
             return Measurement(violations=violations, violation_count=0, population=len(rows),
                                keys=self.key_or(shown), group_column="duplicate_group",
-                               context_column="duplicate_role")
+                               context_column="duplicate_role", notes=notes)
         groups = work.groupby(key_columns, sort=True)
         rank = groups.cumcount()
         label = work[key_columns[0]].astype(str)
@@ -133,7 +162,7 @@ class Duplicates(Check):
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int((rank > 0).sum()), population=len(rows),
                            keys=self.key_or(shown), group_column="duplicate_group",
-                           context_column="duplicate_role")
+                           context_column="duplicate_role", notes=notes)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -157,14 +186,29 @@ class Duplicates(Check):
             extra.append(expression.label(name))
             return name
 
-        key_names = [term(db.normalise(as_compared(db, config.dataset, rows, column),
-                                       config.normalize.get(column, []),
-                                       config.default_region), column, f"_key_{index}")
-                     for index, column in enumerate(config.columns)]
+        def key_parts(relation) -> list[sa.ColumnElement]:
+            return [db.normalise(as_compared(db, config.dataset, relation, column),
+                                 config.normalize.get(column, []), config.default_region)
+                    for column in config.columns]
+
+        key_names = [term(part, column, f"_key_{index}") for index, (part, column)
+                     in enumerate(zip(key_parts(rows), config.columns))]
         order_names = [term(db.key(config.dataset, rows, column), column, f"_order_{index}")
                        for index, column in enumerate(ordering)]
-        keyed = (sa.select(*[rows.c[column] for column in carried], *extra)
-                 .where(scope).subquery("keyed"))
+        keyed = sa.select(*[rows.c[column] for column in carried], *extra).where(scope)
+        lookups = None
+        if self.increment:
+            # The groups of the examined rows' keys, looked up against the whole table (a
+            # second alias: the lookup must not correlate with the rows it selects).
+            changed = db.alias(config.dataset, "changed")
+            parts = key_parts(changed)
+            looked_up = sa.and_(db.where(config.dataset, changed, config.where),
+                                self.examined(db, changed), *[p.is_not(None) for p in parts])
+            lookups = sa.select(*parts).where(looked_up).distinct().subquery("lookups")
+            mine = key_parts(rows)
+            keyed = keyed.where((mine[0] if len(mine) == 1 else sa.tuple_(*mine))
+                                .in_(sa.select(*lookups.c)))
+        keyed = keyed.subquery("keyed")
         parts = [keyed.c[name] for name in key_names]
         order = [piece for name, column in zip(order_names, ordering)
                  for piece in db.nulls_last(keyed.c[name], config.dataset, column)]
@@ -196,13 +240,18 @@ class Duplicates(Check):
                                label.label("duplicate_key"))
                      .order_by(ranked.c.duplicate_group, ranked.c._rank))
         violations = db.frame(statement)
+        population = db.count(config.dataset, rows, scope, same_as=config.where)
+        notes = []
+        if lookups is not None:
+            groups = int(db.scalar(sa.select(sa.func.count()).select_from(lookups)))
+            notes.append(self.lookup_note(db.count(config.dataset, changed, looked_up), groups,
+                                          population))
         return Measurement(violations=violations,
                            violation_count=int((violations["duplicate_role"] == "surplus").sum())
                            if len(violations) else 0,
-                           population=db.count(config.dataset, rows, scope,
-                                               same_as=config.where),
+                           population=population,
                            keys=self.key_or(shown), group_column="duplicate_group",
-                           context_column="duplicate_role", sql=db.sql(statement))
+                           context_column="duplicate_role", sql=db.sql(statement), notes=notes)
 
     def key_or(self, shown: list[str]) -> list[str]:
         return list(self.audit.datasets[self.config.dataset].key or shown)

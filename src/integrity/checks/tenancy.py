@@ -8,6 +8,13 @@ resource's tenant). A violation needs both sides present: a child without a
 parent is an orphan (see `orphans`), not also cross-tenant, and a null tenant
 is not compared. The population is the rows with a tenant and a reference (or
 both tenant columns).
+
+Incrementally (a dataset with `incremental:`) the two-column form is judged row
+by row: a run re-checks the rows changed since the last run's watermark (minus
+the overlap) plus every key that violated in the last run (so a fixed or
+deleted row resolves), and every other row keeps its last status; the
+population is counted over the whole table. The parent form runs in full: a
+parent's change (or hard delete) is invisible to the child's watermark.
 """
 
 from __future__ import annotations
@@ -80,6 +87,12 @@ class CrossTenant(Check):
                                  f"parent_tenant_column"))
         return problems
 
+    def incremental_problem(self, dataset: str) -> str | None:
+        if self.config.parent:
+            return ("the parent form compares with another dataset, whose changes and hard "
+                    "deletes the child's watermark does not see")
+        return self.row_local_problem(dataset)
+
     @property
     def tenant(self) -> str:
         return self.config.tenant_column or self.tenant_of(self.config.dataset)
@@ -105,10 +118,14 @@ class CrossTenant(Check):
         config = self.config
         rows = data.rows(config.dataset, config.where)
         order = list(self.audit.datasets[config.dataset].key or [self.tenant])
+        notes = []
         if config.other_tenant_column:
             pairs = rows[rows[[self.tenant, config.other_tenant_column]].notna().all(axis=1)]
-            mine, theirs = align(pairs[self.tenant], pairs[config.other_tenant_column])
-            flagged = pairs[(mine != theirs).to_numpy()]
+            examined = pairs[self.examined_rows(data, pairs)]
+            if self.increment:
+                notes.append(self.incremental_note(len(examined), len(pairs)))
+            mine, theirs = align(examined[self.tenant], examined[config.other_tenant_column])
+            flagged = examined[(mine != theirs).to_numpy()]
             shown = self.identity(config.dataset, self.tenant, config.other_tenant_column)
             violations = flagged[shown]
         else:
@@ -130,7 +147,8 @@ class CrossTenant(Check):
             pairs = linked  # every row with a tenant and a reference was looked up
         violations = violations.sort_values(order, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
-                           violation_count=len(violations), population=len(pairs), keys=order)
+                           violation_count=len(violations), population=len(pairs), keys=order,
+                           notes=notes)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -140,15 +158,20 @@ class CrossTenant(Check):
         order = list(self.audit.datasets[config.dataset].key or [self.tenant])
         scope = db.where(config.dataset, rows, config.where)
         mine = rows.c[self.tenant]
+        notes = []
         if config.other_tenant_column:
             shown = self.identity(config.dataset, self.tenant, config.other_tenant_column)
             theirs = rows.c[config.other_tenant_column]
             differ = db.differ((config.dataset, self.tenant, mine),
                                (config.dataset, config.other_tenant_column, theirs))
             paired = sa.and_(scope, mine.is_not(None), theirs.is_not(None))
+            examined = self.examined(db, rows)
             statement = (sa.select(*[rows.c[column] for column in shown])
-                         .where(paired, differ).order_by(*[rows.c[c] for c in order]))
+                         .where(paired, examined, differ).order_by(*[rows.c[c] for c in order]))
             population = db.count(config.dataset, rows, paired)
+            if self.increment:
+                notes.append(self.incremental_note(
+                    db.count(config.dataset, rows, sa.and_(paired, examined)), population))
         else:
             key = parent_key(self, config.parent, config.parent_key)
             reference = list(config.reference)
@@ -176,7 +199,8 @@ class CrossTenant(Check):
                                            tuple(reference)))
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=population, keys=order, sql=db.sql(statement))
+                           population=population, keys=order, sql=db.sql(statement),
+                           notes=notes)
 
     def describe(self) -> str:
         config = self.config

@@ -12,6 +12,13 @@ rule's business.
 the rows in scope (e.g. `where: {status: SENT}`) the column must be present
 and parseable, not in the future (beyond `future_tolerance`), not before
 another column (`not_before: createdAt`) and not before `earliest`.
+Incrementally (a dataset with `incremental:`) each row is judged on its own,
+so a run re-checks the rows changed since the last run's watermark (minus the
+overlap) plus every key that violated in the last run — a fixed, deleted or
+out-of-scope row resolves — and every other row keeps its last status, which
+was no violation: an unchanged row cannot move into the future as `now`
+advances (a run whose `now` is before the last one's runs in full). The
+population is counted over the whole table. `timestamp_preserved` runs in full.
 """
 
 from __future__ import annotations
@@ -203,6 +210,9 @@ class TimestampValid(Check):
     Config = ValidConfig
     config: ValidConfig
 
+    def incremental_problem(self, dataset: str) -> str | None:
+        return self.row_local_problem(dataset)
+
     def columns(self):
         config = self.config
         return {config.dataset: self.identity(config.dataset, config.column, config.not_before,
@@ -213,6 +223,8 @@ class TimestampValid(Check):
 
         config = self.config
         rows = data.rows(config.dataset, config.where)
+        population = len(rows)
+        rows = rows[self.examined_rows(data, rows)]
         raw = rows[config.column]
         parsed = data.time_column(config.dataset, rows, config.column)
         problem = pd.Series(None, index=rows.index, dtype="object")
@@ -233,8 +245,9 @@ class TimestampValid(Check):
         key = self.audit.datasets[config.dataset].key or keep[:1]
         violations = violations.sort_values(key, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
-                           violation_count=int(flagged.sum()), population=len(rows),
-                           keys=list(key))
+                           violation_count=int(flagged.sum()), population=population,
+                           keys=list(key), notes=[self.incremental_note(len(rows), population)]
+                           if self.increment else [])
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -265,14 +278,16 @@ class TimestampValid(Check):
         keep = self.identity(config.dataset, config.column, config.not_before)
         key = list(self.audit.datasets[config.dataset].key or keep[:1])
         scope = db.where(config.dataset, rows, config.where)
+        examined = self.examined(db, rows)
         statement = (sa.select(*[rows.c[column] for column in keep], problem.label("problem"))
-                     .where(scope, problem.is_not(None))
+                     .where(scope, examined, problem.is_not(None))
                      .order_by(*[rows.c[column] for column in key]))
         violations = db.frame(statement)
+        population = db.count(config.dataset, rows, scope, same_as=config.where)
+        notes = [self.incremental_note(db.count(config.dataset, rows, sa.and_(scope, examined)),
+                                       population)] if self.increment else []
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=db.count(config.dataset, rows, scope,
-                                               same_as=config.where), keys=key,
-                           sql=db.sql(statement))
+                           population=population, keys=key, sql=db.sql(statement), notes=notes)
 
     def describe(self) -> str:
         config = self.config

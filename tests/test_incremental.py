@@ -1,0 +1,478 @@
+"""Incremental runs: what changed since the last run, with the same answer as a full run.
+
+A dataset with `incremental:` lets the row-local checks (timestamp_valid, the
+two-column cross_tenant, duplicates) examine only the rows changed since the
+last run's watermark plus the keys that violated in it. The property test
+applies random mutations — inserts, updates that make rows violate and stop
+violating, soft and hard deletes, rows committed late inside the overlap,
+change times equal to the last watermark — and after every step compares an
+incremental run with a full run on the same snapshot: statuses, counts,
+population, every violating key and the lifecycle (new, persisting, resolved),
+on SQLite, PostgreSQL and MariaDB, with both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.dialects import mysql
+
+from conftest import DATABASES, audit_text, database_url
+from integrity.audit import parse_audit
+from integrity.cli import main
+from integrity.errors import ConfigErrors
+from integrity.history import History
+from integrity.runner import run_audit
+
+CLOCK = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+COLUMNS = ("id", "tenantId", "otherTenant", "email", "status", "sentAt", "createdAt",
+           "deletedAt", "updatedAt")
+DATASETS = "items: {table: items, key: id, incremental: {changed: updatedAt, overlap: 1m}}"
+CHECKS = """\
+- {id: sent_valid, kind: timestamp_valid, dataset: items, where: {status: SENT},
+   column: sentAt, not_before: createdAt}
+- {id: tenants_agree, kind: cross_tenant, dataset: items, tenant_column: tenantId,
+   other_tenant_column: otherTenant}
+- {id: emails_unique, kind: duplicates, dataset: items, columns: [tenantId, email],
+   normalize: {email: email}, where: {deletedAt: null}, keep_first_by: createdAt}
+"""
+
+
+def create(url: str, rows: list[dict]) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table("items", metadata,
+                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                     sa.Column("tenantId", sa.String(8)), sa.Column("otherTenant", sa.String(8)),
+                     sa.Column("email", sa.String(40)), sa.Column("status", sa.String(8)),
+                     *[sa.Column(name, TIME) for name in ("sentAt", "createdAt", "deletedAt",
+                                                          "updatedAt")])
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        metadata.drop_all(connection)
+        metadata.create_all(connection)
+        if rows:
+            connection.execute(table.insert(), rows)
+    engine.dispose()
+
+
+def naive(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+class Chain:
+    """One series of runs with its own history: incremental, or always --full."""
+
+    def __init__(self, url: str, folder, engine: str, full: bool):
+        self.audit = parse_audit(audit_text(url, DATASETS, CHECKS),
+                                 file=str(folder / "incremental.yml"))
+        self.store = History(f"sqlite:///{folder / f'h-{uuid.uuid4().hex[:8]}.sqlite'}")
+        self.engine, self.full = engine, full
+
+    def run(self, now: datetime):
+        result = run_audit(self.audit, now=now, engine=self.engine, history=self.store,
+                           sample_limit=0, full=self.full)
+        assert result.errors == []
+        self.store.apply(result)
+        return result
+
+    def dispose(self):
+        self.store.engine.dispose()
+
+
+def answer(check) -> tuple:
+    life = check.lifecycle
+    return (check.status, check.violation_count, check.population,
+            sorted(check.violation_keys, key=repr), sorted(life.new),
+            sorted(life.persisting.items()), sorted(life.resolved))
+
+
+def assert_same_answer(incremental, full, expect_incremental: bool) -> None:
+    assert [c.id for c in incremental.checks] == [c.id for c in full.checks]
+    for mine, theirs in zip(incremental.checks, full.checks):
+        assert mine.status != "error", mine.error
+        assert answer(mine) == answer(theirs), mine.id
+        ran = [note for note in mine.notes if note.startswith("incremental: examined")]
+        assert bool(ran) == expect_incremental, (mine.id, mine.notes)
+
+
+# ---------------------------------------------------------------------------
+# The property: random mutation sequences, compared after every step.
+
+EXAMPLES = int(os.environ.get("INTEGRITY_INCREMENTAL_EXAMPLES", "6"))
+# No shrinking: each example is a sequence of a dozen audit runs, and shrinking one takes
+# minutes; a failure prints its example as drawn (mutations and clock steps, in order).
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
+                    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                    derandomize=not os.environ.get("INTEGRITY_PARITY_RANDOM"),
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture,
+                                           HealthCheck.data_too_large])
+
+emails = st.sampled_from([None, "ann@x.com", " Ann@x.com", "ANN@X.COM ", "bob@x.com"])
+tenants = st.sampled_from(["t1", "t2"])
+# sentAt relative to the row's creation and the clock: fine, null, before createdAt, or
+# in the future (which it stops being as the clock moves on, without the row changing).
+sent = st.sampled_from(["fine", "null", "early", "future", "far_future"])
+fields = st.fixed_dictionaries({
+    "tenantId": tenants, "otherTenant": st.sampled_from([None, "t1", "t2"]), "email": emails,
+    "status": st.sampled_from(["SENT", "DRAFT"]), "sent": sent})
+# What one change does; `when` says which change time it writes: the clock, a time inside
+# the overlap before the last watermark (a late commit), or exactly the last watermark.
+changes = st.one_of(
+    st.tuples(st.just("insert"), fields, st.sampled_from(["clock", "late", "tie"])),
+    st.tuples(st.just("update"), st.integers(0, 20), fields,
+              st.sampled_from(["clock", "late", "tie"])),
+    st.tuples(st.just("soft_delete"), st.integers(0, 20)),
+    st.tuples(st.just("hard_delete"), st.integers(0, 20)),
+)
+steps = st.lists(st.tuples(st.integers(1, 36), st.lists(changes, min_size=1, max_size=3)),
+                 min_size=2, max_size=4)
+
+
+def row_values(values: dict, created: datetime, clock: datetime) -> dict:
+    sent_at = {"fine": created + timedelta(minutes=5), "null": None,
+               "early": created - timedelta(minutes=1), "future": clock + timedelta(hours=2),
+               "far_future": clock + timedelta(days=3)}[values["sent"]]
+    return {"tenantId": values["tenantId"], "otherTenant": values["otherTenant"],
+            "email": values["email"], "status": values["status"],
+            "sentAt": None if sent_at is None else naive(sent_at), "createdAt": naive(created)}
+
+
+class Mutator:
+    """Applies changes to the audited table as an application would, on a clock."""
+
+    def __init__(self, url: str):
+        self.engine = sa.create_engine(url)
+        self.table = sa.Table("items", sa.MetaData(), autoload_with=self.engine)
+        self.next_id = 1
+
+    def seed(self, rows: list[dict], clock: datetime) -> list[dict]:
+        made = []
+        for values in rows:
+            created = clock - timedelta(hours=1)
+            made.append({"id": self.next_id, **row_values(values, created, clock),
+                         "deletedAt": None, "updatedAt": naive(created)})
+            self.next_id += 1
+        return made
+
+    def watermark(self) -> datetime | None:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.max(self.table.c.updatedAt))).scalar()
+
+    def apply(self, change: tuple, clock: datetime, last_mark: datetime | None) -> None:
+        kind = change[0]
+        when = {"clock": naive(clock), "tie": last_mark,
+                "late": None if last_mark is None else last_mark - timedelta(seconds=37)}
+        with self.engine.begin() as connection:
+            ids = [row[0] for row in connection.execute(
+                sa.select(self.table.c.id).order_by(self.table.c.id))]
+            if kind == "insert":
+                changed = when[change[2]] or naive(clock)
+                connection.execute(self.table.insert().values(
+                    id=self.next_id, **row_values(change[1], clock - timedelta(minutes=30), clock),
+                    deletedAt=None, updatedAt=changed))
+                self.next_id += 1
+                return
+            if not ids:
+                return
+            row = ids[change[1] % len(ids)]
+            where = self.table.c.id == row
+            if kind == "update":
+                values = row_values(change[2], clock - timedelta(minutes=30), clock)
+                values.pop("createdAt")
+                connection.execute(self.table.update().where(where).values(
+                    **values, updatedAt=when[change[3]] or naive(clock)))
+            elif kind == "soft_delete":
+                connection.execute(self.table.update().where(where).values(
+                    deletedAt=naive(clock), updatedAt=naive(clock)))
+            else:
+                connection.execute(self.table.delete().where(where))
+
+    def dispose(self):
+        self.engine.dispose()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def url(request, servers, tmp_path_factory):
+    return database_url(request.param, servers, tmp_path_factory.mktemp(request.param))
+
+
+@PROPERTY
+@given(initial=st.lists(fields, max_size=8), steps=steps)
+def test_an_incremental_run_gives_the_full_runs_answer_after_every_change(
+        url, tmp_path_factory, initial, steps):
+    folder = tmp_path_factory.mktemp("chains")
+    create(url, [])
+    mutator = Mutator(url)
+    create(url, mutator.seed(initial, CLOCK))
+    # The reference: every run --full (the engines agree on a full run: test_parity.py).
+    full = Chain(url, folder, "sql", full=True)
+    chains = [Chain(url, folder, engine, full=False) for engine in ("pandas", "sql")]
+    try:
+        clock = CLOCK
+        truth = full.run(clock)
+        for incremental in chains:
+            assert_same_answer(incremental.run(clock), truth, expect_incremental=False)
+        for hours, batch in steps:
+            last_mark = mutator.watermark()  # what the runs just made read up to
+            clock += timedelta(hours=hours)
+            for change in batch:
+                mutator.apply(change, clock, last_mark)
+            truth = full.run(clock)
+            for incremental in chains:
+                # After a run that read no rows, everything is new: the run is a full one.
+                assert_same_answer(incremental.run(clock), truth,
+                                   expect_incremental=last_mark is not None)
+    finally:
+        mutator.dispose()
+        for chain in (full, *chains):
+            chain.dispose()
+
+
+def test_the_harness_catches_a_rule_that_forgets_last_runs_violations(tmp_path, monkeypatch):
+    """Without last run's violating keys, an unchanged violating row is not examined and its
+    violation goes missing: the comparison must fail."""
+    from integrity import checks
+    from integrity.checks import Increment
+
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create(url, [])
+    mutator = Mutator(url)
+    create(url, mutator.seed([{"tenantId": "t1", "otherTenant": "t2", "email": None,
+                               "status": "SENT", "sent": "null"}], CLOCK))
+    incremental = Chain(url, tmp_path, "sql", full=False)
+    full = Chain(url, tmp_path, "sql", full=True)
+    assert_same_answer(incremental.run(CLOCK), full.run(CLOCK), expect_incremental=False)
+    later = CLOCK + timedelta(hours=1)
+    mutator.apply(("insert", {"tenantId": "t1", "otherTenant": "t1", "email": None,
+                              "status": "SENT", "sent": "fine"}, "clock"), later, None)
+    assert_same_answer(incremental.run(later), full.run(later), expect_incremental=True)
+    monkeypatch.setattr(checks, "Increment", lambda **given: Increment(**{**given, "keys": []}))
+    with pytest.raises(AssertionError):
+        assert_same_answer(incremental.run(later), full.run(later), expect_incremental=True)
+    for chain in (incremental, full):
+        chain.dispose()
+    mutator.dispose()
+
+
+# ---------------------------------------------------------------------------
+# One scenario, spelled out: what a nightly run examines and says.
+
+
+def scenario(tmp_path):
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create(url, [])
+    mutator = Mutator(url)
+    fine = {"tenantId": "t1", "otherTenant": "t1", "email": None, "status": "SENT",
+            "sent": "fine"}
+    rows = mutator.seed([fine] * 6, CLOCK)
+    for row in rows[:5]:  # long unchanged; row 6 changed last, an hour before the clock
+        row["updatedAt"] = naive(CLOCK - timedelta(days=1))
+    rows[1].update(sentAt=None)                                   # sent_valid: null
+    rows[2].update(otherTenant="t2")                              # tenants_agree
+    rows[3].update(email="ann@x.com")
+    rows[4].update(email=" ANN@x.com")                            # emails_unique: surplus 5
+    create(url, rows)
+    return url, mutator
+
+
+def test_a_nightly_run_examines_what_changed_and_reports_the_whole_table(tmp_path):
+    url, mutator = scenario(tmp_path)
+    chain = Chain(url, tmp_path, "sql", full=False)
+    first = chain.run(CLOCK)
+    assert {c.id: (c.violation_count, sorted(c.violation_keys)) for c in first.checks} == {
+        "sent_valid": (1, [(2,)]), "tenants_agree": (1, [(3,)]), "emails_unique": (1, [(5,)])}
+    assert first.check("sent_valid").notes == [
+        "ran in full (items): no earlier run of this check on this target"]
+    later = CLOCK + timedelta(days=1)
+    with mutator.engine.begin() as connection:  # row 2 fixed, row 3 deleted, row 6 broken
+        items = mutator.table
+        connection.execute(items.update().where(items.c.id == 2).values(
+            sentAt=naive(CLOCK), updatedAt=naive(later)))
+        connection.execute(items.delete().where(items.c.id == 3))
+        connection.execute(items.update().where(items.c.id == 6).values(
+            otherTenant="t2", updatedAt=naive(later)))
+    second = chain.run(later)
+    assert {c.id: (c.status, c.violation_count, c.population, sorted(c.violation_keys))
+            for c in second.checks} == {
+        "sent_valid": ("pass", 0, 5, []), "tenants_agree": ("fail", 1, 5, [(6,)]),
+        "emails_unique": ("fail", 1, 5, [(5,)])}
+    since = "2026-03-01T10:59:00Z"  # the first run's watermark (11:00) less the overlap
+    assert second.check("sent_valid").notes == [
+        f"incremental: examined 2 changed rows of 5 (updatedAt ≥ {since} or null, and the 1 "
+        f"key that violated in run 1); counts and keys are the whole table's, every other "
+        f"row keeps its status of run 1"]
+    # Rows 2 and 6 changed; row 3 violated but is gone: its violation resolves.
+    assert second.check("tenants_agree").notes[0].startswith(
+        "incremental: examined 2 changed rows of 5")
+    assert [len(second.check("tenants_agree").lifecycle.resolved),
+            len(second.check("tenants_agree").lifecycle.new)] == [1, 1]
+    assert second.check("emails_unique").notes == [
+        f"incremental: examined 1 changed row of 5 (updatedAt ≥ {since} or null, and the 1 "
+        f"key that violated in run 1); counts and keys are the whole table's, every other "
+        f"row keeps its status of run 1; its 1 key was looked up against the whole table "
+        f"(a scan: no index holds a normalised key)"]  # rows 2 and 6 have no e-mail: no key
+    assert [(mark.dataset, mark.column, mark.value, mark.read_in_full)
+            for mark in second.watermarks] == [
+        ("items", "updatedAt", {"time": "2026-03-02T12:00:00+00:00"}, False)]
+    chain.dispose()
+    mutator.dispose()
+
+
+def test_full_full_every_and_a_changed_audit_run_in_full(tmp_path):
+    url, mutator = scenario(tmp_path)
+    datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
+                "full_every: 2d}}")
+    audit = parse_audit(audit_text(url, datasets, CHECKS), file=str(tmp_path / "a.yml"))
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+
+    def notes(now, **options):
+        result = run_audit(audit, now=now, history=store, **options)
+        store.apply(result)
+        return [result.check("sent_valid").notes[-1], result.watermarks[0].read_in_full]
+
+    day = timedelta(days=1)
+    assert notes(CLOCK) == [
+        "ran in full (items): full_every 2d: never read in full before", True]
+    assert notes(CLOCK + day)[0].startswith("incremental: examined 2 changed rows of 6")
+    assert notes(CLOCK + 2 * day) == [
+        "ran in full (items): full_every 2d: last read in full at 2026-03-01T12:00:00Z", True]
+    assert notes(CLOCK + 2 * day, full=True) == ["ran in full (items): --full", True]
+    assert notes(CLOCK + day) == ["ran in full (items): this run's now is before run 4's", True]
+    edited = parse_audit(audit_text(url, datasets, CHECKS) + "# edited\n",
+                         file=str(tmp_path / "a.yml"))
+    result = run_audit(edited, now=CLOCK + 3 * day, history=store)
+    assert result.check("sent_valid").notes == [
+        "ran in full (items): the audit file changed since run 5"]
+    plain = run_audit(audit, now=CLOCK + 3 * day)
+    assert plain.check("sent_valid").notes == [
+        "ran in full (items): no run history to start from"]
+    store.engine.dispose()
+    mutator.dispose()
+
+
+def test_checks_without_an_incremental_rule_run_in_full_and_say_so(tmp_path):
+    url, mutator = scenario(tmp_path)
+    checks = CHECKS + """\
+- {id: fresh, kind: freshness, dataset: items, time: updatedAt, max_age: 30d}
+- {id: same_tenant, kind: cross_tenant, dataset: items, tenant_column: tenantId,
+   reference: id, parent: items, parent_tenant_column: otherTenant}
+- {id: stamped_later, kind: timestamp_valid, dataset: items, column: sentAt,
+   where: {createdAt: {until: 1h}}}
+"""
+    audit = parse_audit(audit_text(url, DATASETS, checks), file=str(tmp_path / "a.yml"))
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    for now in (CLOCK, CLOCK + timedelta(hours=1)):
+        result = run_audit(audit, now=now, history=store)
+        store.apply(result)
+    assert {c.id: c.notes[-1] for c in result.checks if c.id not in {
+        "sent_valid", "tenants_agree", "emails_unique"}} == {
+        "fresh": "ran in full (items): freshness has no incremental rule",
+        "same_tenant": "ran in full (items): the parent form compares with another dataset, "
+                       "whose changes and hard deletes the child's watermark does not see",
+        "stamped_later": "ran in full (items): its filter on createdAt (until) lets unchanged "
+                         "rows in as time passes"}
+    store.engine.dispose()
+    mutator.dispose()
+
+
+@pytest.mark.parametrize("engine", ["pandas", "sql"])
+def test_appended_ids_and_a_missing_change_column(tmp_path, sqlite_db, engine):
+    sqlite_db.tables(log=[{"id": n, "actor": "t1", "resource": "t1" if n != 2 else "t2"}
+                          for n in (1, 2, 3)])
+    checks = """\
+- {id: same, kind: cross_tenant, dataset: log, tenant_column: actor,
+   other_tenant_column: resource}
+- {id: once, kind: duplicates, dataset: log, columns: [resource]}
+"""
+    audit = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
+                                   "{appended: id}}", checks), file=str(tmp_path / "a.yml"))
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    first = run_audit(audit, now=CLOCK, history=store, engine=engine)
+    store.apply(first)
+    assert first.watermarks[0].value == {"number": "3"}
+    assert first.check("once").violation_keys == [(3,)]
+    sqlite_db.execute("INSERT INTO log VALUES (4, 't2', 't1')", "DELETE FROM log WHERE id = 2")
+    second = run_audit(audit, now=CLOCK, history=store, engine=engine)
+    same, once = second.check("same"), second.check("once")
+    assert (same.violation_count, same.violation_keys, same.population) == (1, [(4,)], 3)
+    # id ≥ 3 (no overlap) and the key that violated: rows 3 and 4 (2 is gone)
+    assert same.notes[0].startswith("incremental: examined 2 changed rows of 3 (id ≥ 3 or "
+                                    "null, and the 1 key that violated in run 1)")
+    assert (once.violation_count, once.violation_keys) == (2, [(3,), (4,)])
+    assert once.notes[0].endswith("its 1 key was looked up against the whole table (an "
+                                  "index on the key columns makes it cheap)")
+    typo = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
+                                  "{appended: ID, overlap: 5m}}", checks), file="a.yml")
+    broken = run_audit(typo, now=CLOCK, engine=engine).check("same")
+    assert broken.status == "error"
+    assert broken.error.startswith("datasets.log.incremental: ")
+    assert "'ID'" in broken.error and "did you mean 'id'?" in broken.error
+    wrong = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
+                                   "{appended: id, overlap: 5m}}", checks), file="a.yml")
+    assert run_audit(wrong, now=CLOCK, engine=engine).check("same").error == (
+        "datasets.log.incremental.overlap: id holds numbers, so the overlap is a number of "
+        "them, not a duration")
+    store.engine.dispose()
+
+
+def test_the_incremental_setting_is_validated_where_it_is_written():
+    text = audit_text("sqlite:///x.db", """\
+        a: {table: a, key: id, incremental: {chnaged: updatedAt}}
+        b: {table: b, key: id, incremental: {changed: updatedAt, appended: id}}
+        c: {table: c, key: id, incremental: {appended: id, overlap: soon}}
+        """, """\
+        - {kind: timestamp_valid, dataset: a, column: x}
+        """)
+    with pytest.raises(ConfigErrors) as raised:
+        parse_audit(text, file="nightly.yml")
+    assert str(raised.value).splitlines()[:3] == [
+        "nightly.yml:4:40: datasets.a.incremental.chnaged: unknown setting 'chnaged'; did you "
+        "mean 'changed'? (allowed here: changed, appended, overlap, full_every)",
+        "nightly.yml:5:26: datasets.b.incremental: give one of changed (a column set on every "
+        "change) or appended (a growing id of an append-only table)",
+        "nightly.yml:6:54: datasets.c.incremental.overlap: invalid duration 'soon': use e.g. "
+        "30s, 5m, 1h, 7d"]
+    text = audit_text("sqlite:///x.db", """\
+        d: {table: d, incremental: {appended: id}}
+        e: {file: e.csv, key: id, incremental: {appended: id}}
+        """, """\
+        - {kind: timestamp_valid, dataset: d, column: x}
+        - {kind: timestamp_valid, dataset: e, column: x}
+        """)
+    with pytest.raises(ConfigErrors) as raised:
+        parse_audit(text, file="nightly.yml")
+    assert str(raised.value).splitlines() == [
+        "nightly.yml:4:17: datasets.d.incremental: incremental needs the dataset's `key:`: the "
+        "rows that violated in the last run are looked up by it",
+        "nightly.yml:5:29: datasets.e.incremental: incremental applies to a table or a query, "
+        "not to files (they are read whole)"]
+
+
+def test_full_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    url, mutator = scenario(tmp_path)
+    audit = tmp_path / "nightly.yml"
+    audit.write_text(audit_text(url, DATASETS, CHECKS))
+    history = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    said = []
+    for options in ([], [], ["--full"]):
+        outcome = CliRunner().invoke(main, ["run", str(audit), "-o", str(tmp_path / "out"),
+                                            "--history", history, "--now", CLOCK.isoformat(),
+                                            *options])
+        assert outcome.exit_code == 1, outcome.output
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        said.append({check["notes"][-1].split(" (")[0].split(" examined")[0]
+                     for check in report["checks"]})
+    assert said == [{"ran in full"}, {"incremental:"}, {"ran in full"}]
+    assert "ran in full (items): --full" in report["checks"][0]["notes"]
+    mutator.dispose()

@@ -1,10 +1,11 @@
 """The seeds' monitoring plans as audits (audits/seed-*.yml) against the reference data.
 
 Each audit runs on generated data — tables, the request log, app.log, and on
-PostgreSQL row level security — and must report exactly what the generator
-injected: every check's status, and every violation key the generator recorded
-(`Reference.expected`, made from the injections, never from a check). Clean
-data passes every data check. The health endpoint is a real server on loopback.
+PostgreSQL row level security — in SQLite, PostgreSQL and MariaDB, the same file
+on each, and must report exactly what the generator injected: every check's
+status, and every violation key the generator recorded (`Reference.expected`,
+made from the injections, never from a check). Clean data passes every data
+check. The health endpoint is a real server on loopback.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ NOT_SQLITE = {
     "row_level_security": "row level security is PostgreSQL's; this database is sqlite"}
 NO_STATEMENTS = ("not measured: pg_stat_statements is not installed in this database (CREATE "
                  "EXTENSION pg_stat_statements, with it in shared_preload_libraries)")
+NO_DIGESTS = ("not measured: performance_schema is off on this server (performance_schema=ON "
+              "in its configuration, then a restart)")
+NOT_MARIADB = "row level security is PostgreSQL's; this database is mysql"
 
 # What the injected reference data does to each seed audit (SQLite; PostgreSQL adds the
 # database's own measures and the isolation probe, below).
@@ -96,6 +100,15 @@ EXPECTED_STATUS = {
 ON_POSTGRES = {
     "seed-001-workflow": {"database:connections": "pass", "database:slow_statements": "warn",
                           "database:sequences": "pass", "tenant_isolation": "fail"},
+    "seed-002-voice-24h": {"database:connections": "pass", "database:long_queries": "pass",
+                           "database:size": "pass"},
+    "seed-003-crm-24h": {"database:connections": "pass", "database:slow_statements": "warn"},
+}
+
+# On MariaDB too; its test server runs with performance_schema off, which the check says.
+ON_MARIADB = {
+    "seed-001-workflow": {"database:connections": "pass", "database:slow_statements": "warn",
+                          "database:sequences": "pass"},
     "seed-002-voice-24h": {"database:connections": "pass", "database:long_queries": "pass",
                            "database:size": "pass"},
     "seed-003-crm-24h": {"database:connections": "pass", "database:slow_statements": "warn"},
@@ -177,6 +190,22 @@ def postgres_clean(servers, tmp_path_factory):
     drop_role(url, role)
 
 
+def mariadb_reference(servers, folder: Path, inject: bool):
+    url = servers.database("mariadb")
+    reference = generate(url, scale=0.01, seed=11 if inject else 3, now=NOW, inject=inject)
+    return url, write_app_log(reference, folder / "app.log"), reference
+
+
+@pytest.fixture(scope="module")
+def mariadb_injected(servers, tmp_path_factory):
+    return mariadb_reference(servers, tmp_path_factory.mktemp("maria"), True)
+
+
+@pytest.fixture(scope="module")
+def mariadb_clean(servers, tmp_path_factory):
+    return mariadb_reference(servers, tmp_path_factory.mktemp("mariac"), False)
+
+
 def audit_seed(seed: str, url: str, log: Path, health: str, role: str | None = None,
                **environ):
     """Run one seed audit as its file says, its variables pointing at this data."""
@@ -222,11 +251,12 @@ def test_each_seed_audit_finds_exactly_what_was_injected(seed, sqlite_injected, 
     assert_exactly_injected(result, reference)
 
 
-def test_the_incident_as_the_plans_read_it(sqlite_injected, health):
+@pytest.mark.parametrize("data", ["sqlite_injected", "mariadb_injected"])
+def test_the_incident_as_the_plans_read_it(data, request, health):
     """The hour of the incident, in the plans' numbers: 8 of the send endpoint's 41
     requests failed (one a transaction), the WhatsApp endpoint answered one validation
     failure with a 500, and the Chatwoot webhook failed 5 times."""
-    url, log, reference = sqlite_injected
+    url, log, reference = request.getfixturevalue(data)
     send = audit_seed("seed-000-send-quote", url, log, f"{health}/health")
     assert send.check("send_error_rate").value == pytest.approx(8 / 41)
     assert send.check("send_transaction_failures").value == pytest.approx(1 / 41)
@@ -310,3 +340,31 @@ def test_clean_postgresql_passes_every_data_check(seed, postgres_clean, health):
     result = audit_seed(seed, url, log, f"{health}/health", role)
     assert [(c.id, c.status, c.error) for c in result.checks if c.status != "pass"
             and c.id not in BASELINE and c.id != "database:slow_statements"] == []
+
+
+@pytest.mark.parametrize("seed", list(EXPECTED_STATUS))
+def test_on_mariadb_each_seed_audit_finds_exactly_what_was_injected(seed, mariadb_injected,
+                                                                      health):
+    """The same files, unchanged, on MariaDB: every status, key and value as on SQLite and
+    PostgreSQL; the server's health is measured, row level security is PostgreSQL's."""
+    url, log, reference = mariadb_injected
+    result = audit_seed(seed, url, log, f"{health}/health")
+    assert result.errors == []
+    expected = {check: status for check, status in EXPECTED_STATUS[seed].items()
+                if check != "database"} | ON_MARIADB.get(seed, {})
+    assert {check.id: check.status for check in result.checks} == expected
+    for check in result.checks:
+        if check.kind == "row_level_security":
+            assert check.error == NOT_MARIADB
+        if check.id == "database:slow_statements":
+            assert check.notes == [NO_DIGESTS]
+    assert_exactly_injected(result, reference)
+
+
+@pytest.mark.parametrize("seed", list(EXPECTED_STATUS))
+def test_clean_mariadb_passes_every_data_check(seed, mariadb_clean, health):
+    url, log, _ = mariadb_clean
+    result = audit_seed(seed, url, log, f"{health}/health")
+    assert [(c.id, c.status, c.error) for c in result.checks if c.status != "pass"
+            and c.id not in BASELINE and c.id != "database:slow_statements"
+            and c.kind != "row_level_security"] == []

@@ -280,6 +280,7 @@ def test_the_transaction_stays_read_only_whatever_the_session_says(target):
 @pytest.mark.parametrize("statement", [
     "ATTACH DATABASE '{file}' AS x", "PRAGMA query_only = 0", "PRAGMA journal_mode = WAL",
     "SELECT load_extension('{file}')", "CREATE TEMP TABLE x (id int)", "VACUUM",
+    "PRAGMA page_size = 1024",  # read by database_health; setting it is refused
 ])
 def test_sqlite_itself_refuses_everything_but_reading(sqlite_db, tmp_path, statement):
     sqlite_db.tables(t=[{"id": 1}])

@@ -1,6 +1,7 @@
 """Database health on real PostgreSQL and MariaDB: a statement running long, a session idle
 in a transaction, a sequence near its end, the connection share, and statistics that are
-not there — each measure its own result, exactly."""
+not there — each measure its own result, exactly. On a real SQLite file: its size in
+pages, its AUTOINCREMENT sequences, and what has no meaning without a server, said."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from conftest import NOW, audit_text
+from conftest import NOW, Database, audit_text
 from integrity.audit import parse_audit
 from integrity.runner import run_audit
 
@@ -92,14 +93,108 @@ def test_each_measure_on_a_real_server(kind, servers):
     assert sequences.value == pytest.approx(value)
 
 
-def test_sqlite_has_no_server_to_ask(sqlite_db):
-    sqlite_db.tables(t=[{"id": 1}])
-    audit = parse_audit(audit_text(sqlite_db.url, "t: {table: t, key: id}",
+NOT_ON_SQLITE = {
+    "db:connections": "not applicable on SQLite: there is no server and no connection limit; "
+                      "each process opens the file itself",
+    "db:idle_in_transaction": "not applicable on SQLite: no server lists the transactions "
+                              "other processes hold open",
+    "db:long_queries": "not applicable on SQLite: statements run inside each application's "
+                       "own process, where no other connection can see them",
+    "db:slow_statements": "not applicable on SQLite: no server keeps statistics of the "
+                          "statements it ran"}
+ROWID_MAX = 2**63 - 1
+
+
+def pages(path) -> tuple[int, int]:
+    """The file's page count and page size, as SQLite itself reports them."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        return (connection.execute("PRAGMA page_count").fetchone()[0],
+                connection.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def test_sqlite_measures_what_applies(tmp_path):
+    """A file has a size and AUTOINCREMENT sequences; sessions, running and slow statements
+    and a connection limit belong to a server, which SQLite has not: each of those says so
+    at info, never a silent pass. A rowid without AUTOINCREMENT is no sequence."""
+    path = tmp_path / "app.sqlite"
+    database = Database(f"sqlite:///{path}")
+    nine_tenths = ROWID_MAX // 10 * 9
+    database.execute("CREATE TABLE invoice (number INTEGER PRIMARY KEY AUTOINCREMENT, total int)",
+                     "CREATE TABLE ticket (id INTEGER PRIMARY KEY AUTOINCREMENT, body text)",
+                     "CREATE TABLE note (id INTEGER PRIMARY KEY, body text)",
+                     f"INSERT INTO invoice VALUES ({nine_tenths}, 10)",
+                     "INSERT INTO ticket (body) VALUES ('a'), ('b'), ('c')",
+                     f"INSERT INTO note VALUES ({ROWID_MAX}, 'last rowid')")
+    audit = parse_audit(audit_text(database.url, "ticket: {table: ticket, key: id}",
                                    "- {id: db, kind: database_health}\n"), file="health.yml")
-    check = run_audit(audit, now=NOW).checks[0]
-    assert (check.status, check.error) == (
-        "error", "database health is read from PostgreSQL's or MariaDB/MySQL's statistics; "
-                 "this database is sqlite")
+    checks = {check.id: check for check in run_audit(audit, now=NOW).checks}
+    assert list(checks) == ["db:connections", "db:idle_in_transaction", "db:long_queries",
+                            "db:slow_statements", "db:sequences", "db:replication_lag",
+                            "db:size"]
+    for name, note in NOT_ON_SQLITE.items():
+        check = checks[name]
+        assert (check.status, check.notes, check.error, check.value, check.violation_count) \
+            == ("info", [note], None, None, 0), name
+    lag = checks["db:replication_lag"]
+    assert (lag.status, lag.notes) == ("pass", ["not a replica: no replication lag to measure"])
+    sequences = checks["db:sequences"]
+    assert (sequences.status, sequences.violation_count) == ("warn", 1)
+    assert sequences.value == (nine_tenths - 1) / (ROWID_MAX - 1)
+    assert sequences.sample == [{"sequence": "invoice.number", "last_value": nine_tenths,
+                                 "max_value": ROWID_MAX, "used": "90.0%"}]
+    assert sequences.notes == ["2 sequence(s); the fullest has used 90.0% of its range"]
+    size = checks["db:size"]
+    count, page_size = pages(path)
+    assert (size.status, size.value) == ("pass", count * page_size)
+    assert size.value == path.stat().st_size  # no write ahead log: the file is its pages
+    assert size.notes == [
+        f"{count * page_size / 1024:.1f} kB; {count} pages of {page_size} B; tables not "
+        f"measured (counting their pages means reading the whole file)",
+        "growth unknown: no size recorded for this target in the last 1d"]
+
+
+def test_sqlite_size_growth_against_the_history(tmp_path):
+    """The size is the file's pages, and it grows against the history exactly as a server's:
+    the second run compares with the oldest size of the last day."""
+    from datetime import timedelta
+
+    from integrity.history import History
+
+    path = tmp_path / "app.sqlite"
+    database = Database(f"sqlite:///{path}")
+    database.execute("CREATE TABLE blobs (id int PRIMARY KEY, body text)")
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    audit = parse_audit(audit_text(database.url, "blobs: {table: blobs, key: id}", """\
+        - id: db
+          kind: database_health
+          measures: [size]
+          size: {growth_over: 1d, warn: "> 20%", critical: "> 10000000%"}
+        """), file="health.yml")
+
+    def measured(now):
+        result = run_audit(audit, now=now, history=store)
+        store.apply(result)
+        return result.check("db:size")
+
+    first = measured(NOW - timedelta(hours=1))
+    before = pages(path)
+    database.execute(*[f"INSERT INTO blobs VALUES ({n}, '{'x' * 2000}')" for n in range(200)])
+    after = pages(path)
+    second = measured(NOW)
+    store.dispose()
+    assert (first.status, first.value) == ("pass", before[0] * before[1])
+    assert first.notes[1] == "growth unknown: no size recorded for this target in the last 1d"
+    assert (second.status, second.value) == ("warn", after[0] * after[1])
+    grown = (after[0] - before[0]) / before[0]
+    assert second.notes[1] == (f"grew {grown * 100:+.1f}% since "
+                               f"{before[0] * before[1] / 1024:.1f} kB (the oldest size of the "
+                               f"last 1d)")
+    assert second.value_text == f"{after[0] * after[1] / 1024:.1f} kB ({grown * 100:+.1f}%)"
 
 
 @pytest.fixture

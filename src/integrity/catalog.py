@@ -221,7 +221,7 @@ checks:
     "database_health": """\
 checks:
   - id: database
-    kind: database_health             # PostgreSQL or MariaDB/MySQL
+    kind: database_health             # PostgreSQL, MariaDB/MySQL; SQLite: size, sequences
     connections: {warn: "> 80%", critical: "> 95%"}        # seed 003
     long_queries: {longer_than: 1s}                        # seed 002: no query over 1000 ms
     slow_statements: {mean_above: 200ms}                   # seed 001 (pg_stat_statements)

@@ -341,10 +341,12 @@ _SQLITE_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FU
 _SQLITE_FORBIDDEN_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit",
                                "fts3_tokenizer"}
 # PRAGMAs SQLAlchemy reads to reflect tables (their argument names a table or index), and
-# settings it reads (never sets: a value given is refused).
+# settings it reads (never sets: a value given is refused) — with the file's size in pages,
+# which database_health reads.
 _SQLITE_PRAGMAS_OF_A_TABLE = {"table_info", "table_xinfo", "index_list", "index_info",
                               "index_xinfo", "foreign_key_list"}
-_SQLITE_READ_PRAGMAS = {"database_list", "read_uncommitted", "query_only"}
+_SQLITE_READ_PRAGMAS = {"database_list", "read_uncommitted", "query_only", "page_count",
+                        "page_size"}
 
 
 def _sqlite_reads_only(action: int, first, second, _database, _trigger) -> int:

@@ -25,23 +25,36 @@ value:
   last transaction it replayed (PostgreSQL), or `Seconds_Behind_Master`
   (MariaDB/MySQL); a replica whose replication has stopped fails. On a server
   that is no replica there is nothing to measure: a note says so.
-- `sequences` — PostgreSQL sequences and MariaDB/MySQL AUTO_INCREMENT columns
-  of the audited database: the share of their range used, (last − min) / (max
-  − min) (seed 001: "monitor sequence usage"). Value: the highest share; each
-  sequence past a bound is a row.
+- `sequences` — PostgreSQL sequences, MariaDB/MySQL AUTO_INCREMENT columns and
+  SQLite AUTOINCREMENT tables of the audited database: the share of their range
+  used, (last − min) / (max − min) (seed 001: "monitor sequence usage"). Value:
+  the highest share; each sequence past a bound is a row.
 
 - `size` — the audited database's size, and its growth against the oldest
   size recorded for this target in the last `growth_over` (seed 002:
-  `pg_database_size`), judged by `warn`/`critical` on the growth (`"> 20%"`);
-  the largest tables are named in a note. Without enough history the growth
-  is unknown and said, not judged.
+  `pg_database_size`; an SQLite file's pages), judged by `warn`/`critical` on
+  the growth (`"> 20%"`); a server's largest tables are named in a note.
+  Without enough history the growth is unknown and said, not judged.
 
 Everything is read from the server's statistics and catalog views inside the
 audit's read-only transaction, bounded by its statement timeout. A view the
 audit role may not read in full (other users' sessions need `pg_read_all_stats`
-on PostgreSQL, `PROCESS` on MariaDB/MySQL) shows what it can. SQLite has none
-of these: the check says so. Times are the server's clock at the measurement,
-not the run's `now`: these measure the present.
+on PostgreSQL, `PROCESS` on MariaDB/MySQL) shows what it can. Times are the
+server's clock at the measurement, not the run's `now`: these measure the present.
+
+SQLite is a file the application opens in its own process: there is no server.
+What applies to a file is measured — `size` is page_count × page_size (its
+PRAGMAs: every page of the database, free ones included, checkpointed or still
+in the write-ahead log), its growth judged against the history as on a server
+(the tables' sizes are not named: counting them means reading every page);
+`sequences` are the AUTOINCREMENT tables' largest rowid used (`sqlite_sequence`)
+against 2^63 − 1, past which inserts fail (a rowid without AUTOINCREMENT reuses
+free values and never runs out: no sequence); `replication_lag` says "not a
+replica". `connections`, `idle_in_transaction`, `long_queries` and
+`slow_statements` have no meaning there — no server holds sessions, sees other
+processes' statements or keeps their statistics — so each is its own result at
+`info` saying "not applicable on SQLite" and why: visible, never a silent pass,
+never an error.
 """
 
 from __future__ import annotations
@@ -171,13 +184,19 @@ class DatabaseHealth(Check):
 
         source, connection = data.source, data.connection
         dialect = source.dialect
-        if dialect not in ("postgresql", "mysql", "mariadb"):
+        readers = {"postgresql": _Postgres, "mysql": _MariaDB, "mariadb": _MariaDB,
+                   "sqlite": _SQLite}
+        if dialect not in readers:
             raise CheckError(f"database health is read from PostgreSQL's or MariaDB/MySQL's "
-                             f"statistics; this database is {dialect}")
-        server = _Postgres(connection) if dialect == "postgresql" else _MariaDB(connection)
+                             f"statistics, or from an SQLite file; this database is {dialect}")
+        server = readers[dialect](connection)
         self._history = getattr(data, "baseline", None)
         results = []
         for name in self.config.measures:
+            if name in server.not_applicable:
+                results.append(_not_applicable(name, server.name,
+                                               server.not_applicable[name]))
+                continue
             try:
                 results.append(getattr(self, f"_{name}")(server))
             except sa.exc.SQLAlchemyError as error:
@@ -268,8 +287,11 @@ class DatabaseHealth(Check):
             if self._history is not None else []
         oldest = min(earlier, key=lambda entry: entry[1])[0] if earlier else None
         growth = (size - oldest) / oldest if oldest else None
-        largest = ", ".join(f"{name} {_bytes(bytes_)}" for name, bytes_ in tables[:5])
-        notes = [f"{_bytes(size)}; largest tables: {largest or 'none'}"]
+        if isinstance(tables, str):  # what the server says instead of its tables' sizes
+            notes = [f"{_bytes(size)}; {tables}"]
+        else:
+            largest = ", ".join(f"{name} {_bytes(bytes_)}" for name, bytes_ in tables[:5])
+            notes = [f"{_bytes(size)}; largest tables: {largest or 'none'}"]
         if growth is None:
             notes.append(f"growth unknown: no size recorded for this target in the last "
                          f"{format_duration(bounds.growth_over)}")
@@ -317,6 +339,16 @@ def _bytes(count: float) -> str:
     return f"{count:.1f} TB"
 
 
+def _not_applicable(name: str, database: str, reason: str) -> Measurement:
+    """A measure the database has no meaning for: shown at info, never a silent pass."""
+    import pandas as pd
+
+    return Measurement(violations=pd.DataFrame(), violation_count=0, population=None,
+                       keys=["database"], level="info", judged=True, label=name,
+                       notes=[f"not applicable on {database}: {reason}"],
+                       description=f"{name.replace('_', ' ')}: not applicable on {database}.")
+
+
 def _failed(name: str, error: Exception) -> Measurement:
     import pandas as pd
 
@@ -330,6 +362,10 @@ def _failed(name: str, error: Exception) -> Measurement:
 
 class _Server:
     """A server's statistics views, read on the audit's connection."""
+
+    name = "this server"
+    # Measures that mean nothing for this kind of database, and why.
+    not_applicable: dict[str, str] = {}
 
     def __init__(self, connection):
         self.connection = connection
@@ -491,4 +527,54 @@ class _MariaDB(_Server):
             last = int(next_value) - 1
             found.append({"sequence": f"{table}.{column}", "last_value": last,
                           "max_value": top, "used": (last - 1) / (top - 1)})
+        return found
+
+
+_ROWID_MAX = 2**63 - 1
+
+
+class _SQLite(_Server):
+    """A file the application opens in its own process: no server, so no sessions, running
+    statements, statement statistics or connection limit to read — but the file's size and
+    its AUTOINCREMENT sequences are there, in PRAGMAs and `sqlite_sequence`."""
+
+    name = "SQLite"
+    not_applicable = {
+        "connections": "there is no server and no connection limit; each process opens the "
+                       "file itself",
+        "idle_in_transaction": "no server lists the transactions other processes hold open",
+        "long_queries": "statements run inside each application's own process, where no "
+                        "other connection can see them",
+        "slow_statements": "no server keeps statistics of the statements it ran",
+    }
+
+    def size(self) -> tuple[int, str]:
+        """The database's bytes (its pages, free ones included), and why its tables' sizes
+        are not given: only reading every page of the file (dbstat) would count them."""
+        [(pages,)] = self._rows("PRAGMA page_count")
+        [(page_size,)] = self._rows("PRAGMA page_size")
+        return int(pages) * int(page_size), (
+            f"{int(pages)} pages of {int(page_size)} B; tables not measured (counting their "
+            f"pages means reading the whole file)")
+
+    def lag(self) -> tuple[bool, float, bool]:
+        return False, 0.0, False  # a file is nobody's replica
+
+    def sequences(self) -> list[dict]:
+        """AUTOINCREMENT tables: the largest rowid used (`sqlite_sequence`) against 2^63 − 1,
+        past which inserts fail. A rowid without AUTOINCREMENT never runs out — SQLite then
+        reuses free ones — so it is no sequence."""
+        if not self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                          "AND name = 'sqlite_sequence'"):
+            return []  # made with the first AUTOINCREMENT table
+        import sqlalchemy as sa
+
+        inspector, found = sa.inspect(self.connection), []
+        for table, last in self._rows("SELECT name, seq FROM sqlite_sequence ORDER BY name"):
+            # The INTEGER PRIMARY KEY that AUTOINCREMENT requires: the rowid's own name.
+            columns = inspector.get_pk_constraint(table)["constrained_columns"]
+            column = columns[0] if len(columns) == 1 else "rowid"
+            found.append({"sequence": f"{table}.{column}", "last_value": int(last),
+                          "max_value": _ROWID_MAX,
+                          "used": max(int(last) - 1, 0) / (_ROWID_MAX - 1)})
         return found

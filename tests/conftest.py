@@ -8,6 +8,7 @@ where a missing or unreachable server is a failure, never a silent skip.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import ssl
@@ -219,6 +220,38 @@ def http_server():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.shutdown()
+    server.server_close()
+
+
+# Seed 002's backend: /health healthy, /degraded with its database down.
+
+HEALTHY = {"status": "ok", "services": {"database": True, "supabase": True,
+                                        "backgroundJobs": True},
+           "timestamp": "2026-01-30T12:15:00.000Z", "uptime": 3600}
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 — the http.server API
+        body = HEALTHY if self.path == "/health" else {
+            **HEALTHY, "services": {**HEALTHY["services"], "database": False}}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def health():
+    """The base URL of a loopback backend with seed 002's /health (and /degraded)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
 

@@ -10,10 +10,7 @@ check. The health endpoint is a real server on loopback.
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,9 +26,6 @@ from integrity.runner import run_audit
 
 AUDITS = Path(__file__).resolve().parents[1] / "audits"
 SEEDS = {path.stem: path for path in sorted(AUDITS.glob("seed-*.yml"))}
-HEALTHY = {"status": "ok", "services": {"database": True, "supabase": True,
-                                        "backgroundJobs": True},
-           "timestamp": "2026-01-30T12:15:00.000Z", "uptime": 3600}
 # Without earlier runs a relative bound ("< 50% of baseline") cannot be judged: the check
 # says so at its `insufficient` level, info, for its one group.
 BASELINE = {"quotes_sent_per_day", "workflow_creation_rate", "customer_creation_rate",
@@ -116,32 +110,6 @@ ON_MARIADB = {
                            "database:size": "pass"},
     "seed-003-crm-24h": {"database:connections": "pass", "database:slow_statements": "warn"},
 }
-
-
-class Health(BaseHTTPRequestHandler):
-    """The backend's /health: healthy, or with the database down at /degraded."""
-
-    def do_GET(self):  # noqa: N802 — the http.server API
-        body = HEALTHY if self.path == "/health" else {
-            **HEALTHY, "services": {**HEALTHY["services"], "database": False}}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def health():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import textwrap
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -320,31 +318,6 @@ def shipped(name: str, folder: Path) -> Path:
     return path
 
 
-class HealthyBackend(BaseHTTPRequestHandler):
-    """Seed 002's /health, healthy."""
-
-    def do_GET(self):  # noqa: N802 — the http.server API
-        body = json.dumps({"status": "ok", "uptime": 3600, "services": {
-            "database": True, "supabase": True, "backgroundJobs": True}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def backend():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HealthyBackend)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/health"
-    server.shutdown()
-    server.server_close()
-
-
 SEED_000_CHECKS = ["quote_*", "send_error_rate", "send_error_rate_rollback",
                    "send_transaction_failures", "whatsapp_sends_blocked",
                    "whatsapp_urls_well_formed", "send_success_rate", "send_success_rollback"]
@@ -398,7 +371,7 @@ def test_seed_000_watched_for_7_days(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("inject", [False, True], ids=["clean", "incident"])
-def test_seed_002_watched_for_24_hours_on_postgresql(inject, servers, tmp_path, backend):
+def test_seed_002_watched_for_24_hours_on_postgresql(inject, servers, tmp_path, health):
     """The shipped plan on PostgreSQL: hours 0, 4 … 24 and the sign-off. Clean, APPROVED FOR
     CUSTOMER LAUNCH; with the reference incident in the watch's last hour (a 500 burst, a
     background job stopped), the 24-hour run meets the error-rate rollback criterion and the
@@ -409,7 +382,7 @@ def test_seed_002_watched_for_24_hours_on_postgresql(inject, servers, tmp_path, 
     reference = generate(url, scale=0.005, now=T0 + timedelta(hours=24), inject=inject)
     log = write_app_log(reference, tmp_path / "app.log")
     cron = Cron(shipped("seed-002-voice-24h", tmp_path),
-                {"REFERENCE_DATABASE_URL": url, "APP_LOG": str(log), "HEALTH_URL": backend,
+                {"REFERENCE_DATABASE_URL": url, "APP_LOG": str(log), "HEALTH_URL": f"{health}/health",
                  "HEALTH_RETRY_DELAY": "1s"})
     started = cron("watch", "start", "--deploy", "v1.0.0", "--no-lock", now=T0)
     assert started.exit_code == 0, started.output

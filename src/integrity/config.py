@@ -611,7 +611,8 @@ class Signoff(Model):
 
     all_runs_pass: list[str] = Field([], description=(
         "Checks (ids or globs such as `quote_*`) that pass in every run of the watch, the "
-        "deploy's own (hour 0) included. Default: none."))
+        "deploy's own (hour 0) included (`info`, which never fails, counts as passing). "
+        "Default: none."))
     no_new_violations: list[str] = Field([], description=(
         "Checks (ids or globs) with no violation, in any run, that the deploy's own run "
         "did not have: what was broken before the deploy does not count against it. "

@@ -1,8 +1,9 @@
 """Incremental runs: what changed since the last run, with the same answer as a full run.
 
 A dataset with `incremental:` lets the row-local checks (timestamp_valid, the
-two-column cross_tenant, duplicates) examine only the rows changed since the
-last run's watermark plus the keys that violated in it. The property test
+two-column cross_tenant, duplicates, duplicate_events) examine only the rows
+changed since the last run's watermark plus the keys that violated in it (and,
+for the duplicate families, what those rows are compared with). The property test
 applies random mutations — inserts, updates that make rows violate and stop
 violating, soft and hard deletes, rows committed late inside the overlap,
 change times equal to the last watermark — and after every step compares an
@@ -43,6 +44,8 @@ CHECKS = """\
    other_tenant_column: otherTenant}
 - {id: emails_unique, kind: duplicates, dataset: items, columns: [tenantId, email],
    normalize: {email: email}, where: {deletedAt: null}, keep_first_by: createdAt}
+- {id: double_sends, kind: duplicate_events, dataset: items, by: [tenantId, status],
+   time: sentAt, window: 5m, where: {deletedAt: null}}
 """
 
 
@@ -119,8 +122,12 @@ PROPERTY = settings(max_examples=EXAMPLES, deadline=None,
 emails = st.sampled_from([None, "ann@x.com", " Ann@x.com", "ANN@X.COM ", "bob@x.com"])
 tenants = st.sampled_from(["t1", "t2"])
 # sentAt relative to the row's creation and the clock: fine, null, before createdAt, or
-# in the future (which it stops being as the clock moves on, without the row changing).
-sent = st.sampled_from(["fine", "null", "early", "future", "far_future"])
+# in the future (which it stops being as the clock moves on, without the row changing);
+# or one fixed moment (and one 4 minutes after it) whatever the clock: rows written at
+# different steps send twice within the window, the first send before the watermark.
+sent = st.sampled_from(["fine", "null", "early", "future", "far_future", "fixed",
+                        "fixed_next"])
+FIXED = CLOCK + timedelta(hours=2)
 fields = st.fixed_dictionaries({
     "tenantId": tenants, "otherTenant": st.sampled_from([None, "t1", "t2"]), "email": emails,
     "status": st.sampled_from(["SENT", "DRAFT"]), "sent": sent})
@@ -140,7 +147,8 @@ steps = st.lists(st.tuples(st.integers(1, 36), st.lists(changes, min_size=1, max
 def row_values(values: dict, created: datetime, clock: datetime) -> dict:
     sent_at = {"fine": created + timedelta(minutes=5), "null": None,
                "early": created - timedelta(minutes=1), "future": clock + timedelta(hours=2),
-               "far_future": clock + timedelta(days=3)}[values["sent"]]
+               "far_future": clock + timedelta(days=3), "fixed": FIXED,
+               "fixed_next": FIXED + timedelta(minutes=4)}[values["sent"]]
     return {"tenantId": values["tenantId"], "otherTenant": values["otherTenant"],
             "email": values["email"], "status": values["status"],
             "sentAt": None if sent_at is None else naive(sent_at), "createdAt": naive(created)}
@@ -289,7 +297,8 @@ def test_a_nightly_run_examines_what_changed_and_reports_the_whole_table(tmp_pat
     chain = Chain(url, tmp_path, "sql", full=False)
     first = chain.run(CLOCK)
     assert {c.id: (c.violation_count, sorted(c.violation_keys)) for c in first.checks} == {
-        "sent_valid": (1, [(2,)]), "tenants_agree": (1, [(3,)]), "emails_unique": (1, [(5,)])}
+        "sent_valid": (1, [(2,)]), "tenants_agree": (1, [(3,)]), "emails_unique": (1, [(5,)]),
+        "double_sends": (4, [(3,), (4,), (5,), (6,)])}  # all sent at 11:05: 1 is first
     assert first.check("sent_valid").notes == [
         "ran in full (items): no earlier run of this check on this target"]
     later = CLOCK + timedelta(days=1)
@@ -304,7 +313,8 @@ def test_a_nightly_run_examines_what_changed_and_reports_the_whole_table(tmp_pat
     assert {c.id: (c.status, c.violation_count, c.population, sorted(c.violation_keys))
             for c in second.checks} == {
         "sent_valid": ("pass", 0, 5, []), "tenants_agree": ("fail", 1, 5, [(6,)]),
-        "emails_unique": ("fail", 1, 5, [(5,)])}
+        "emails_unique": ("fail", 1, 5, [(5,)]),
+        "double_sends": ("fail", 3, 5, [(4,), (5,), (6,)])}  # 2 now sends alone, 3 is gone
     since = "2026-03-01T10:59:00Z"  # the first run's watermark (11:00) less the overlap
     assert second.check("sent_valid").notes == [
         f"incremental: examined 2 changed rows of 5 (updatedAt ≥ {since} or null, and the 1 "
@@ -324,6 +334,54 @@ def test_a_nightly_run_examines_what_changed_and_reports_the_whole_table(tmp_pat
             for mark in second.watermarks] == [
         ("items", "updatedAt", {"time": "2026-03-02T12:00:00+00:00"}, False)]
     chain.dispose()
+    mutator.dispose()
+
+
+def test_a_double_click_straddling_the_watermark_is_found(tmp_path, monkeypatch):
+    """Row 7 (tenant t2) sent long before the watermark; a second send of t2 30 seconds
+    later arrives after it. The changed row's partition is read whole, so the pair is a
+    burst; a rule that cut bursts among the examined rows alone would miss it, and the
+    comparison with a full run catches that."""
+    from integrity.checks import duplicates
+
+    url, mutator = scenario(tmp_path)
+    sent = CLOCK - timedelta(hours=3)
+
+    def send(row: int, at: datetime, changed: datetime) -> None:
+        with mutator.engine.begin() as connection:
+            connection.execute(mutator.table.insert().values(
+                id=row, tenantId="t2", otherTenant="t2", email=None, status="SENT",
+                sentAt=naive(at), createdAt=naive(at), updatedAt=naive(changed)))
+
+    send(7, sent, CLOCK - timedelta(days=1))
+    full = Chain(url, tmp_path, "sql", full=True)
+    right = [Chain(url, tmp_path, engine, full=False) for engine in ("pandas", "sql")]
+    wrong = Chain(url, tmp_path, "pandas", full=False)
+    first = full.run(CLOCK)
+    for chain in (*right, wrong):
+        assert_same_answer(chain.run(CLOCK), first, expect_incremental=False)
+    later = CLOCK + timedelta(days=1)
+    send(8, sent + timedelta(seconds=30), later)
+    truth = full.run(later)
+    sends = truth.check("double_sends")
+    assert (sends.violation_count, sorted(sends.violation_keys), len(sends.lifecycle.new),
+            len(sends.lifecycle.persisting)) == (5, [(3,), (4,), (5,), (6,), (8,)], 1, 4)
+    for chain in right:
+        mine = chain.run(later)
+        assert_same_answer(mine, truth, expect_incremental=True)
+        assert mine.check("double_sends").notes == [
+            # row 8, and 3 to 6 that were surplus; their two partitions hold every row
+            "incremental: examined 5 changed rows of 8 (updatedAt ≥ 2026-03-01T10:59:00Z or "
+            "null, and the 4 keys that violated in run 1); counts and keys are the whole "
+            "table's, every other row keeps its status of run 1; their 2 partitions "
+            "(tenantId, status) were read whole and cut into bursts again (an index on those "
+            "columns makes it cheap)"]
+    monkeypatch.setattr(duplicates, "same_partitions",
+                        lambda rows, examined, columns: (rows[examined], 1))
+    with pytest.raises(AssertionError):
+        assert_same_answer(wrong.run(later), truth, expect_incremental=True)
+    for chain in (full, *right, wrong):
+        chain.dispose()
     mutator.dispose()
 
 
@@ -374,7 +432,7 @@ def test_checks_without_an_incremental_rule_run_in_full_and_say_so(tmp_path):
         result = run_audit(audit, now=now, history=store)
         store.apply(result)
     assert {c.id: c.notes[-1] for c in result.checks if c.id not in {
-        "sent_valid", "tenants_agree", "emails_unique"}} == {
+        "sent_valid", "tenants_agree", "emails_unique", "double_sends"}} == {
         "fresh": "ran in full (items): freshness has no incremental rule",
         "same_tenant": "ran in full (items): the parent form compares with another dataset, "
                        "whose changes and hard deletes the child's watermark does not see",

@@ -358,6 +358,7 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
             if audit.datasets[name].incremental is not None:
                 readers.setdefault(name, []).append(check)
     notes: dict[str, str] = {}
+    marks = []  # (dataset, change column, watermark with the checks' extras, its readers)
     for name, users in readers.items():
         users = [check for check in users if check.id not in broken]
         setting = audit.datasets[name].incremental
@@ -386,8 +387,21 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                                     f"holds numbers, so the overlap is a number of them, "
                                     f"not a duration")
             continue
+        if mark is not None:
+            # What the next run will need of this snapshot, where it will start.
+            ahead = Increment(dataset=name, column=setting.column,
+                              since=_since(mark, overlap, numeric), keys=[], run_id=0)
+            extras: dict = {}
+            for check in users:
+                try:
+                    for field, value in check.watermark_extras(db, name, ahead).items():
+                        extras[field] = ({**extras[field], **value} if isinstance(value, dict)
+                                         and isinstance(extras.get(field), dict) else value)
+                except (SourceError, IntegrityError) as error:
+                    broken[check.id] = f"datasets.{name}.incremental: {error}"
+            mark = {**mark, **extras}
+        users = [check for check in users if check.id not in broken]
         reason = _full_reason(audit, name, setting, history, result, full)
-        examined_by_some = False
         for check in users:
             why = reason or check.incremental_problem(name)
             state = None
@@ -402,16 +416,40 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                 notes[check.id] = f"ran in full ({name}): {why}"
                 continue
             last = state.watermark
-            since = (_number(last["number"]) - overlap if numeric else
-                     datetime.fromisoformat(last["time"]) - (
-                         overlap if isinstance(overlap, timedelta)
-                         else timedelta(seconds=overlap)))
-            check.increment = Increment(dataset=name, column=setting.column, since=since,
+            check.increment = Increment(dataset=name, column=setting.column,
+                                        since=_since(last, overlap, numeric),
                                         keys=state.keys, run_id=state.run_id,
-                                        as_recorded=plain)
-            examined_by_some = True
-        result.watermarks.append(Watermark(name, setting.column, mark,
-                                           read_in_full=not examined_by_some))
+                                        as_recorded=plain, recorded=last)
+            check.increments[name] = check.increment
+        marks.append((name, setting.column, mark, users))
+    for check in checks:
+        if not check.increments or check.id in broken:
+            continue
+        why = None
+        if check.needs_every_increment():
+            for name in dict.fromkeys(check.config.datasets):
+                if name in check.increments:
+                    continue
+                why = notes.get(check.id) or (
+                    f"ran in full ({name}): {name} declares no `incremental:`, so what "
+                    f"changes there would go unseen")
+                break
+        for name in check.increments if why is None else ():
+            try:
+                problem = check.incremental_start_problem(db, name)
+            except (SourceError, IntegrityError) as error:
+                broken[check.id] = f"datasets.{name}.incremental: {error}"
+                break
+            if problem is not None:
+                why = f"ran in full ({name}): {problem}"
+                break
+        if why is not None or check.id in broken:
+            if why is not None:
+                notes[check.id] = why
+            check.increment, check.increments = None, {}
+    for name, column, mark, users in marks:
+        result.watermarks.append(Watermark(name, column, mark, read_in_full=not any(
+            name in check.increments for check in users)))
     return notes
 
 
@@ -437,6 +475,14 @@ def _watermark(db, name: str, column: str) -> dict | None:
             return {"time": moment.isoformat()}
     raw = db.scalar(sa.select(sa.func.max(rows.c[column])))
     return None if raw is None else {"number": str(raw)}
+
+
+def _since(mark: dict, overlap, numeric: bool) -> datetime | int | float:
+    """Where a run starting from watermark `mark` starts: the mark minus the overlap."""
+    if numeric:
+        return _number(mark["number"]) - overlap
+    return datetime.fromisoformat(mark["time"]) - (
+        overlap if isinstance(overlap, timedelta) else timedelta(seconds=overlap))
 
 
 def _number(text: str) -> int | float:

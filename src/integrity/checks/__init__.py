@@ -83,6 +83,9 @@ class Increment:
     # A row's key value as history wrote it (results.plain; given by the runner, which
     # sits above results): the pandas engine finds last run's keys by it.
     as_recorded: Callable[[Any], Any] = str
+    # The last run's watermark of the dataset as recorded, with what checks added to it
+    # (`Check.watermark_extras`).
+    recorded: dict | None = None
 
     @property
     def numeric(self) -> bool:
@@ -115,8 +118,10 @@ class Check:
     def __init__(self, config: CheckConfig, audit: Audit):
         self.config = config
         self.audit = audit
-        # Set by the runner when this run may examine only what changed (`incremental:`).
+        # Set by the runner when this run may examine only what changed (`incremental:`);
+        # a check reading several datasets finds each one's in `increments`.
         self.increment: Increment | None = None
+        self.increments: dict[str, Increment] = {}
 
     @property
     def id(self) -> str:
@@ -197,25 +202,32 @@ class Check:
                     f"time passes")
         return None
 
-    def examined(self, db: Tables, relation) -> Any:
+    def needs_every_increment(self) -> bool:
+        """Whether this check's incremental rule needs every dataset it reads to be
+        incremental (else it runs in full)."""
+        return False
+
+    def watermark_extras(self, db: Tables, dataset: str, since: Increment) -> dict:
+        """What this check's next incremental run needs recorded with `dataset`'s
+        watermark, read in this run's snapshot; `since` is where the next run will start
+        (this watermark minus the overlap). None by default."""
+        return {}
+
+    def incremental_start_problem(self, db: Tables, dataset: str) -> str | None:
+        """Why, seen in this run's snapshot, this check cannot start from
+        `self.increments[dataset]` (None: it can)."""
+        return None
+
+    def examined(self, db: Tables, relation, increment: Increment | None = None) -> Any:
         """SQL: the condition on `relation` (the check's dataset) of the rows an
         incremental run examines; true in a full run. The keys bind as values of their
         column's type (history keeps them as text)."""
         import sqlalchemy as sa
 
-        increment = self.increment
+        increment = increment or self.increment
         if increment is None:
             return sa.true()
-        column = relation.c[increment.column]
-        if increment.numeric:
-            changed = sa.or_(column >= increment.since, column.is_(None))
-        elif db.typed_time(increment.dataset, increment.column):
-            changed = sa.or_(column >= db.time_literal(increment.dataset, increment.column,
-                                                       increment.since), column.is_(None))
-        else:  # text or SQLite times: a value that is no time is examined too
-            older = db.time_before(increment.dataset, relation, increment.column,
-                                   increment.since)
-            changed = sa.case((older, 0), else_=1) == 1
+        changed = changed_since(db, relation, increment)
         names = self.key_of(increment.dataset)
         values = [typed_key(db.columns[increment.dataset].get(name), key[index])
                   for key in increment.keys for index, name in enumerate(names)]
@@ -228,20 +240,16 @@ class Check:
             return sa.or_(changed, relation.c[names[0]].in_([row[0] for row in rows]))
         return sa.or_(changed, sa.tuple_(*[relation.c[name] for name in names]).in_(rows))
 
-    def examined_rows(self, data: Frames, rows: pd.DataFrame) -> pd.Series:
+    def examined_rows(self, data: Frames, rows: pd.DataFrame,
+                      increment: Increment | None = None) -> pd.Series:
         """pandas: which of `rows` (of the check's dataset) an incremental run examines;
         every row in a full run."""
         import pandas as pd
 
-        increment = self.increment
+        increment = increment or self.increment
         if increment is None:
             return pd.Series(True, index=rows.index)
-        if increment.numeric:
-            values = pd.to_numeric(rows[increment.column], errors="coerce")
-            changed = ~(values < increment.since)
-        else:
-            times = data.time_column(increment.dataset, rows, increment.column)
-            changed = ~(times < pd.Timestamp(increment.since))
+        changed = changed_rows(data, rows, increment)
         wanted = {tuple(key) for key in increment.keys}
         names = self.key_of(increment.dataset)
         if not wanted:
@@ -273,6 +281,33 @@ class Check:
 
 
 _NOT_A_KEY = object()  # a key from history that no value of the column can equal
+
+
+def changed_since(db: Tables, relation, increment: Increment) -> Any:
+    """SQL: the rows of `relation` whose change column is at least `increment.since`, or
+    null (the keys of `increment` aside)."""
+    import sqlalchemy as sa
+
+    column = relation.c[increment.column]
+    if increment.numeric:
+        return sa.or_(column >= increment.since, column.is_(None))
+    if db.typed_time(increment.dataset, increment.column):
+        return sa.or_(column >= db.time_literal(increment.dataset, increment.column,
+                                                increment.since), column.is_(None))
+    # text or SQLite times: a value that is no time is examined too
+    older = db.time_before(increment.dataset, relation, increment.column, increment.since)
+    return sa.case((older, 0), else_=1) == 1
+
+
+def changed_rows(data: Frames, rows: pd.DataFrame, increment: Increment) -> pd.Series:
+    """pandas: `changed_since` on a frame of the increment's dataset."""
+    import pandas as pd
+
+    if increment.numeric:
+        values = pd.to_numeric(rows[increment.column], errors="coerce")
+        return ~(values < increment.since)
+    times = data.time_column(increment.dataset, rows, increment.column)
+    return ~(times < pd.Timestamp(increment.since))
 
 
 def typed_key(kind: Any, text: str | None) -> Any:

@@ -9,6 +9,25 @@ without a time counts on its own. Problems are named: `over_count` (duplicate
 requests incremented the counter: idempotency broken), `under_count`, and
 `not_incrementing` (counter 0 while events exist; flagged in `at_most` mode
 too unless `zero_counter: false`). A null counter reads as 0.
+
+Incrementally — this rule is `timestamp_preserved`'s too — an entity's answer
+depends on its own row and its own events only, so a run judges again, each
+with its row and all its events (looked up by entity), exactly the entities
+whose row changed since the entity dataset's watermark (minus the overlap),
+that have an event changed since the event log's watermark (minus its
+overlap; in or out of the events' filter), that had an event within the last
+overlap when the last run read the log (recorded with its watermark: such an
+event may since have been deleted or moved without a trace), or whose key
+violated in the last run. Every other entity has the same row and the same
+events as then, when it did not violate. Both datasets must declare
+`incremental:` — with only one, a change in the other would go unseen, and
+the check runs in full, saying so. A hard delete, or an update moving an event
+to another entity, of an event older than the overlap leaves nothing a
+watermark sees: each run records how many events are older than where the
+next run starts, and when the next run counts another number it runs in full,
+saying so (an update of such an event does too: a count cannot tell it from a
+move). More than 10,000 entities with events within the overlap run the next
+time in full. The population is counted over the whole table.
 """
 
 from __future__ import annotations
@@ -18,7 +37,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from integrity.checks import Check, Measurement, add_columns, single_key_problems
+from integrity.checks import (_NOT_A_KEY, Check, Measurement, add_columns, changed_rows,
+                              changed_since, single_key_problems, typed_key)
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -63,6 +83,140 @@ class Events(Model):
                                             entity.is_not(None))
 
 
+# More entities than this with events within the overlap: the next run runs in full
+# rather than bind them all.
+MOST_UNSETTLED = 10_000
+
+
+class ByEntity(Check):
+    """The incremental rule of a check of each entity against its events (module
+    docstring): `config` has `dataset` (one-column key), `where` and `events`."""
+
+    def needs_every_increment(self) -> bool:
+        return True
+
+    def incremental_problem(self, dataset: str) -> str | None:
+        config = self.config
+        if config.dataset == config.events.dataset:
+            return "its entities and their events are one dataset"
+        for where in (config.where, config.events.where):
+            timed = [c for c in where if c.op == "until"]
+            if timed:
+                return (f"its filter on {timed[0].column} (until) lets unchanged rows in as "
+                        f"time passes")
+        return None
+
+    def watermark_extras(self, db, dataset: str, since) -> dict:
+        import sqlalchemy as sa
+
+        events = self.config.events
+        if dataset != events.dataset:
+            return {}
+        log = db.alias(dataset, "log")
+        changed = changed_since(db, log, since)
+        settled = db.scalar(sa.select(sa.func.count()).select_from(log).where(sa.not_(changed)))
+        recent = db.frame(sa.select(log.c[events.entity].label("entity"))
+                          .where(changed, log.c[events.entity].is_not(None)).distinct()
+                          .limit(MOST_UNSETTLED + 1))["entity"]
+        texts = [None if since.as_recorded(value) is None else str(since.as_recorded(value))
+                 for value in recent]
+        return {"settled": int(settled),
+                "unsettled": {events.entity: texts if len(texts) <= MOST_UNSETTLED else None}}
+
+    def incremental_start_problem(self, db, dataset: str) -> str | None:
+        import sqlalchemy as sa
+
+        events = self.config.events
+        if dataset != events.dataset:
+            return None
+        increment = self.increments[dataset]
+        recorded, run = increment.recorded or {}, f"run {increment.run_id}"
+        unsettled = recorded.get("unsettled", {})
+        if "settled" not in recorded or events.entity not in unsettled:
+            return f"{run} recorded no count of {dataset}'s events older than the overlap"
+        if unsettled[events.entity] is None:
+            return (f"more than {MOST_UNSETTLED:,} entities had events within the overlap in "
+                    f"{run}")
+        log = db.alias(dataset, "log")
+        settled = db.scalar(sa.select(sa.func.count()).select_from(log)
+                            .where(sa.not_(changed_since(db, log, increment))))
+        if settled != recorded["settled"]:
+            return (f"{dataset} holds {settled:,} event{'s' if settled != 1 else ''} older "
+                    f"than the overlap where {run} counted {recorded['settled']:,}: one was "
+                    f"deleted or changed since, and "
+                    f"an event deleted or moved to another entity leaves nothing a watermark "
+                    f"sees")
+        return None
+
+    def recheck(self, db, entities):
+        """SQL: the entities (rows of alias `entities`) an incremental run judges again."""
+        import sqlalchemy as sa
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        mine, theirs = self.increments[config.dataset], self.increments[events.dataset]
+        kind = db.columns[config.dataset].get(key)
+        recent = [typed_key(kind, text) for text in theirs.recorded["unsettled"][events.entity]]
+        recent = [value for value in recent if value is not _NOT_A_KEY]
+        log = db.alias(events.dataset, "changed_events")
+        parts = [self.examined(db, entities, mine),
+                 sa.exists().where(changed_since(db, log, theirs), db.same(
+                     (config.dataset, key, entities.c[key]),
+                     (events.dataset, events.entity, log.c[events.entity])))]
+        if recent:
+            parts.append(entities.c[key].in_(recent))
+        return sa.or_(*parts)
+
+    def rechecked_rows(self, data, entities):
+        """pandas: which `entities` (rows of the check's dataset) an incremental run judges
+        again."""
+        import pandas as pd
+
+        from integrity.checks.common import align
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        mine, theirs = self.increments[config.dataset], self.increments[events.dataset]
+        wanted = self.examined_rows(data, entities, mine)
+        log = data.frame(events.dataset)
+        changed = log.loc[changed_rows(data, log, theirs), events.entity].dropna()
+        recent = pd.Series(theirs.recorded["unsettled"][events.entity], dtype="object")
+        for values in (changed, recent):
+            ours, others = align(entities[key], values)
+            wanted = wanted | ours.isin(set(others.dropna())).to_numpy()
+        return wanted
+
+    def their_events(self, db, log) -> list:
+        """SQL: in an incremental run, the condition on the event log (alias `log`) of the
+        events of the entities judged again (none in a full run)."""
+        import sqlalchemy as sa
+
+        if not self.increments:
+            return []
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        again = db.alias(config.dataset, "again")
+        return [sa.exists().where(db.same((config.dataset, key, again.c[key]),
+                                          (events.dataset, events.entity,
+                                           log.c[events.entity])),
+                                  self.recheck(db, again))]
+
+    def entity_note(self, examined: int, population: int) -> str:
+        config, events = self.config, self.config.events
+        mine, theirs = self.increments[config.dataset], self.increments[events.dataset]
+        return (f"incremental: examined {examined:,} entit{'y' if examined == 1 else 'ies'} "
+                f"of {population:,}, each with all its events: those changed "
+                f"({mine.describe()}), with events changed ({theirs.column} ≥ "
+                f"{_shown(theirs)} or null), or with events within the overlap when run "
+                f"{theirs.run_id} read {events.dataset}; counts and keys are the whole "
+                f"table's, every other entity keeps its status of run {mine.run_id}")
+
+
+def _shown(increment) -> str:
+    return (str(increment.since) if increment.numeric
+            else increment.since.isoformat().replace("+00:00", "Z"))
+
+
 class CounterConfig(CheckConfig):
     kind: Literal["counter_vs_events"] = Field(description="Selects this check.")
     dataset: str = Field(description=(
@@ -87,7 +241,7 @@ class CounterConfig(CheckConfig):
         return [self.dataset, self.events.dataset]
 
 
-class CounterVsEvents(Check):
+class CounterVsEvents(ByEntity):
     """A stored counter equals the unique events it counts."""
 
     kind = "counter_vs_events"
@@ -137,6 +291,13 @@ class CounterVsEvents(Check):
         config = self.config
         key = self.key_of(config.dataset)[0]
         entities = data.rows(config.dataset, config.where)
+        population = len(entities)
+        # Over the whole table, as the SQL engine counts them.
+        nulls = int(pd.to_numeric(entities[config.counter], errors="coerce").isna().sum())
+        incremental = []
+        if self.increments:
+            entities = entities[self.rechecked_rows(data, entities)]
+            incremental = [self.entity_note(len(entities), population)]
         unique, raw = self.unique_events(data)
         counts = pd.DataFrame({"unique_events": unique, "events": raw})
         counts.index.name = "_entity"
@@ -146,10 +307,7 @@ class CounterVsEvents(Check):
         table[["unique_events", "events"]] = table[["unique_events", "events"]].fillna(0).astype(
             "int64")
         counter = pd.to_numeric(table[config.counter], errors="coerce")
-        notes = []
-        if counter.isna().any():
-            notes.append(f"{int(counter.isna().sum())} rows have a null {config.counter}; "
-                         f"read as 0")
+        notes = [f"{nulls} rows have a null {config.counter}; read as 0"] if nulls else []
         counter = counter.fillna(0)
         unique_counts = table["unique_events"]
         over = counter > unique_counts
@@ -169,8 +327,8 @@ class CounterVsEvents(Check):
             problem=problem[flagged])
         violations = violations.sort_values(key, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
-                           violation_count=int(flagged.sum()), population=len(table),
-                           keys=[key], notes=notes)
+                           violation_count=int(flagged.sum()), population=population,
+                           keys=[key], notes=incremental + notes)
 
     def describe(self) -> str:
         config, events = self.config, self.config.events
@@ -212,7 +370,7 @@ class CounterVsEvents(Check):
             entity.label("entity"),
             (idempotency if idempotency is not None else sa.null()).label("idempotency"),
             opens.label("opens"),
-        ).where(scoped).subquery("marked")
+        ).where(scoped, *self.their_events(db, log)).subquery("marked")
         per_entity = sa.select(
             marked.c.entity,
             (sa.func.count(sa.distinct(marked.c.idempotency)) + sa.func.sum(marked.c.opens))
@@ -242,9 +400,15 @@ class CounterVsEvents(Check):
             .select_from(entities.outerjoin(per_entity, joined))
             .where(db.where(config.dataset, entities, config.where), flagged)
             .order_by(*[entities.c[column] for column in self.key_of(config.dataset)]))
-        violations = db.frame(statement)
         scope = db.where(config.dataset, entities, config.where)
         population = db.count(config.dataset, entities, scope, same_as=config.where)
+        incremental = []
+        if self.increments:
+            rechecked = self.recheck(db, entities)
+            statement = statement.where(rechecked)
+            incremental.append(self.entity_note(
+                db.count(config.dataset, entities, sa.and_(scope, rechecked)), population))
+        violations = db.frame(statement)
         # Null counters that matter (events exist) are violations already; the others are
         # worth a note, counted where the column allows nulls at all.
         declared = config.counter in db.not_null.get(config.dataset, set())
@@ -252,5 +416,5 @@ class CounterVsEvents(Check):
             scope, entities.c[config.counter].is_(None)))
         notes = [f"{int(nulls)} rows have a null {config.counter}; read as 0"] if nulls else []
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=int(population), keys=[key], notes=notes,
+                           population=int(population), keys=[key], notes=incremental + notes,
                            sql=db.sql(statement))

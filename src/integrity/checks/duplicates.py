@@ -21,7 +21,20 @@ over the whole table.
 
 `duplicate_events` — the same (entity, channel, recipient …) within a time
 window: rows equal on `by`, cut into bursts (each at most `window` after the
-previous); in a burst every row after the first is surplus. It runs in full.
+previous); in a burst every row after the first is surplus.
+Incrementally: the `by` values of the rows changed since the last run's
+watermark (minus the overlap) and of the rows that were surplus in the last
+run name the partitions (rows equal on `by`) that are read whole and cut into
+bursts again; so an event whose twin came before the watermark (a double
+click straddling it) is found with it. Any other partition holds no changed
+row and held no surplus row: its rows were each the first of a burst, and
+with rows only removed since (a hard delete, or an update moving a row to
+another partition, which is examined there) each one's predecessor is as far
+back or farther, so it still opens a burst: no violation, as before. A bound
+on the event time (the watermark minus the window) would not be exact: a
+burst chains, and a changed row's time need not be recent (a backdated
+event, or an update). The lookup is cheap through an index on the `by`
+columns. The population is counted over the whole table.
 """
 
 from __future__ import annotations
@@ -287,6 +300,16 @@ class DuplicateEvents(Check):
     Config = DuplicateEventsConfig
     config: DuplicateEventsConfig
 
+    def incremental_problem(self, dataset: str) -> str | None:
+        return self.row_local_problem(dataset)
+
+    def lookup_note(self, examined: int, partitions: int, population: int) -> str:
+        which = ("its 1 partition", "was") if partitions == 1 else (
+            f"their {partitions:,} partitions", "were")
+        return (self.incremental_note(examined, population)
+                + f"; {which[0]} ({', '.join(self.config.by)}) {which[1]} read whole and cut "
+                  f"into bursts again (an index on those columns makes it cheap)")
+
     def columns(self):
         config = self.config
         return {config.dataset: self.identity(config.dataset, *config.by, config.time,
@@ -298,6 +321,12 @@ class DuplicateEvents(Check):
         config = self.config
         rows = data.rows(config.dataset, config.where)
         rows = rows[rows[config.by].notna().all(axis=1)]
+        population = len(rows)
+        notes = []
+        if self.increment:
+            examined = self.examined_rows(data, rows)
+            rows, partitions = same_partitions(rows, examined, list(config.by))
+            notes.append(self.lookup_note(int(examined.sum()), partitions, population))
         order = list(self.audit.datasets[config.dataset].key or [])
         grouped = bursts(rows, data.time_column(config.dataset, rows, config.time), config.by,
                          config.window, order=order)
@@ -309,8 +338,9 @@ class DuplicateEvents(Check):
             seconds_after_first=(repeated["_time"] - repeated["_burst_first"]).dt.total_seconds())
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=int((repeated["_burst_rank"] > 1).sum()),
-                           population=len(rows), keys=list(order or shown),
-                           group_column="duplicate_group", context_column="duplicate_role")
+                           population=population, keys=list(order or shown),
+                           group_column="duplicate_group", context_column="duplicate_role",
+                           notes=notes)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -334,6 +364,20 @@ class DuplicateEvents(Check):
                             *[db.key(config.dataset, rows, column).label(name)
                               for name, column in zip(ties, order)])
                   .where(scope, moment.is_not(None)))
+        lookups = None
+        if self.increment:
+            # The partitions of the examined rows, read whole (a second alias: the lookup
+            # must not correlate with the rows it selects).
+            changed = db.alias(config.dataset, "changed")
+            looked_up = sa.and_(db.where(config.dataset, changed, config.where),
+                                *[changed.c[column].is_not(None) for column in config.by],
+                                self.examined(db, changed))
+            lookups = (sa.select(*[db.key(config.dataset, changed, column)
+                                   for column in config.by])
+                       .where(looked_up).distinct().subquery("lookups"))
+            mine = [db.key(config.dataset, rows, column) for column in config.by]
+            events = events.where((mine[0] if len(mine) == 1 else sa.tuple_(*mine))
+                                  .in_(sa.select(*lookups.c)))
         timed = events.subquery("timed")
         window = config.window.total_seconds()
 
@@ -380,12 +424,17 @@ class DuplicateEvents(Check):
         violations["seconds_after_first"] = (violations.pop("_after").astype("float64")
                                              / db.units)
         surplus = int((violations["duplicate_role"] == "surplus").sum()) if len(violations) else 0
+        population = db.count(config.dataset, rows, scope,
+                              same_as=(config.where, "not null", tuple(config.by)))
+        notes = []
+        if lookups is not None:
+            partitions = int(db.scalar(sa.select(sa.func.count()).select_from(lookups)))
+            notes.append(self.lookup_note(db.count(config.dataset, changed, looked_up),
+                                          partitions, population))
         return Measurement(violations=violations, violation_count=surplus,
-                           population=db.count(config.dataset, rows, scope,
-                                               same_as=(config.where, "not null",
-                                                        tuple(config.by))),
+                           population=population,
                            keys=list(order or shown), group_column="duplicate_group",
-                           context_column="duplicate_role", sql=db.sql(statement))
+                           context_column="duplicate_role", sql=db.sql(statement), notes=notes)
 
     def describe(self) -> str:
         config = self.config
@@ -393,6 +442,15 @@ class DuplicateEvents(Check):
         return (f"{config.dataset} rows equal on ({', '.join(config.by)}){scope} and at most "
                 f"{format_duration(config.window)} apart by {config.time} form a burst; "
                 f"every row of a burst after the first is one violation.")
+
+
+def same_partitions(rows, examined, columns: list[str]):
+    """pandas: the rows equal on `columns` to an `examined` row (a boolean Series over
+    `rows`), and how many such partitions there are."""
+    import pandas as pd
+
+    wanted = pd.MultiIndex.from_frame(rows.loc[examined, columns]).unique()
+    return rows[pd.MultiIndex.from_frame(rows[columns]).isin(wanted)], len(wanted)
 
 
 def as_compared(db, dataset: str, relation, column: str):

@@ -6,7 +6,11 @@ previous one). A stored timestamp that falls inside a burst but later than
 the burst's first event (beyond `tolerance`, default 1 s, for clocks) was
 overwritten by a re-send within the window: a violation. A re-send after the
 window may move it legitimately; a timestamp outside every burst is not this
-rule's business.
+rule's business. Incrementally it follows `counter_vs_events`'s rule (see
+`counters`): the entities whose row changed, that have events changed or had
+events within the last overlap, or that violated last time, are judged again,
+each with all its events; both datasets must declare `incremental:`, and a
+deleted or changed event older than the overlap makes the run a full one.
 
 `timestamp_valid` — "sentAt corruption (invalid dates or null values)". For
 the rows in scope (e.g. `where: {status: SENT}`) the column must be present
@@ -18,7 +22,7 @@ overlap) plus every key that violated in the last run — a fixed, deleted or
 out-of-scope row resolves — and every other row keeps its last status, which
 was no violation: an unchanged row cannot move into the future as `now`
 advances (a run whose `now` is before the last one's runs in full). The
-population is counted over the whole table. `timestamp_preserved` runs in full.
+population is counted over the whole table.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from integrity.checks import Check, Measurement, add_columns, single_key_problems
-from integrity.checks.counters import Events
+from integrity.checks.counters import ByEntity, Events
 from integrity.config import CheckConfig, Duration
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -58,7 +62,7 @@ class PreservedConfig(CheckConfig):
         return [self.dataset, self.events.dataset]
 
 
-class TimestampPreserved(Check):
+class TimestampPreserved(ByEntity):
     """A re-send within the window must not move the timestamp."""
 
     kind = "timestamp_preserved"
@@ -83,6 +87,10 @@ class TimestampPreserved(Check):
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
         entities = data.rows(config.dataset, config.where)
+        population, notes = len(entities), []
+        if self.increments:
+            entities = entities[self.rechecked_rows(data, entities)]
+            notes.append(self.entity_note(len(entities), population))
         stored = data.time_column(config.dataset, entities, config.column)
         log = data.rows(events.dataset, events.where)
         log = log[log[events.entity].notna()]
@@ -106,8 +114,8 @@ class TimestampPreserved(Check):
             moved_by_seconds=(hits["_stored"] - hits["burst_first"]).dt.total_seconds())
         violations = violations.drop_duplicates(subset=[key]).sort_values(key, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
-                           violation_count=len(violations), population=len(entities),
-                           keys=[key])
+                           violation_count=len(violations), population=population,
+                           keys=[key], notes=notes)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -117,9 +125,10 @@ class TimestampPreserved(Check):
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
         axis = db.axis((events.dataset, events.time), (config.dataset, config.column))
-        _, entity, moment, scope = events.in_sql(db, axis)
+        log, entity, moment, scope = events.in_sql(db, axis)
         timed = (sa.select(entity.label("entity"), moment.label("moment"))
-                 .where(scope, moment.is_not(None)).subquery("timed"))
+                 .where(scope, moment.is_not(None), *self.their_events(db, log))
+                 .subquery("timed"))
         marked = sa.select(timed.c.entity, timed.c.moment,
                            burst_starts(timed.c.moment, [timed.c.entity], [], axis,
                                         config.window.total_seconds())
@@ -154,16 +163,22 @@ class TimestampPreserved(Check):
                    stored > axis.plus(spans.c.first, tolerance),
                    stored <= axis.plus(spans.c.last, tolerance))
             .order_by(entities.c[key]))
+        scope = db.where(config.dataset, entities, config.where)
+        population = db.count(config.dataset, entities, scope, same_as=config.where)
+        notes = []
+        if self.increments:
+            rechecked = self.recheck(db, entities)
+            statement = statement.where(rechecked)
+            notes.append(self.entity_note(
+                db.count(config.dataset, entities, sa.and_(scope, rechecked)), population))
         violations = db.frame(statement)
         violations["burst_first"] = db.to_times(violations["burst_first"])
         violations["burst_last"] = db.to_times(violations["burst_last"])
         violations["moved_by_seconds"] = violations.pop("moved_by").astype("float64") / db.units
         violations = violations.drop_duplicates(subset=[key]).reset_index(drop=True)
-        population = db.count(config.dataset, entities,
-                              db.where(config.dataset, entities, config.where),
-                              same_as=config.where)
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=population, keys=[key], sql=db.sql(statement))
+                           population=population, keys=[key], sql=db.sql(statement),
+                           notes=notes)
 
     def describe(self) -> str:
         config, events = self.config, self.config.events

@@ -8,8 +8,9 @@ an entity against its events (counter_vs_events, timestamp_preserved) only the
 entities whose row or events changed. The property test applies random
 mutations — inserts, updates that make rows violate and stop violating, soft and
 hard deletes, rows committed late inside the overlap, change times equal to the
-last watermark; events sent, moved to another entity, re-timed and hard-deleted —
-and after every step compares an
+last watermark; events sent, moved to another entity, re-timed and hard-deleted;
+parents inserted, re-tenanted, soft- and hard-deleted and given another key — and
+after every step compares an
 incremental run with a full run on the same snapshot: statuses, counts,
 population, every violating key and the lifecycle (new, persisting, resolved),
 on SQLite, PostgreSQL and MariaDB, with both engines.
@@ -58,9 +59,19 @@ ENTITY_CHECKS = """\
 - {id: preserved, kind: timestamp_preserved, dataset: items, column: sentAt,
    events: {dataset: sends, entity: itemId, time: at}, window: 5m}
 """
+# Each item's company: it must exist (and not be soft-deleted), in the item's tenant.
+COMPANIES = ("companies: {table: companies, key: id, incremental: {changed: updatedAt, "
+             "overlap: 1m}}")
+PARENT_CHECKS = """\
+- {id: has_company, kind: orphans, dataset: items, reference: companyId,
+   parent: companies, parent_where: {deletedAt: null}}
+- {id: company_tenant, kind: cross_tenant, dataset: items, tenant_column: tenantId,
+   reference: companyId, parent: companies, parent_tenant_column: tenantId}
+"""
 
 
-def create(url: str, rows: list[dict], sends: list[dict] = ()) -> None:
+def create(url: str, rows: list[dict], sends: list[dict] = (),
+           companies: list[dict] = ()) -> None:
     metadata = sa.MetaData()
     table = sa.Table("items", metadata,
                      sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -68,7 +79,11 @@ def create(url: str, rows: list[dict], sends: list[dict] = ()) -> None:
                      sa.Column("email", sa.String(40)), sa.Column("status", sa.String(8)),
                      *[sa.Column(name, TIME) for name in ("sentAt", "createdAt", "deletedAt",
                                                           "updatedAt")],
-                     sa.Column("sendCount", sa.Integer))
+                     sa.Column("sendCount", sa.Integer), sa.Column("companyId", sa.Integer))
+    parents = sa.Table("companies", metadata,
+                       sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                       sa.Column("tenantId", sa.String(8)), sa.Column("deletedAt", TIME),
+                       sa.Column("updatedAt", TIME))
     log = sa.Table("sends", metadata,
                    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                    sa.Column("itemId", sa.Integer), sa.Column("at", TIME),
@@ -81,6 +96,8 @@ def create(url: str, rows: list[dict], sends: list[dict] = ()) -> None:
             connection.execute(table.insert(), rows)
         if sends:
             connection.execute(log.insert(), list(sends))
+        if companies:
+            connection.execute(parents.insert(), list(companies))
     engine.dispose()
 
 
@@ -121,6 +138,9 @@ def answer(check) -> tuple:
 # both), or the event log was empty.
 EVENTS_SEEN_CHANGING = ("ran in full (sends): sends holds ", "ran in full (sends): sends had "
                                                               "no rows in run ")
+# The same for a check of children against their parents.
+PARENTS_SEEN_CHANGING = ("ran in full (companies): companies holds ",
+                         "ran in full (companies): companies had no rows in run ")
 
 
 def assert_same_answer(incremental, full, expect_incremental: bool) -> None:
@@ -131,6 +151,9 @@ def assert_same_answer(incremental, full, expect_incremental: bool) -> None:
         ran = [note for note in mine.notes if note.startswith("incremental: examined")]
         if expect_incremental and mine.id in {"counted", "preserved"} and not ran:
             assert mine.notes[-1].startswith(EVENTS_SEEN_CHANGING), (mine.id, mine.notes)
+            continue
+        if expect_incremental and mine.id in {"has_company", "company_tenant"} and not ran:
+            assert mine.notes[-1].startswith(PARENTS_SEEN_CHANGING), (mine.id, mine.notes)
             continue
         assert bool(ran) == expect_incremental, (mine.id, mine.notes)
 
@@ -160,7 +183,8 @@ FIXED = CLOCK + timedelta(hours=2)
 fields = st.fixed_dictionaries({
     "tenantId": tenants, "otherTenant": st.sampled_from([None, "t1", "t2"]), "email": emails,
     "status": st.sampled_from(["SENT", "DRAFT"]), "sent": sent,
-    "sendCount": st.sampled_from([None, 0, 1, 2])})
+    "sendCount": st.sampled_from([None, 0, 1, 2]),
+    "companyId": st.sampled_from([None, 1, 2, 3, 4, 5])})
 # An event's time: around its item's sentAt (a burst from a minute before it to two
 # minutes after holds it: a moved timestamp), at the clock, or none.
 event_times = st.sampled_from(["before", "after", "clock", "none"])
@@ -177,6 +201,11 @@ changes = st.one_of(
     st.tuples(st.just("send"), st.integers(0, 2), event_times, when),
     st.tuples(st.just("edit_send"), st.integers(0, 20), st.integers(0, 2), event_times, when),
     st.tuples(st.just("delete_send"), st.integers(0, 20)),
+    # a company: new (its id the next one), re-tenanted, soft-deleted or restored, given
+    # the next free id, or hard-deleted
+    st.tuples(st.just("company"), st.integers(0, 20), tenants,
+              st.sampled_from(["insert", "tenant", "soft_delete", "restore", "new_key",
+                               "hard_delete"]), when),
 )
 steps = st.lists(st.tuples(st.integers(1, 36), st.lists(changes, min_size=1, max_size=3)),
                  min_size=2, max_size=4)
@@ -190,7 +219,7 @@ def row_values(values: dict, created: datetime, clock: datetime) -> dict:
     return {"tenantId": values["tenantId"], "otherTenant": values["otherTenant"],
             "email": values["email"], "status": values["status"],
             "sentAt": None if sent_at is None else naive(sent_at), "createdAt": naive(created),
-            "sendCount": values.get("sendCount")}
+            "sendCount": values.get("sendCount"), "companyId": values.get("companyId")}
 
 
 def event_time(choice: str, clock: datetime, sent_at: datetime | None) -> datetime | None:
@@ -206,7 +235,9 @@ class Mutator:
         self.engine = sa.create_engine(url)
         self.table = sa.Table("items", sa.MetaData(), autoload_with=self.engine)
         self.sends = sa.Table("sends", sa.MetaData(), autoload_with=self.engine)
+        self.companies = sa.Table("companies", sa.MetaData(), autoload_with=self.engine)
         self.next_id = self.next_send = 1
+        self.next_company = 4  # companies 1 to 3 are seeded
 
     def seed_sends(self, rows: list[dict], sends: list[tuple], clock: datetime) -> list[dict]:
         """Events of seeded `rows`: (item index, event time), written an hour before."""
@@ -229,15 +260,18 @@ class Mutator:
         return made
 
     def watermark(self, table: str = "items") -> datetime | None:
-        table = self.table if table == "items" else self.sends
+        table = {"items": self.table, "sends": self.sends, "companies": self.companies}[table]
         with self.engine.connect() as connection:
             return connection.execute(sa.select(sa.func.max(table.c.updatedAt))).scalar()
 
     def apply(self, change: tuple, clock: datetime, last_mark: datetime | None,
-              last_send: datetime | None = None) -> None:
+              last_send: datetime | None = None, last_company: datetime | None = None
+              ) -> None:
         kind = change[0]
         if kind.endswith("send"):
             return self.apply_send(change, clock, last_send)
+        if kind == "company":
+            return self.apply_company(change, clock, last_company)
         when = {"clock": naive(clock), "tie": last_mark,
                 "late": None if last_mark is None else last_mark - timedelta(seconds=37)}
         with self.engine.begin() as connection:
@@ -289,6 +323,36 @@ class Mutator:
             elif sends:
                 connection.execute(log.delete().where(log.c.id == sends[change[1] % len(sends)]))
 
+    def apply_company(self, change: tuple, clock: datetime, last_mark: datetime | None
+                      ) -> None:
+        _, pick, tenant, what, stamp = change
+        table = self.companies
+        changed = {"clock": naive(clock), "tie": last_mark, "late": None if last_mark is None
+                   else last_mark - timedelta(seconds=37)}[stamp] or naive(clock)
+        with self.engine.begin() as connection:
+            ids = [row[0] for row in connection.execute(sa.select(table.c.id).order_by(
+                table.c.id))]
+            if what == "insert" or not ids:
+                connection.execute(table.insert().values(id=self.next_company, tenantId=tenant,
+                                                         updatedAt=changed))
+                self.next_company += 1
+                return
+            where = table.c.id == ids[pick % len(ids)]
+            if what == "hard_delete":
+                connection.execute(table.delete().where(where))
+                return
+            values = {"tenant": {"tenantId": tenant}, "soft_delete": {"deletedAt": naive(clock)},
+                      "restore": {"deletedAt": None},
+                      "new_key": {"id": self.next_company}}[what]
+            if what == "new_key":
+                self.next_company += 1
+            connection.execute(table.update().where(where).values(**values, updatedAt=changed))
+
+    def seed_companies(self, tenants: list[str], clock: datetime) -> list[dict]:
+        return [{"id": index + 1, "tenantId": tenant, "deletedAt": None,
+                 "updatedAt": naive(clock - timedelta(hours=1))}
+                for index, tenant in enumerate(tenants)]
+
     def dispose(self):
         self.engine.dispose()
 
@@ -301,16 +365,18 @@ def url(request, servers, tmp_path_factory):
 @PROPERTY
 @given(initial=st.lists(fields, max_size=8),
        initial_sends=st.lists(st.tuples(st.integers(0, 2), event_times), max_size=6),
-       steps=steps)
+       companies=st.lists(tenants, min_size=3, max_size=3), steps=steps)
 def test_an_incremental_run_gives_the_full_runs_answer_after_every_change(
-        url, tmp_path_factory, initial, initial_sends, steps):
+        url, tmp_path_factory, initial, initial_sends, companies, steps):
     folder = tmp_path_factory.mktemp("chains")
     create(url, [])
     mutator = Mutator(url)
     rows = mutator.seed(initial, CLOCK)
-    create(url, rows, mutator.seed_sends(rows, initial_sends, CLOCK))
+    create(url, rows, mutator.seed_sends(rows, initial_sends, CLOCK),
+           mutator.seed_companies(companies, CLOCK))
     # The reference: every run --full (the engines agree on a full run: test_parity.py).
-    datasets, checks = f"{DATASETS}\n{SENDS}", CHECKS + ENTITY_CHECKS
+    datasets = f"{DATASETS}\n{SENDS}\n{COMPANIES}"
+    checks = CHECKS + ENTITY_CHECKS + PARENT_CHECKS
     full = Chain(url, folder, "sql", full=True, datasets=datasets, checks=checks)
     chains = [Chain(url, folder, engine, full=False, datasets=datasets, checks=checks)
               for engine in ("pandas", "sql")]
@@ -321,15 +387,15 @@ def test_an_incremental_run_gives_the_full_runs_answer_after_every_change(
             assert_same_answer(incremental.run(clock), truth, expect_incremental=False)
         for hours, batch in steps:
             # what the runs just made read up to
-            last_mark, last_send = mutator.watermark(), mutator.watermark("sends")
+            marks = [mutator.watermark(name) for name in ("items", "sends", "companies")]
             clock += timedelta(hours=hours)
             for change in batch:
-                mutator.apply(change, clock, last_mark, last_send)
+                mutator.apply(change, clock, *marks)
             truth = full.run(clock)
             for incremental in chains:
                 # After a run that read no rows, everything is new: the run is a full one.
                 assert_same_answer(incremental.run(clock), truth,
-                                   expect_incremental=last_mark is not None)
+                                   expect_incremental=marks[0] is not None)
     finally:
         mutator.dispose()
         for chain in (full, *chains):
@@ -582,6 +648,86 @@ def test_an_entity_check_runs_in_full_when_one_of_its_datasets_is_not_incrementa
     mutator.dispose()
 
 
+def test_a_child_is_judged_again_when_its_parent_changes_and_a_hard_delete_runs_in_full(
+        tmp_path, monkeypatch):
+    from integrity.checks.orphans import ByParent
+
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create(url, [])
+    mutator = Mutator(url)
+    rows = mutator.seed([{"tenantId": "t1", "otherTenant": "t1", "email": None,
+                          "status": "SENT", "sent": "fine", "companyId": company}
+                         for company in (1, 2, 3, 4, 9)], CLOCK)
+    for row in rows:
+        row["updatedAt"] = naive(CLOCK - timedelta(days=2))
+    rows[4]["updatedAt"] = naive(CLOCK - timedelta(days=1))
+    companies = mutator.seed_companies(["t1", "t1", "t2", "t1"], CLOCK - timedelta(days=2))
+    for company in companies[2:]:  # 3 and 4 changed last, within the overlap
+        company["updatedAt"] = naive(CLOCK - timedelta(hours=1))
+    create(url, rows, companies=companies)
+    datasets, checks = f"{DATASETS}\n{COMPANIES}", PARENT_CHECKS
+    full = Chain(url, tmp_path, "sql", True, datasets, checks)
+    right = [Chain(url, tmp_path, engine, False, datasets, checks)
+             for engine in ("pandas", "sql")]
+    wrong = Chain(url, tmp_path, "pandas", False, datasets, checks)
+
+    def step(now, expected, notes, expect_incremental=True):
+        truth = full.run(now)
+        assert [(c.id, c.violation_keys) for c in truth.checks] == expected
+        for chain in right:
+            mine = chain.run(now)
+            assert_same_answer(mine, truth, expect_incremental)
+            assert mine.check("has_company").notes == notes
+        return truth
+
+    first = step(CLOCK, [("has_company", [(5,)]), ("company_tenant", [(3,)])], [
+        "ran in full (companies): no earlier run of this check on this target"], False)
+    assert first.watermarks[1].value == {"time": "2026-03-01T11:00:00+00:00", "settled": 2,
+                                         "unsettled": {"keys id": [["3"], ["4"]]}}
+    with monkeypatch.context() as patched:  # a wrong rule: no parents within the overlap
+        recorded = ByParent.watermark_extras
+        patched.setattr(ByParent, "watermark_extras", lambda self, db, name, since: {
+            **recorded(self, db, name, since), **({"unsettled": {"keys id": []}}
+                                                  if name == "companies" else {})})
+        wrong.run(CLOCK)
+    later = CLOCK + timedelta(days=1)
+    table = mutator.companies
+    with mutator.engine.begin() as connection:
+        connection.execute(table.update().where(table.c.id == 3).values(
+            tenantId="t1", updatedAt=naive(later)))                 # item 3 agrees now
+        connection.execute(table.delete().where(table.c.id == 4))   # item 4 dangles
+        connection.execute(table.insert().values(id=9, tenantId="t1", updatedAt=naive(later)))
+    # 3 and 5 reference a changed company, 4 one within the overlap (since deleted), 5 is
+    # at the watermark and violated; 1 and 2 keep their status.
+    truth = step(later, [("has_company", [(4,)]), ("company_tenant", [])], [
+        "incremental: examined 3 changed rows of 5 (updatedAt ≥ 2026-02-28T11:59:00Z or "
+        "null, and the 1 key that violated in run 1), and those referencing a parent "
+        "changed (updatedAt ≥ 2026-03-01T10:59:00Z or null) or within the overlap when "
+        "run 1 read companies; counts and keys are the whole table's, every other row "
+        "keeps its status of run 1"])
+    with pytest.raises(AssertionError):  # item 4's company went without a trace
+        assert_same_answer(wrong.run(later), truth, expect_incremental=True)
+    # A soft delete of company 2, older than the overlap: a count cannot tell it from a
+    # hard delete, so the run is a full one; so is it after a hard delete of company 1.
+    with mutator.engine.begin() as connection:
+        connection.execute(table.update().where(table.c.id == 2).values(
+            deletedAt=naive(later), updatedAt=naive(later + timedelta(hours=1))))
+    step(later + timedelta(hours=1), [("has_company", [(2,), (4,)]), ("company_tenant", [])], [
+        "ran in full (companies): companies holds 1 row older than the overlap where run 2 "
+        "counted 2: one was deleted or changed since, and a parent deleted or given another "
+        "key leaves nothing a watermark sees"], False)
+    with mutator.engine.begin() as connection:
+        connection.execute(table.delete().where(table.c.id == 1))
+    step(later + timedelta(hours=2), [("has_company", [(1,), (2,), (4,)]),
+                                      ("company_tenant", [])], [
+        "ran in full (companies): companies holds 2 rows older than the overlap where run 3 "
+        "counted 3: one was deleted or changed since, and a parent deleted or given another "
+        "key leaves nothing a watermark sees"], False)
+    for chain in (full, *right, wrong):
+        chain.dispose()
+    mutator.dispose()
+
+
 def test_full_full_every_and_a_changed_audit_run_in_full(tmp_path):
     url, mutator = scenario(tmp_path)
     datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
@@ -631,8 +777,7 @@ def test_checks_without_an_incremental_rule_run_in_full_and_say_so(tmp_path):
     assert {c.id: c.notes[-1] for c in result.checks if c.id not in {
         "sent_valid", "tenants_agree", "emails_unique", "double_sends"}} == {
         "fresh": "ran in full (items): freshness has no incremental rule",
-        "same_tenant": "ran in full (items): the parent form compares with another dataset, "
-                       "whose changes and hard deletes the child's watermark does not see",
+        "same_tenant": "ran in full (items): its children and parents are one dataset",
         "stamped_later": "ran in full (items): its filter on createdAt (until) lets unchanged "
                          "rows in as time passes"}
     store.engine.dispose()

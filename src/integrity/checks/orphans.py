@@ -5,6 +5,26 @@ company, a commission without its workflow. A row whose reference is null is
 not an orphan unless `required: true` (then it is a `missing_reference`).
 `parent_where` narrows the parents that count (e.g. `{deletedAt: null}`: a
 reference to a soft-deleted parent is dangling too).
+
+Incrementally — this rule is `cross_tenant`'s with `parent:` too — a child's
+answer depends on its own row and the parent rows its reference matches, so a
+run judges again exactly the children changed since the child dataset's
+watermark (minus the overlap), the children referencing a parent changed since
+the parent dataset's watermark (minus its overlap: soft-deleted, filtered out,
+re-tenanted — by the key it has now), the children referencing a parent that
+was within the overlap when the last run read the parents (recorded with their
+watermark: such a parent may since have been deleted or given another key
+without a trace), and the children whose key violated in the last run (a
+parent inserted since resolves them). Every other child has the same row and
+the same matching parents as then, when it did not violate. Both datasets
+must declare `incremental:`; with only one, the check runs in full, saying so.
+A **hard delete** of a parent older than the overlap, or a new key given to
+one, leaves nothing a watermark sees: each run records how many parents are
+older than where the next run starts, and when the next run counts another
+number it runs in full, saying so (any change to such a parent does too — a
+soft delete included — since a count cannot tell it from a delete). More than
+10,000 parents within the overlap run the next time in full. The population is
+counted over the whole table.
 """
 
 from __future__ import annotations
@@ -13,7 +33,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from integrity.checks import Check, Measurement, add_columns
+from integrity.checks import (_NOT_A_KEY, Check, Measurement, add_columns, changed_rows,
+                              changed_since, typed_key)
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -58,7 +79,126 @@ def validate_reference(audit, reference: list[str], parent: str,
     return []
 
 
-class Orphans(Check):
+# More parents than this within the overlap: the next run runs in full rather than
+# bind them all.
+MOST_UNSETTLED = 10_000
+
+
+class ByParent(Check):
+    """The incremental rule of a check of each child row against the parent it references
+    (module docstring): `config` has `dataset`, `where`, `reference` and `parent`."""
+
+    def parent_key(self) -> list[str]:
+        return parent_key(self, self.config.parent, self.config.parent_key)
+
+    def needs_every_increment(self) -> bool:
+        return True
+
+    def incremental_problem(self, dataset: str) -> str | None:
+        config = self.config
+        if config.dataset == config.parent:
+            return "its children and parents are one dataset"
+        for where in (config.where, getattr(config, "parent_where", ())):
+            timed = [c for c in where if c.op == "until"]
+            if timed:
+                return (f"its filter on {timed[0].column} (until) lets unchanged rows in as "
+                        f"time passes")
+        return None
+
+    def unsettled_field(self) -> str:
+        return "keys " + ", ".join(self.parent_key())
+
+    def watermark_extras(self, db, dataset: str, since) -> dict:
+        import sqlalchemy as sa
+
+        if dataset != self.config.parent:
+            return {}
+        key = self.parent_key()
+        parents = db.alias(dataset, "parents")
+        changed = changed_since(db, parents, since)
+        settled = db.scalar(sa.select(sa.func.count()).select_from(parents)
+                            .where(sa.not_(changed)))
+        recent = db.frame(sa.select(*[parents.c[column] for column in key]).where(changed)
+                          .distinct().limit(MOST_UNSETTLED + 1))
+        texts = [[None if since.as_recorded(value) is None else str(since.as_recorded(value))
+                  for value in row] for row in recent.itertuples(index=False, name=None)]
+        return {"settled": int(settled), "unsettled": {
+            self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
+
+    def incremental_start_problem(self, db, dataset: str) -> str | None:
+        import sqlalchemy as sa
+
+        if dataset != self.config.parent:
+            return None
+        increment = self.increments[dataset]
+        recorded, run = increment.recorded or {}, f"run {increment.run_id}"
+        unsettled = recorded.get("unsettled", {})
+        if "settled" not in recorded or self.unsettled_field() not in unsettled:
+            return f"{run} recorded no count of {dataset}'s rows older than the overlap"
+        if unsettled[self.unsettled_field()] is None:
+            return f"more than {MOST_UNSETTLED:,} {dataset} rows were within the overlap in {run}"
+        parents = db.alias(dataset, "parents")
+        settled = db.scalar(sa.select(sa.func.count()).select_from(parents)
+                            .where(sa.not_(changed_since(db, parents, increment))))
+        if settled != recorded["settled"]:
+            return (f"{dataset} holds {settled:,} row{'s' if settled != 1 else ''} older than "
+                    f"the overlap where {run} counted {recorded['settled']:,}: one was "
+                    f"deleted or changed since, and a parent deleted or given another key "
+                    f"leaves nothing a watermark sees")
+        return None
+
+    def recheck(self, db, children):
+        """SQL: the children (rows of alias `children`) an incremental run judges again."""
+        import sqlalchemy as sa
+
+        config, key = self.config, self.parent_key()
+        mine, theirs = self.increments[config.dataset], self.increments[config.parent]
+        parents = db.alias(config.parent, "changed_parents")
+        parts = [self.examined(db, children, mine),
+                 sa.exists().where(changed_since(db, parents, theirs), *[
+                     db.same((config.dataset, ref, children.c[ref]),
+                             (config.parent, own, parents.c[own]))
+                     for ref, own in zip(config.reference, key)])]
+        kinds = [db.columns[config.dataset].get(ref) for ref in config.reference]
+        recent = [tuple(typed_key(kind, text) for kind, text in zip(kinds, row))
+                  for row in theirs.recorded["unsettled"][self.unsettled_field()]]
+        recent = [row for row in recent if _NOT_A_KEY not in row]
+        if recent and len(key) == 1:
+            parts.append(children.c[config.reference[0]].in_([row[0] for row in recent]))
+        elif recent:
+            parts.append(sa.tuple_(*[children.c[ref] for ref in config.reference]).in_(recent))
+        return sa.or_(*parts)
+
+    def rechecked_rows(self, data, children):
+        """pandas: which `children` an incremental run judges again."""
+        from integrity.checks.common import _as_key_text
+
+        config, key = self.config, self.parent_key()
+        mine, theirs = self.increments[config.dataset], self.increments[config.parent]
+        wanted = self.examined_rows(data, children, mine)
+        parents = data.frame(config.parent)
+        changed = parents[changed_rows(data, parents, theirs)]
+        keys = {tuple(row) for row in zip(*[_as_key_text(changed[own]) for own in key])}
+        keys |= {tuple(row) for row in theirs.recorded["unsettled"][self.unsettled_field()]}
+        import pandas as pd
+
+        references = zip(*[_as_key_text(children[ref]) for ref in config.reference])
+        return wanted | pd.Series([row in keys for row in references], index=children.index,
+                                  dtype=bool)
+
+    def parent_note(self, examined: int, population: int) -> str:
+        config = self.config
+        mine, theirs = self.increments[config.dataset], self.increments[config.parent]
+        since = (str(theirs.since) if theirs.numeric
+                 else theirs.since.isoformat().replace("+00:00", "Z"))
+        return (f"incremental: examined {examined:,} changed row{'s' if examined != 1 else ''}"
+                f" of {population:,} ({mine.describe()}), and those referencing a parent "
+                f"changed ({theirs.column} ≥ {since} or null) or within the overlap when run "
+                f"{theirs.run_id} read {config.parent}; counts and keys are the whole table's, "
+                f"every other row keeps its status of run {mine.run_id}")
+
+
+class Orphans(ByParent):
     """References to nothing."""
 
     kind = "orphans"
@@ -85,6 +225,10 @@ class Orphans(Check):
         config = self.config
         reference, key = config.reference, parent_key(self, config.parent, config.parent_key)
         children = data.rows(config.dataset, config.where)
+        population, notes = len(children), []
+        if self.increments:
+            children = children[self.rechecked_rows(data, children).to_numpy()]
+            notes.append(self.parent_note(len(children), population))
         parents = data.rows(config.parent, config.parent_where)[key].drop_duplicates()
         missing = has_nulls(children, reference)
         linked = children[~missing]
@@ -100,8 +244,8 @@ class Orphans(Check):
         order = self.audit.datasets[config.dataset].key or shown
         violations = violations.sort_values(list(order), kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
-                           violation_count=len(violations), population=len(children),
-                           keys=list(order))
+                           violation_count=len(violations), population=population,
+                           keys=list(order), notes=notes)
 
     def measure_sql(self, db) -> Measurement:
         import sqlalchemy as sa
@@ -117,6 +261,13 @@ class Orphans(Check):
                  .where(*matches,
                         db.where(config.parent, parents, config.parent_where)))
         scope = db.where(config.dataset, children, config.where)
+        population = db.count(config.dataset, children, scope, same_as=config.where)
+        notes = []
+        if self.increments:
+            rechecked = self.recheck(db, children)
+            notes.append(self.parent_note(
+                db.count(config.dataset, children, sa.and_(scope, rechecked)), population))
+            scope = sa.and_(scope, rechecked)
         present = sa.and_(*[children.c[ref].is_not(None) for ref in config.reference])
         shown = self.identity(config.dataset, *config.reference)
         order = list(self.audit.datasets[config.dataset].key or shown)
@@ -132,9 +283,8 @@ class Orphans(Check):
         statement = sa.select(union).order_by(*[union.c[c] for c in order])
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
-                           population=db.count(config.dataset, children, scope,
-                                               same_as=config.where), keys=order,
-                           sql=db.sql(statement))
+                           population=population, keys=order, sql=db.sql(statement),
+                           notes=notes)
 
     def describe(self) -> str:
         config = self.config

@@ -13,8 +13,11 @@ Incrementally (a dataset with `incremental:`) the two-column form is judged row
 by row: a run re-checks the rows changed since the last run's watermark (minus
 the overlap) plus every key that violated in the last run (so a fixed or
 deleted row resolves), and every other row keeps its last status; the
-population is counted over the whole table. The parent form runs in full: a
-parent's change (or hard delete) is invisible to the child's watermark.
+population is counted over the whole table. The parent form follows
+`orphans`' rule (see `orphans`): the children changed, referencing a parent
+changed or within the last overlap, or violating last time are judged again;
+both datasets must declare `incremental:`, and a deleted or changed parent
+older than the overlap makes the run a full one.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from integrity.checks import Check, Measurement, add_columns
-from integrity.checks.orphans import parent_key, validate_reference
+from integrity.checks import Measurement, add_columns
+from integrity.checks.orphans import ByParent, parent_key, validate_reference
 from integrity.config import CheckConfig, Columns
 from integrity.filters import columns as filter_columns
 
@@ -63,7 +66,7 @@ class CrossTenantConfig(CheckConfig):
         return [self.dataset, *([self.parent] if self.parent else [])]
 
 
-class CrossTenant(Check):
+class CrossTenant(ByParent):
     """Data that crosses tenants (any occurrence is critical)."""
 
     kind = "cross_tenant"
@@ -87,11 +90,21 @@ class CrossTenant(Check):
                                  f"parent_tenant_column"))
         return problems
 
+    def needs_every_increment(self) -> bool:
+        return bool(self.config.parent)
+
     def incremental_problem(self, dataset: str) -> str | None:
         if self.config.parent:
-            return ("the parent form compares with another dataset, whose changes and hard "
-                    "deletes the child's watermark does not see")
+            return super().incremental_problem(dataset)
         return self.row_local_problem(dataset)
+
+    def watermark_extras(self, db, dataset: str, since) -> dict:
+        return super().watermark_extras(db, dataset, since) if self.config.parent else {}
+
+    def incremental_start_problem(self, db, dataset: str) -> str | None:
+        if self.config.parent:
+            return super().incremental_start_problem(db, dataset)
+        return None
 
     @property
     def tenant(self) -> str:
@@ -136,6 +149,10 @@ class CrossTenant(Check):
             parents = parents.rename(columns={**dict(zip(key, reference)),
                                               self.parent_tenant: parent_tenant})
             linked = rows[rows[[*reference, self.tenant]].notna().all(axis=1)]
+            pairs = linked  # every row with a tenant and a reference was looked up
+            if self.increments:
+                linked = linked[self.rechecked_rows(data, linked).to_numpy()]
+                notes.append(self.parent_note(len(linked), len(pairs)))
             linked, parents = aligned_frames(linked, reference, parents, reference)
             joined = linked.assign(_row=linked.index).merge(parents, on=reference, how="inner")
             joined = joined[joined[parent_tenant].notna()]
@@ -144,7 +161,6 @@ class CrossTenant(Check):
             shown = self.identity(config.dataset, self.tenant, *reference)
             violations = rows.loc[flagged["_row"], shown].assign(
                 **{parent_tenant: flagged[parent_tenant].to_numpy()})
-            pairs = linked  # every row with a tenant and a reference was looked up
         violations = violations.sort_values(order, kind="stable")
         return Measurement(violations=violations.reset_index(drop=True),
                            violation_count=len(violations), population=len(pairs), keys=order,
@@ -186,10 +202,6 @@ class CrossTenant(Check):
             paired = sa.and_(scope, mine.is_not(None), theirs.is_not(None),
                              *[rows.c[ref].is_not(None) for ref in reference])
             shown = self.identity(config.dataset, self.tenant, *reference)
-            statement = (sa.select(*[rows.c[column] for column in shown],
-                                   theirs.label(f"{config.parent}.{self.parent_tenant}"))
-                         .select_from(joined).where(paired, differ)
-                         .order_by(*[rows.c[c] for c in order]))
             # The population is every row with a tenant and a reference (each was looked
             # up), counted without the join.
             present = sa.and_(scope, mine.is_not(None),
@@ -197,6 +209,15 @@ class CrossTenant(Check):
             population = db.count(config.dataset, rows, present,
                                   same_as=(config.where, "cross_tenant", self.tenant,
                                            tuple(reference)))
+            if self.increments:
+                rechecked = self.recheck(db, rows)
+                paired = sa.and_(paired, rechecked)
+                notes.append(self.parent_note(
+                    db.count(config.dataset, rows, sa.and_(present, rechecked)), population))
+            statement = (sa.select(*[rows.c[column] for column in shown],
+                                   theirs.label(f"{config.parent}.{self.parent_tenant}"))
+                         .select_from(joined).where(paired, differ)
+                         .order_by(*[rows.c[c] for c in order]))
         violations = db.frame(statement)
         return Measurement(violations=violations, violation_count=len(violations),
                            population=population, keys=order, sql=db.sql(statement),

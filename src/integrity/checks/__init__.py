@@ -281,6 +281,34 @@ class Check:
 
 
 _NOT_A_KEY = object()  # a key from history that no value of the column can equal
+# More keys than this within the overlap: the next run runs in full rather than bind them all.
+MOST_UNSETTLED = 10_000
+
+
+def settled_problem(db: Tables, increment: Increment, field: str, alias: str, things: str,
+                    too_many: str, why: str) -> str | None:
+    """Why a rule that remembers the keys within the overlap must run in full: the last run
+    did not count the rows older than it (which no watermark shows again), had more than
+    MOST_UNSETTLED keys within it, or counted another number of old rows than there are
+    now — one was deleted or changed since. `things` names the rows (plural), `too_many`
+    what there were too many of, `why` what such a change hides."""
+    import sqlalchemy as sa
+
+    dataset = increment.dataset
+    recorded, run = increment.recorded or {}, f"run {increment.run_id}"
+    unsettled = recorded.get("unsettled", {})
+    if "settled" not in recorded or field not in unsettled:
+        return f"{run} recorded no count of {dataset}'s {things} older than the overlap"
+    if unsettled[field] is None:
+        return f"more than {MOST_UNSETTLED:,} {too_many} within the overlap in {run}"
+    relation = db.alias(dataset, alias)
+    settled = db.scalar(sa.select(sa.func.count()).select_from(relation)
+                        .where(sa.not_(changed_since(db, relation, increment))))
+    if settled != recorded["settled"]:
+        return (f"{dataset} holds {settled:,} {things if settled != 1 else things[:-1]} "
+                f"older than the overlap where {run} counted {recorded['settled']:,}: one "
+                f"was deleted or changed since, and {why}")
+    return None
 
 
 def changed_since(db: Tables, relation, increment: Increment) -> Any:

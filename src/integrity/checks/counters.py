@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from integrity.checks import (_NOT_A_KEY, Check, Measurement, add_columns, changed_rows,
-                              changed_since, single_key_problems, typed_key)
+from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
+                              changed_rows, changed_since, settled_problem,
+                              single_key_problems, typed_key)
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -83,9 +84,6 @@ class Events(Model):
                                             entity.is_not(None))
 
 
-# More entities than this with events within the overlap: the next run runs in full
-# rather than bind them all.
-MOST_UNSETTLED = 10_000
 
 
 class ByEntity(Check):
@@ -124,29 +122,13 @@ class ByEntity(Check):
                 "unsettled": {events.entity: texts if len(texts) <= MOST_UNSETTLED else None}}
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
-        import sqlalchemy as sa
-
         events = self.config.events
         if dataset != events.dataset:
             return None
-        increment = self.increments[dataset]
-        recorded, run = increment.recorded or {}, f"run {increment.run_id}"
-        unsettled = recorded.get("unsettled", {})
-        if "settled" not in recorded or events.entity not in unsettled:
-            return f"{run} recorded no count of {dataset}'s events older than the overlap"
-        if unsettled[events.entity] is None:
-            return (f"more than {MOST_UNSETTLED:,} entities had events within the overlap in "
-                    f"{run}")
-        log = db.alias(dataset, "log")
-        settled = db.scalar(sa.select(sa.func.count()).select_from(log)
-                            .where(sa.not_(changed_since(db, log, increment))))
-        if settled != recorded["settled"]:
-            return (f"{dataset} holds {settled:,} event{'s' if settled != 1 else ''} older "
-                    f"than the overlap where {run} counted {recorded['settled']:,}: one was "
-                    f"deleted or changed since, and "
-                    f"an event deleted or moved to another entity leaves nothing a watermark "
-                    f"sees")
-        return None
+        return settled_problem(db, self.increments[dataset], events.entity, "log", "events",
+                               "entities had events",
+                               "an event deleted or moved to another entity leaves nothing "
+                               "a watermark sees")
 
     def recheck(self, db, entities):
         """SQL: the entities (rows of alias `entities`) an incremental run judges again."""

@@ -33,8 +33,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from integrity.checks import (_NOT_A_KEY, Check, Measurement, add_columns, changed_rows,
-                              changed_since, typed_key)
+from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
+                              changed_rows, changed_since, settled_problem, typed_key)
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -79,9 +79,6 @@ def validate_reference(audit, reference: list[str], parent: str,
     return []
 
 
-# More parents than this within the overlap: the next run runs in full rather than
-# bind them all.
-MOST_UNSETTLED = 10_000
 
 
 class ByParent(Check):
@@ -126,26 +123,12 @@ class ByParent(Check):
             self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
-        import sqlalchemy as sa
-
         if dataset != self.config.parent:
             return None
-        increment = self.increments[dataset]
-        recorded, run = increment.recorded or {}, f"run {increment.run_id}"
-        unsettled = recorded.get("unsettled", {})
-        if "settled" not in recorded or self.unsettled_field() not in unsettled:
-            return f"{run} recorded no count of {dataset}'s rows older than the overlap"
-        if unsettled[self.unsettled_field()] is None:
-            return f"more than {MOST_UNSETTLED:,} {dataset} rows were within the overlap in {run}"
-        parents = db.alias(dataset, "parents")
-        settled = db.scalar(sa.select(sa.func.count()).select_from(parents)
-                            .where(sa.not_(changed_since(db, parents, increment))))
-        if settled != recorded["settled"]:
-            return (f"{dataset} holds {settled:,} row{'s' if settled != 1 else ''} older than "
-                    f"the overlap where {run} counted {recorded['settled']:,}: one was "
-                    f"deleted or changed since, and a parent deleted or given another key "
-                    f"leaves nothing a watermark sees")
-        return None
+        return settled_problem(db, self.increments[dataset], self.unsettled_field(), "parents",
+                               "rows", f"{dataset} rows were",
+                               "a parent deleted or given another key leaves nothing a "
+                               "watermark sees")
 
     def recheck(self, db, children):
         """SQL: the children (rows of alias `children`) an incremental run judges again."""

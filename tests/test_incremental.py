@@ -62,6 +62,9 @@ ENTITY_CHECKS = """\
 # Each item's company: it must exist (and not be soft-deleted), in the item's tenant.
 COMPANIES = ("companies: {table: companies, key: id, incremental: {changed: updatedAt, "
              "overlap: 1m}}")
+# The same, telling inserts from updates: an updated company stays incremental.
+COMPANIES_CREATED = ("companies: {table: companies, key: id, incremental: {changed: "
+                     "updatedAt, created: createdAt, overlap: 1m}}")
 PARENT_CHECKS = """\
 - {id: has_company, kind: orphans, dataset: items, reference: companyId,
    parent: companies, parent_where: {deletedAt: null}}
@@ -83,7 +86,7 @@ def create(url: str, rows: list[dict], sends: list[dict] = (),
     parents = sa.Table("companies", metadata,
                        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                        sa.Column("tenantId", sa.String(8)), sa.Column("deletedAt", TIME),
-                       sa.Column("updatedAt", TIME))
+                       sa.Column("updatedAt", TIME), sa.Column("createdAt", TIME))
     log = sa.Table("sends", metadata,
                    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
                    sa.Column("itemId", sa.Integer), sa.Column("at", TIME),
@@ -334,7 +337,7 @@ class Mutator:
                 table.c.id))]
             if what == "insert" or not ids:
                 connection.execute(table.insert().values(id=self.next_company, tenantId=tenant,
-                                                         updatedAt=changed))
+                                                         updatedAt=changed, createdAt=changed))
                 self.next_company += 1
                 return
             where = table.c.id == ids[pick % len(ids)]
@@ -350,7 +353,8 @@ class Mutator:
 
     def seed_companies(self, tenants: list[str], clock: datetime) -> list[dict]:
         return [{"id": index + 1, "tenantId": tenant, "deletedAt": None,
-                 "updatedAt": naive(clock - timedelta(hours=1))}
+                 "updatedAt": naive(clock - timedelta(hours=1)),
+                 "createdAt": naive(clock - timedelta(hours=1))}
                 for index, tenant in enumerate(tenants)]
 
     def dispose(self):
@@ -375,7 +379,7 @@ def test_an_incremental_run_gives_the_full_runs_answer_after_every_change(
     create(url, rows, mutator.seed_sends(rows, initial_sends, CLOCK),
            mutator.seed_companies(companies, CLOCK))
     # The reference: every run --full (the engines agree on a full run: test_parity.py).
-    datasets = f"{DATASETS}\n{SENDS}\n{COMPANIES}"
+    datasets = f"{DATASETS}\n{SENDS}\n{COMPANIES_CREATED}"
     checks = CHECKS + ENTITY_CHECKS + PARENT_CHECKS
     full = Chain(url, folder, "sql", full=True, datasets=datasets, checks=checks)
     chains = [Chain(url, folder, engine, full=False, datasets=datasets, checks=checks)
@@ -728,6 +732,67 @@ def test_a_child_is_judged_again_when_its_parent_changes_and_a_hard_delete_runs_
     mutator.dispose()
 
 
+@pytest.mark.parametrize("kind", DATABASES)
+def test_with_a_created_column_an_updated_parent_stays_incremental(kind, servers, tmp_path):
+    url = database_url(kind, servers, tmp_path)
+    create(url, [])
+    mutator = Mutator(url)
+    rows = mutator.seed([{"tenantId": "t1", "otherTenant": "t1", "email": None,
+                          "status": "SENT", "sent": "fine", "companyId": company}
+                         for company in (1, 2, 3, 4, 9)], CLOCK - timedelta(days=2))
+    companies = mutator.seed_companies(["t1"] * 4, CLOCK - timedelta(days=2))
+    # the companies' watermark, a day later (company 7, unused): 1 to 4 are old
+    companies.append({**companies[0], "id": 7, "updatedAt": naive(CLOCK - timedelta(days=1)),
+                      "createdAt": naive(CLOCK - timedelta(days=1))})
+    create(url, rows, companies=companies)
+    datasets, checks = f"{DATASETS}\n{COMPANIES_CREATED}", PARENT_CHECKS
+    full = Chain(url, tmp_path, "sql", True, datasets, checks)
+    chains = [Chain(url, tmp_path, engine, False, datasets, checks)
+              for engine in ("pandas", "sql")]
+    table = mutator.companies
+
+    def step(now, change, expected, incremental):
+        with mutator.engine.begin() as connection:
+            change(connection)
+        truth = full.run(now)
+        assert [(c.id, c.violation_keys) for c in truth.checks] == expected
+        for chain in chains:
+            mine = chain.run(now)
+            assert_same_answer(mine, truth, incremental)
+            notes = mine.check("has_company").notes
+            assert notes[-1].startswith("incremental: examined" if incremental else
+                                        "ran in full (companies): "), notes
+            assert incremental or now == CLOCK or "deleted or given another key" in notes[-1]
+        return truth
+
+    first = step(CLOCK, lambda connection: None, [("has_company", [(5,)]),
+                                                  ("company_tenant", [])], False)
+    born = first.watermarks[1].value["born"]["keys id"]
+    assert (born["created"], born["count"]) == ("createdAt", 4)
+    # Company 2 soft-deleted, company 3 moved to another tenant: old rows, updated — their
+    # items are judged again, the rest keep their status; no full run.
+    later = CLOCK + timedelta(days=1)
+    step(later, lambda connection: (
+        connection.execute(table.update().where(table.c.id == 2).values(
+            deletedAt=naive(later), updatedAt=naive(later))),
+        connection.execute(table.update().where(table.c.id == 3).values(
+            tenantId="t2", updatedAt=naive(later)))),
+        [("has_company", [(2,), (5,)]), ("company_tenant", [(3,)])], True)
+    # Company 4 given another key: as many rows as before, another checksum — in full.
+    step(later + timedelta(hours=1), lambda connection: connection.execute(
+        table.update().where(table.c.id == 4).values(id=20, updatedAt=naive(later))),
+        [("has_company", [(2,), (4,), (5,)]), ("company_tenant", [(3,)])], False)
+    step(later + timedelta(hours=2), lambda connection: None,
+         [("has_company", [(2,), (4,), (5,)]), ("company_tenant", [(3,)])], True)
+    # Company 1 hard-deleted: one row fewer — in full.
+    step(later + timedelta(hours=3), lambda connection: connection.execute(
+        table.delete().where(table.c.id == 1)),
+        [("has_company", [(1,), (2,), (4,), (5,)]), ("company_tenant", [(3,)])], False)
+    for chain in (full, *chains):
+        chain.dispose()
+    mutator.dispose()
+
+
 def test_full_full_every_and_a_changed_audit_run_in_full(tmp_path):
     url, mutator = scenario(tmp_path)
     datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
@@ -836,7 +901,7 @@ def test_the_incremental_setting_is_validated_where_it_is_written():
         parse_audit(text, file="nightly.yml")
     assert str(raised.value).splitlines()[:3] == [
         "nightly.yml:4:40: datasets.a.incremental.chnaged: unknown setting 'chnaged'; did you "
-        "mean 'changed'? (allowed here: changed, appended, overlap, full_every)",
+        "mean 'changed'? (allowed here: changed, appended, created, overlap, full_every)",
         "nightly.yml:5:26: datasets.b.incremental: give one of changed (a column set on every "
         "change) or appended (a growing id of an append-only table)",
         "nightly.yml:6:54: datasets.c.incremental.overlap: invalid duration 'soon': use e.g. "

@@ -307,6 +307,12 @@ class IncrementalConfig(Model):
     appended: str | None = Field(None, description=(
         "For an append-only table: a column that grows with each new row, e.g. `id`; rows "
         "are never updated. Give `changed` or `appended`."))
+    created: str | None = Field(None, description=(
+        "With `changed`: a column set once, when the row is inserted, e.g. `createdAt`. "
+        "The checks against this dataset as a parent (orphans, cross_tenant) then stay "
+        "incremental when an old row is updated — only an old row deleted or given another "
+        "key runs them in full. Default: not set (any change to a row older than the "
+        "overlap runs them in full)."))
     overlap: Annotated[float | timedelta, BeforeValidator(parse_overlap)] | None = Field(
         None, description=(
             "How far back of the last watermark rows are examined again, for transactions "
@@ -327,6 +333,9 @@ class IncrementalConfig(Model):
                              "appended (a growing id of an append-only table)")
         if self.full_every is not None and self.full_every <= timedelta(0):
             raise ValueError("full_every must be longer than 0s")
+        if self.created and not self.changed:
+            raise ValueError("created goes with changed: an appended table's rows are never "
+                             "updated")
         return self
 
     @property

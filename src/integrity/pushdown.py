@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects.mysql import BINARY
+from sqlalchemy.dialects.mysql import BIGINT, BINARY
 from sqlalchemy.sql import util as sql_util
 
 from integrity import filters
@@ -349,6 +349,19 @@ class Tables:
         if self.dialect == "sqlite":
             return sa.func.max(first, second)
         return sa.func.greatest(first, second)
+
+    def key_checksum(self, columns: list[sa.ColumnElement]) -> sa.ColumnElement:
+        """An aggregate that changes when a row's values leave the rows summed: the sum of
+        a 64-bit hash of each row's values (a key deleted, or changed, shows; the order
+        of rows does not). Compared only with itself, on the same database."""
+        if self.dialect == "sqlite":
+            return sa.func.integrity_key_checksum(*columns)
+        text = sa.func.concat_ws(sa.literal("\x1f"), *columns)
+        if self.dialect == "postgresql":
+            return sa.func.coalesce(sa.func.sum(sa.func.hashtextextended(text, 0)), 0)
+        hashed = sa.cast(sa.func.conv(sa.func.substring(sa.func.md5(text), 1, 15), 16, 10),
+                         BIGINT(unsigned=True))
+        return sa.func.coalesce(sa.func.sum(hashed), 0)
 
     def typed_time(self, dataset: str, column: str) -> bool:
         """A real timestamp column the database can compare as it is (an index can serve),

@@ -203,9 +203,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
     for name in needs:  # what changed is found by the change column: it is read too
         setting = audit.datasets[name].incremental
         if setting is not None:
-            needs[name] = list(dict.fromkeys([*needs[name], setting.column]))
+            marks = [column for column in (setting.column, setting.created) if column]
+            needs[name] = list(dict.fromkeys([*needs[name], *marks]))
             if name in pulls:
-                pulls[name] = list(dict.fromkeys([*pulls[name], setting.column]))
+                pulls[name] = list(dict.fromkeys([*pulls[name], *marks]))
 
     # A check that touches no database (an HTTP probe) runs first, outside the session:
     # waiting between its attempts must not hold the snapshot open (a server's idle-in-
@@ -364,12 +365,14 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
         setting = audit.datasets[name].incremental
         if not users:
             continue
-        if setting.column not in db.columns.get(name, {}):
+        absent = [column for column in (setting.column, setting.created)
+                  if column and column not in db.columns.get(name, {})]
+        if absent:
             from integrity.sources import describe_missing
 
             present = dict.fromkeys(db.columns.get(name, {}))
             message = f"datasets.{name}.incremental: " + describe_missing(
-                name, audit.datasets[name], setting.column, present)
+                name, audit.datasets[name], absent[0], present)
             for check in users:
                 broken[check.id] = message
             continue

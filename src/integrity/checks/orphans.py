@@ -22,7 +22,12 @@ A **hard delete** of a parent older than the overlap, or a new key given to
 one, leaves nothing a watermark sees: each run records how many parents are
 older than where the next run starts, and when the next run counts another
 number it runs in full, saying so (any change to such a parent does too — a
-soft delete included — since a count cannot tell it from a delete). More than
+soft delete included — since a count cannot tell it from a delete). With
+`created:` on the parent dataset (a column set once, at insert), the run records
+instead the count and a key checksum (`Tables.key_checksum`) of the parents
+inserted before where the next run starts: an update leaves both unchanged — the
+updated parent is a changed one, its children are judged again — and only a
+delete or a new key runs the check in full. More than
 10,000 parents within the overlap run the next time in full. The population is
 counted over the whole table.
 """
@@ -113,19 +118,69 @@ class ByParent(Check):
         key = self.parent_key()
         parents = db.alias(dataset, "parents")
         changed = changed_since(db, parents, since)
-        settled = db.scalar(sa.select(sa.func.count()).select_from(parents)
-                            .where(sa.not_(changed)))
         recent = db.frame(sa.select(*[parents.c[column] for column in key]).where(changed)
                           .distinct().limit(MOST_UNSETTLED + 1))
         texts = [[None if since.as_recorded(value) is None else str(since.as_recorded(value))
                   for value in row] for row in recent.itertuples(index=False, name=None)]
-        return {"settled": int(settled), "unsettled": {
+        extras: dict = {"unsettled": {
             self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
+        if self.created(since) is not None:
+            extras["born"] = {self.unsettled_field(): self.born(db, since)}
+        else:
+            extras["settled"] = int(db.scalar(sa.select(sa.func.count()).select_from(parents)
+                                              .where(sa.not_(changed))))
+        return extras
+
+    def created(self, increment) -> str | None:
+        """The parent dataset's `created` column, when its rows' creation can be told from
+        their changes (with a time change column)."""
+        setting = self.audit.datasets[self.config.parent].incremental
+        return setting.created if setting and not increment.numeric else None
+
+    def born(self, db, increment) -> dict:
+        """How many parents were inserted before `increment.since` (by `created`, or with
+        none), and a checksum of their keys: an update leaves both as they were, a delete
+        or a new key does not."""
+        import sqlalchemy as sa
+
+        parent, column = self.config.parent, self.created(increment)
+        parents = db.alias(parent, "born_parents")
+        if db.typed_time(parent, column):
+            old = sa.or_(parents.c[column] < db.time_literal(parent, column, increment.since),
+                         parents.c[column].is_(None))
+        else:  # a text time, or none: counted as old
+            recent = db.time_at_least(parent, parents, column, increment.since)
+            old = sa.case((recent, 0), else_=1) == 1
+        statement = sa.select(sa.func.count(), db.key_checksum(
+            [parents.c[name] for name in self.parent_key()])).where(old)
+        count, checksum = db.frame(statement).iloc[0]
+        return {"created": column, "count": int(count), "checksum": str(checksum)}
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
         if dataset != self.config.parent:
             return None
-        return settled_problem(db, self.increments[dataset], self.unsettled_field(), "parents",
+        increment = self.increments[dataset]
+        column, field = self.created(increment), self.unsettled_field()
+        if column is not None:
+            # Only a delete or a new key of an old parent hides: its children would keep
+            # the status they had. An update keeps the count and the checksum, and makes
+            # the parent changed (its children are judged again).
+            run, recorded = f"run {increment.run_id}", increment.recorded or {}
+            before = recorded.get("born", {}).get(field)
+            unsettled = recorded.get("unsettled", {})
+            if before is None or before.get("created") != column or field not in unsettled:
+                return f"{run} recorded no count of {dataset}'s rows inserted before the overlap"
+            if unsettled[field] is None:
+                return (f"more than {MOST_UNSETTLED:,} {dataset} rows were within the overlap "
+                        f"in {run}")
+            now = self.born(db, increment)
+            if (now["count"], now["checksum"]) != (before["count"], before["checksum"]):
+                return (f"{dataset} holds {now['count']:,} rows with {column} before the "
+                        f"overlap where {run} counted {before['count']:,}, or other keys: one "
+                        f"was deleted or given another key since, which leaves nothing a "
+                        f"watermark sees")
+            return None
+        return settled_problem(db, increment, field, "parents",
                                "rows", f"{dataset} rows were",
                                "a parent deleted or given another key leaves nothing a "
                                "watermark sees")

@@ -40,7 +40,9 @@ CLOCK = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
 COLUMNS = ("id", "tenantId", "otherTenant", "email", "status", "sentAt", "createdAt",
            "deletedAt", "updatedAt")
-DATASETS = "items: {table: items, key: id, incremental: {changed: updatedAt, overlap: 1m}}"
+# Tables of a few rows: most runs change more than the default full_above (10%) of them.
+DATASETS = ("items: {table: items, key: id, incremental: {changed: updatedAt, overlap: 1m, "
+            "full_above: 100%}}")
 CHECKS = """\
 - {id: sent_valid, kind: timestamp_valid, dataset: items, where: {status: SENT},
    column: sentAt, not_before: createdAt}
@@ -52,7 +54,8 @@ CHECKS = """\
    time: sentAt, window: 5m, where: {deletedAt: null}}
 """
 # Each item's sends: its counter counts them, its sentAt must stay at a burst's first.
-SENDS = "sends: {table: sends, key: id, incremental: {changed: updatedAt, overlap: 1m}}"
+SENDS = ("sends: {table: sends, key: id, incremental: {changed: updatedAt, overlap: 1m, "
+         "full_above: 100%}}")
 ENTITY_CHECKS = """\
 - {id: counted, kind: counter_vs_events, dataset: items, counter: sendCount,
    events: {dataset: sends, entity: itemId, time: at}, window: 5m}
@@ -61,10 +64,10 @@ ENTITY_CHECKS = """\
 """
 # Each item's company: it must exist (and not be soft-deleted), in the item's tenant.
 COMPANIES = ("companies: {table: companies, key: id, incremental: {changed: updatedAt, "
-             "overlap: 1m}}")
+             "overlap: 1m, full_above: 100%}}")
 # The same, telling inserts from updates: an updated company stays incremental.
 COMPANIES_CREATED = ("companies: {table: companies, key: id, incremental: {changed: "
-                     "updatedAt, created: createdAt, overlap: 1m}}")
+                     "updatedAt, created: createdAt, overlap: 1m, full_above: 100%}}")
 PARENT_CHECKS = """\
 - {id: has_company, kind: orphans, dataset: items, reference: companyId,
    parent: companies, parent_where: {deletedAt: null}}
@@ -793,10 +796,41 @@ def test_with_a_created_column_an_updated_parent_stays_incremental(kind, servers
     mutator.dispose()
 
 
+def test_a_day_that_changed_more_than_full_above_runs_in_full(tmp_path):
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create(url, [])
+    mutator = Mutator(url)
+    rows = mutator.seed([{"tenantId": "t1", "otherTenant": "t1", "email": None,
+                          "status": "SENT", "sent": "fine"}] * 21, CLOCK - timedelta(days=1))
+    rows[-1]["updatedAt"] = naive(CLOCK - timedelta(hours=1))  # the watermark, alone
+    create(url, rows)
+    datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
+                "overlap: 1m, full_above: 20%}}")
+    chain = Chain(url, tmp_path, "sql", False, datasets, CHECKS)
+
+    def day(now, ids):
+        table = mutator.table
+        with mutator.engine.begin() as connection:
+            connection.execute(table.update().where(table.c.id.in_(ids)).values(
+                email="x@x.com", updatedAt=naive(now)))
+        return chain.run(now).check("sent_valid").notes[-1]
+
+    assert day(CLOCK, []).startswith("ran in full (items): no earlier run")
+    # 3 rows and the one at the watermark: 19%, not more than 20%
+    assert day(CLOCK + timedelta(days=1), [1, 2, 3]).startswith(
+        "incremental: examined 4 changed rows of 21")
+    # the 3 rows of the last run are within its overlap: 8 rows to look at
+    assert day(CLOCK + timedelta(days=1, minutes=1), [5, 6, 7, 8, 9]) == (
+        "ran in full (items): 8 of about 21 rows changed since run 2 (38%), more than "
+        "full_above 20%: reading the table once costs less")
+    chain.dispose()
+    mutator.dispose()
+
+
 def test_full_full_every_and_a_changed_audit_run_in_full(tmp_path):
     url, mutator = scenario(tmp_path)
     datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
-                "full_every: 2d}}")
+                "full_every: 2d, full_above: 100%}}")
     audit = parse_audit(audit_text(url, datasets, CHECKS), file=str(tmp_path / "a.yml"))
     store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
 
@@ -859,7 +893,7 @@ def test_appended_ids_and_a_missing_change_column(tmp_path, sqlite_db, engine):
 - {id: once, kind: duplicates, dataset: log, columns: [resource]}
 """
     audit = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
-                                   "{appended: id}}", checks), file=str(tmp_path / "a.yml"))
+                                   "{appended: id, full_above: 100%}}", checks), file=str(tmp_path / "a.yml"))
     store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
     first = run_audit(audit, now=CLOCK, history=store, engine=engine)
     store.apply(first)
@@ -882,7 +916,7 @@ def test_appended_ids_and_a_missing_change_column(tmp_path, sqlite_db, engine):
     assert broken.error.startswith("datasets.log.incremental: ")
     assert "'ID'" in broken.error and "did you mean 'id'?" in broken.error
     wrong = parse_audit(audit_text(sqlite_db.url, "log: {table: log, key: id, incremental: "
-                                   "{appended: id, overlap: 5m}}", checks), file="a.yml")
+                                   "{appended: id, overlap: 5m, full_above: 100%}}", checks), file="a.yml")
     assert run_audit(wrong, now=CLOCK, engine=engine).check("same").error == (
         "datasets.log.incremental.overlap: id holds numbers, so the overlap is a number of "
         "them, not a duration")
@@ -901,7 +935,8 @@ def test_the_incremental_setting_is_validated_where_it_is_written():
         parse_audit(text, file="nightly.yml")
     assert str(raised.value).splitlines()[:3] == [
         "nightly.yml:4:40: datasets.a.incremental.chnaged: unknown setting 'chnaged'; did you "
-        "mean 'changed'? (allowed here: changed, appended, created, overlap, full_every)",
+        "mean 'changed'? (allowed here: changed, appended, created, overlap, full_above, "
+        "full_every)",
         "nightly.yml:5:26: datasets.b.incremental: give one of changed (a column set on every "
         "change) or appended (a growing id of an append-only table)",
         "nightly.yml:6:54: datasets.c.incremental.overlap: invalid duration 'soon': use e.g. "

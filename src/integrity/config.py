@@ -29,7 +29,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from integrity.errors import ConfigError, ConfigErrors
 from integrity.filters import Condition, parse_where
 from integrity.units import (Threshold, parse_baseline_comparison, parse_duration,
-                             parse_run_condition, parse_threshold)
+                             parse_fraction, parse_run_condition, parse_threshold)
 
 # ---------------------------------------------------------------------------
 # Field types shared by every check family.
@@ -319,6 +319,12 @@ class IncrementalConfig(Model):
             "that committed late (a time written before the last run's snapshot but "
             "committed after it): a duration for a time column (`10m`), a number of ids "
             "for a number column. Default `10m` with `changed`, 0 with `appended`."))
+    full_above: Annotated[float, BeforeValidator(parse_fraction)] = Field(0.1, description=(
+        "Run the dataset's checks in full when more than this share of its rows changed "
+        "since the last run (`25%` or 0.25): past it, looking the changed rows up one by "
+        "one costs more than reading the table once. Default `10%`, about where the "
+        "churn benchmark's incremental run stops being cheaper (benchmarks/RESULTS.md, "
+        "\"Incremental runs\"); `100%` never chooses a full run for this reason."))
     full_every: Duration | None = Field(None, description=(
         "Run the dataset's checks in full when the last full run is at least this old on "
         "the run's clock (`--now`), e.g. `7d`: what a watermark cannot see — a row "
@@ -333,6 +339,8 @@ class IncrementalConfig(Model):
                              "appended (a growing id of an append-only table)")
         if self.full_every is not None and self.full_every <= timedelta(0):
             raise ValueError("full_every must be longer than 0s")
+        if not 0 < self.full_above <= 1:
+            raise ValueError("full_above is a share of the rows, above 0% and at most 100%")
         if self.created and not self.changed:
             raise ValueError("created goes with changed: an appended table's rows are never "
                              "updated")

@@ -334,6 +334,23 @@ class Tables:
                 f"{quote(column)}: this check reads all of them. CREATE INDEX {index} ON "
                 f"{name} ({quote(column)}) would let it read only the newest.")
 
+    def table_rows(self, dataset: str) -> int:
+        """About how many rows `dataset` holds: the planner's estimate for a table on
+        PostgreSQL or MariaDB/MySQL (no count), else a count."""
+        definition = self.audit.datasets[dataset]
+        if self.dialect in {"postgresql", "mysql", "mariadb"} and definition.table:
+            quote = self.connection.dialect.identifier_preparer.quote_identifier
+            name = ".".join(quote(part) for part in (definition.schema_, definition.table)
+                            if part)
+            try:
+                rows = self.connection.execute(*self._estimated_rows(
+                    name, definition.table, definition.schema_)).scalar()
+            except sa.exc.SQLAlchemyError:
+                rows = None
+            if rows is not None and rows >= 0:
+                return int(rows)
+        return self.scalar(sa.select(sa.func.count()).select_from(self.relation(dataset)))
+
     def _estimated_rows(self, name: str, table: str, schema: str | None) -> tuple:
         """The statement and parameters reading the estimated row count of a table
         (`name` quoted and qualified)."""

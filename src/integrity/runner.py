@@ -359,6 +359,7 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
             if audit.datasets[name].incremental is not None:
                 readers.setdefault(name, []).append(check)
     notes: dict[str, str] = {}
+    shares: dict = {}  # (dataset, since) -> (rows changed, rows): counted once a run
     marks = []  # (dataset, change column, watermark with the checks' extras, its readers)
     for name, users in readers.items():
         users = [check for check in users if check.id not in broken]
@@ -415,13 +416,19 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                     why = f"the run history could not be read: {error}"
             if why is None:
                 why = _state_problem(audit, name, setting.column, state, result, numeric)
+            if why is None:
+                since = _since(state.watermark, overlap, numeric)
+                try:
+                    why = _churn_problem(db, name, setting, since, state.run_id, shares)
+                except (SourceError, IntegrityError) as error:
+                    broken[check.id] = f"datasets.{name}.incremental: {error}"
+                    continue
             if why is not None:
                 notes[check.id] = f"ran in full ({name}): {why}"
                 continue
             last = state.watermark
             check.increment = Increment(dataset=name, column=setting.column,
-                                        since=_since(last, overlap, numeric),
-                                        keys=state.keys, run_id=state.run_id,
+                                        since=since, keys=state.keys, run_id=state.run_id,
                                         as_recorded=plain, recorded=last)
             check.increments[name] = check.increment
         marks.append((name, setting.column, mark, users))
@@ -454,6 +461,30 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
         result.watermarks.append(Watermark(name, column, mark, read_in_full=not any(
             name in check.increments for check in users)))
     return notes
+
+
+def _churn_problem(db, name: str, setting, since, run_id: int, shares: dict) -> str | None:
+    """Why the checks of `name` run in full although they could start from `since`: more
+    than `full_above` of its rows changed since — looking them up one by one would cost
+    more than reading the table once."""
+    import sqlalchemy as sa
+
+    from integrity.checks import Increment, changed_since
+
+    if setting.full_above >= 1:
+        return None
+    if (name, since) not in shares:
+        rows = db.alias(name, "churn")
+        changed = db.scalar(sa.select(sa.func.count()).select_from(rows).where(changed_since(
+            db, rows, Increment(dataset=name, column=setting.column, since=since, keys=[],
+                                run_id=run_id))))
+        shares[name, since] = (int(changed), db.table_rows(name) if changed else 0)
+    changed, total = shares[name, since]
+    if not changed or changed <= setting.full_above * max(total, changed):
+        return None
+    return (f"{changed:,} of about {max(total, changed):,} rows changed since run {run_id} "
+            f"({changed / max(total, changed):.0%}), more than full_above "
+            f"{setting.full_above:.0%}: reading the table once costs less")
 
 
 def _watermark(db, name: str, column: str) -> dict | None:

@@ -280,3 +280,62 @@ def test_full_on_the_command_line_reports_the_disagreement_everywhere(tmp_path):
             "SELECT key_json FROM integrity_violations WHERE check_id = "
             "'tenants_agree:incremental' ORDER BY key_json")).scalars().all()
     assert rows == ['["2"]', '["7"]']
+
+
+def test_what_only_the_incremental_state_kept_and_a_count_alone_that_differs():
+    """Neither arises from a writer that forgets its change column (the last run's keys are
+    looked up again), but a rule that went wrong would show them: they are said too."""
+    from integrity.checks import CHECKS as KINDS, Increment
+    from integrity.results import CheckResult
+    from integrity.runner import PassedOver, drift_result
+
+    audit = parse_audit(audit_text("sqlite:///x.db", DATASETS, CHECKS), file="a.yml")
+    check = KINDS["cross_tenant"](audit.checks[1], audit)
+    increment = Increment(dataset="items", column="updatedAt", since=CLOCK, keys=[], run_id=4)
+    start = PassedOver(increment, {"items": increment}, "full_every")
+
+    def outcome(count, population, keys):
+        return CheckResult(id="tenants_agree", kind="cross_tenant", datasets=["items"],
+                           description="", severity="critical", status="fail",
+                           violation_count=count, population=population, key_columns=["id"],
+                           violation_keys=keys)
+
+    full, incremental = outcome(1, 7, [(2,)]), outcome(3, 7, [(2,), (5,), (9,)])
+    kept = drift_result(check, full, incremental, start, [], [(5,), (9,)], 1,
+                        "tenants_agree:incremental")
+    assert (kept.status, kept.violation_count, kept.violation_keys) == ("fail", 2, [(5,), (9,)])
+    assert kept.purpose.startswith("the incremental state kept 2 violations the full run "
+                                   "did not find (a change no watermark saw")
+    assert (kept.sample, kept.sample_truncated) == ([{"id": 5, "found_by": "incremental only"}],
+                                                    True)
+    counted = drift_result(check, full, outcome(1, 6, [(2,)]), start, [], [], 0,
+                           "tenants_agree:incremental")
+    assert (counted.status, counted.violation_count) == ("fail", 0)
+    assert counted.purpose.startswith("the full run counted 1 violation of 7 where the "
+                                      "incremental state counted 1 violation of 6")
+
+
+@pytest.mark.parametrize("engine", ["pandas", "sql"])
+def test_a_counter_changed_without_its_stamp_is_found_by_the_full_run(tmp_path, engine):
+    from test_incremental import ENTITY_CHECKS, SENDS, entities
+    from test_incremental import DATASETS as ITEMS
+
+    url, mutator, _ = entities(tmp_path)
+    audit = parse_audit(audit_text(url, f"{ITEMS}\n{SENDS}", ENTITY_CHECKS),
+                        file=str(tmp_path / "a.yml"))
+    store = History(f"sqlite:///{tmp_path / 'h.sqlite'}")
+    for now in (CLOCK, CLOCK + DAY):
+        result = run_audit(audit, now=now, engine=engine, history=store)
+        store.apply(result)
+    assert result.check("counted").notes[0].startswith("incremental: examined ")
+    items = mutator.table
+    with mutator.engine.begin() as connection:  # item 1 counts 3 sends, updatedAt kept
+        connection.execute(items.update().where(items.c.id == 1).values(sendCount=3))
+    result = run_audit(audit, now=CLOCK + 2 * DAY, engine=engine, history=store, full=True)
+    assert found(result) == {"counted": ("fail", 2, 5, [(1,), (4,)]),
+                             "counted:incremental": ("fail", 1, None, [(1,)]),
+                             "preserved": ("pass", 0, 5, [])}
+    assert result.check("preserved").notes[0] == (
+        "--full: the incremental state agreed with the full run")
+    store.engine.dispose()
+    mutator.dispose()

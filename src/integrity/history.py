@@ -682,6 +682,16 @@ class History:
             raise self._error(error, "cannot read the last full run") from None
         return _aware(found)
 
+    def last_status(self, audit: str, target: str, check_id: str) -> str | None:
+        """The status of `check_id` in the last run of `audit` on `target` that has it."""
+        self.ensure()
+        try:
+            with self.engine.connect() as connection:
+                trend = self.trend(connection, audit, target, check_id, limit=1)
+        except sa.exc.SQLAlchemyError as error:
+            raise self._error(error, "cannot read the last run") from None
+        return trend[-1][1] if trend else None
+
     def acceptances(self, connection, audit: str) -> list[Acceptance]:
         rows = connection.execute(sa.select(accepted).where(accepted.c.audit == audit)).all()
         return [Acceptance(row.check_id, row.fingerprint,

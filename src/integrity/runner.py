@@ -17,6 +17,7 @@ import functools
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,7 @@ from integrity.results import (LEVEL_STATUS, AuditResult, CheckResult, DatasetLo
                                measured, plain)
 
 if TYPE_CHECKING:
+    from integrity.checks import Increment
     from integrity.history import History
 
 log = logging.getLogger(__name__)
@@ -298,22 +300,30 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 "sql": Tables(audit=audit, source=source, connection=connection, now=now,
                               columns=types, not_null=not_null, baseline=baseline),
             }
-            full_notes = _plan_increments(audit, checks, broken, contexts["sql"], history,
-                                          result, full)
+            full_notes, passed_over = _plan_increments(audit, checks, broken, contexts["sql"],
+                                                       history, result, full)
             for check in checks:
                 if check in probes:
                     continue  # answered before the session opened
                 on_time(connection)
                 engine = engines[check.id]
-                for outcome in _run_one(check, engine, contexts[engine], connection,
-                                        broken.get(check.id), limit, paths[check.id],
-                                        _mask(audit, check)):
+                outcomes = _run_one(check, engine, contexts[engine], connection,
+                                    broken.get(check.id), limit, paths[check.id],
+                                    _mask(audit, check))
+                drift = []
+                if check.id in passed_over and len(outcomes) == 1 \
+                        and outcomes[0].status != "error":
+                    drift = _reconcile(check, passed_over[check.id], outcomes[0], engine,
+                                       contexts[engine], connection, limit, deadline,
+                                       _mask(audit, check), history, result)
+                for outcome in outcomes:
                     if chosen.get(check.id):
                         outcome.notes.append(chosen[check.id])
                     if full_notes.get(check.id) and outcome.status != "error":
                         outcome.notes.append(full_notes[check.id])
                     outcome.notes += [note for name in check.datasets
                                       for note in file_notes.get(name, [])]
+                for outcome in [*outcomes, *drift]:
                     result.checks.append(outcome)
                     on_result(outcome)
                 if connection.invalidated:
@@ -340,14 +350,27 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
 MOST_KEYS_RECHECKED = 10_000
 
 
+@dataclass
+class PassedOver:
+    """The incremental start a check had, in a run that reads in full because it was
+    asked to (`--full`) or is due to (`full_every`): the check is measured from it too, on
+    the same snapshot, and a disagreement with the full answer is a finding."""
+
+    increment: Increment | None
+    increments: dict[str, Increment]
+    trigger: str  # `--full` or `full_every`, as the notes say it
+
+
 def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], db,
                      history: History | None, result: AuditResult, full: bool
-                     ) -> dict[str, str]:
+                     ) -> tuple[dict[str, str], dict[str, PassedOver]]:
     """For each `incremental:` dataset the checks read: read its watermark (the largest
     value of its change column, in this run's snapshot) into `result.watermarks`, and give
     each check that may examine only what changed its `increment`. Returns, per check
-    that runs in full all the same, the note saying why. A change column that is not
-    there, or an overlap of the wrong kind, errors the dataset's checks (`broken`)."""
+    that runs in full all the same, the note saying why; and, per check that runs in full
+    only because of `--full` or `full_every`, the incremental start it would have had. A
+    change column that is not there, or an overlap of the wrong kind, errors the
+    dataset's checks (`broken`)."""
     from integrity.checks import Increment
     from integrity.errors import SourceError
     from integrity.history import HistoryError
@@ -360,6 +383,7 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                 readers.setdefault(name, []).append(check)
     notes: dict[str, str] = {}
     shares: dict = {}  # (dataset, since) -> (rows changed, rows): counted once a run
+    forced: dict[str, str] = {}  # check id -> `--full` or `full_every`, with a valid start
     marks = []  # (dataset, change column, watermark with the checks' extras, its readers)
     for name, users in readers.items():
         users = [check for check in users if check.id not in broken]
@@ -405,9 +429,12 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                     broken[check.id] = f"datasets.{name}.incremental: {error}"
             mark = {**mark, **extras}
         users = [check for check in users if check.id not in broken]
-        reason = _full_reason(audit, name, setting, history, result, full)
+        reason, scheduled = _full_reason(audit, name, setting, history, result, full)
         for check in users:
-            why = reason or check.incremental_problem(name)
+            # A full run that was asked for or is due still plans the incremental start it
+            # replaces: the two answers are compared (`_reconcile`).
+            why = check.incremental_problem(name) if scheduled else (
+                reason or check.incremental_problem(name))
             state = None
             if why is None:
                 try:
@@ -416,22 +443,28 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                     why = f"the run history could not be read: {error}"
             if why is None:
                 why = _state_problem(audit, name, setting.column, state, result, numeric)
-            if why is None:
-                since = _since(state.watermark, overlap, numeric)
+            if why is None and not scheduled:
                 try:
-                    why = _churn_problem(db, name, setting, since, state.run_id, shares)
+                    why = _churn_problem(db, name, setting, _since(
+                        state.watermark, overlap, numeric), state.run_id, shares)
                 except (SourceError, IntegrityError) as error:
                     broken[check.id] = f"datasets.{name}.incremental: {error}"
                     continue
+            if scheduled:
+                notes[check.id] = f"ran in full ({name}): {reason}"
             if why is not None:
-                notes[check.id] = f"ran in full ({name}): {why}"
+                if not scheduled:
+                    notes[check.id] = f"ran in full ({name}): {why}"
                 continue
             last = state.watermark
             check.increment = Increment(dataset=name, column=setting.column,
-                                        since=since, keys=state.keys, run_id=state.run_id,
-                                        as_recorded=plain, recorded=last)
+                                        since=_since(last, overlap, numeric), keys=state.keys,
+                                        run_id=state.run_id, as_recorded=plain, recorded=last)
             check.increments[name] = check.increment
+            if scheduled:
+                forced[check.id] = "--full" if full else "full_every"
         marks.append((name, setting.column, mark, users))
+    passed_over: dict[str, PassedOver] = {}
     for check in checks:
         if not check.increments or check.id in broken:
             continue
@@ -448,11 +481,22 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
             try:
                 problem = check.incremental_start_problem(db, name)
             except (SourceError, IntegrityError) as error:
+                if check.id in forced:  # the full run needs none of it
+                    why = notes[check.id]
+                    break
                 broken[check.id] = f"datasets.{name}.incremental: {error}"
                 break
             if problem is not None:
                 why = f"ran in full ({name}): {problem}"
                 break
+        if check.id in forced:
+            # It runs in full as asked, saying why (`notes`); without a reason against it,
+            # from where an incremental run would have started, too.
+            if why is None and check.id not in broken:
+                passed_over[check.id] = PassedOver(check.increment, dict(check.increments),
+                                                   forced[check.id])
+            check.increment, check.increments = None, {}
+            continue
         if why is not None or check.id in broken:
             if why is not None:
                 notes[check.id] = why
@@ -460,7 +504,122 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
     for name, column, mark, users in marks:
         result.watermarks.append(Watermark(name, column, mark, read_in_full=not any(
             name in check.increments for check in users)))
-    return notes
+    return notes, passed_over
+
+
+def _reconcile(check: Check, start: PassedOver, full: CheckResult, engine: str, context,
+               connection, limit: int, deadline: float | None, mask: set[str],
+               history: History | None, result: AuditResult) -> list[CheckResult]:
+    """Measure `check` again from the incremental start its full run passed over, on the
+    same snapshot, and compare: the full answer `full` stands either way. A disagreement
+    — in the violation count, the population or the violating keys — is a change no
+    watermark saw, and is a finding of its own (`<check>:incremental`); an agreement is a
+    note on `full`. Nothing of this run's answer, history or watermarks comes from the
+    incremental measurement, and its failure is a note, never the check's error."""
+    if deadline is not None and time.monotonic() >= deadline:
+        full.notes.append(f"{start.trigger}: the incremental state was not compared with "
+                          f"the full run: the run is out of time")
+        return []
+    check.increment, check.increments = start.increment, dict(start.increments)
+    try:
+        # Its own sample limit: every key is compared, the sample only shows them.
+        shadow = _run_one(check, engine, context, connection, None, limit, full.path, mask)
+    finally:
+        check.increment, check.increments = None, {}
+    if len(shadow) != 1 or shadow[0].status == "error":
+        why = shadow[0].error if len(shadow) == 1 else f"it gave {len(shadow)} results"
+        full.notes.append(f"{start.trigger}: the incremental state could not be compared "
+                          f"with the full run: {why}")
+        return []
+    incremental = shadow[0]
+    theirs = set(incremental.violation_keys)
+    mine = set(full.violation_keys)
+    only_full = list(dict.fromkeys(key for key in full.violation_keys if key not in theirs))
+    only_incremental = list(dict.fromkeys(key for key in incremental.violation_keys
+                                          if key not in mine))
+    agree = not only_full and not only_incremental and (
+        full.violation_count, full.population) == (
+        incremental.violation_count, incremental.population)
+    finding = f"{check.id}:{INCREMENTAL}"
+    if agree:
+        full.notes.append(f"{start.trigger}: the incremental state agreed with the full run")
+        if not _drifted_last(history, result, finding):
+            return []
+    else:
+        full.notes.append(f"{start.trigger}: the incremental state disagreed with the full "
+                          f"run; the full run's answer stands (see {finding})")
+    return [drift_result(check, full, incremental, start, only_full, only_incremental,
+                         limit, finding)]
+
+
+# The label of the result that compares a check's full run with its incremental state:
+# `<check id>:incremental`, as a suite labels its expectations `<suite>:<expectation>`.
+INCREMENTAL = "incremental"
+FULL_ONLY, INCREMENTAL_ONLY = "full run only", "incremental only"
+
+
+def drift_result(check: Check, full: CheckResult, incremental: CheckResult,
+                 start: PassedOver, only_full: list[tuple], only_incremental: list[tuple],
+                 limit: int, finding: str) -> CheckResult:
+    """The finding of a full run that disagrees with the incremental state — or, once they
+    agree again, its pass (which resolves what the disagreement opened)."""
+    columns = sorted({increment.column for increment in start.increments.values()})
+    runs = sorted({increment.run_id for increment in start.increments.values()})
+    keys = [*only_full, *only_incremental]
+    parts = []
+    if only_full:
+        parts.append(f"the full run found {len(only_full):,} violation"
+                     f"{'s' if len(only_full) != 1 else ''} the incremental state missed")
+    if only_incremental:
+        parts.append(f"the incremental state kept {len(only_incremental):,} violation"
+                     f"{'s' if len(only_incremental) != 1 else ''} the full run did not find")
+    if not parts and (full.violation_count, full.population) != (
+            incremental.violation_count, incremental.population):
+        parts.append(f"the full run counted {_counted(full)} where the incremental state "
+                     f"counted {_counted(incremental)}")
+    unseen = (f"a change no watermark saw: a row written with an old "
+              f"{' or '.join(columns)}, or a delete")
+    message = (f"{'; '.join(parts)} ({unseen})" if parts else
+               "the incremental state agreed with the full run again")
+    rule = (f"an incremental run of {check.id} from the state of run "
+            f"{', '.join(map(str, runs))}, on the full run's snapshot, must find what the full "
+            f"run finds — the same violations, population and keys; where they differ, the "
+            f"full run's answer stands")
+    rows = [{**dict(zip(full.key_columns, key)), "found_by": FULL_ONLY} for key in only_full]
+    rows += [{**dict(zip(full.key_columns, key)), "found_by": INCREMENTAL_ONLY}
+             for key in only_incremental]
+    shown = rows if limit == 0 else rows[:limit]
+    notes = [] if not parts else [
+        f"usually a writer does not set {' or '.join(columns)} on every change: fix the "
+        f"writer, or widen the incremental overlap; until then only a full run sees it"]
+    return CheckResult(
+        id=finding, kind=check.kind, datasets=list(full.datasets), path=full.path,
+        description=f"{message} — {rule}", purpose=message, severity="critical",
+        status="fail" if parts else "pass", violation_count=len(keys), population=None,
+        notes=notes, duration_ms=incremental.duration_ms,
+        columns=[*full.key_columns, "found_by"], sample=shown,
+        sample_truncated=len(shown) < len(rows), sample_violations=len(shown),
+        key_columns=list(full.key_columns), violation_keys=keys, engine=full.engine)
+
+
+def _counted(outcome: CheckResult) -> str:
+    count = outcome.violation_count or 0
+    whole = "" if outcome.population is None else f" of {outcome.population:,}"
+    return f"{count:,} violation{'s' if count != 1 else ''}{whole}"
+
+
+def _drifted_last(history: History | None, result: AuditResult, finding: str) -> bool:
+    """Whether the last recorded result of `finding` was a disagreement (its pass now
+    resolves it: its keys in history, its alert)."""
+    from integrity.history import HistoryError
+
+    if history is None:
+        return False
+    try:
+        return history.last_status(result.audit_name, result.target, finding) not in {
+            None, "pass"}
+    except HistoryError:
+        return False  # the disagreement stays open until a run can read it
 
 
 def _churn_problem(db, name: str, setting, since, run_id: int, shares: dict) -> str | None:
@@ -527,27 +686,30 @@ def _number(text: str) -> int | float:
 
 
 def _full_reason(audit: Audit, name: str, setting, history: History | None,
-                 result: AuditResult, full: bool) -> str | None:
-    """Why every check of dataset `name` runs in full this time (None: they may not)."""
+                 result: AuditResult, full: bool) -> tuple[str | None, bool]:
+    """Why every check of dataset `name` runs in full this time (None: they may not), and
+    whether only because it was asked for (`--full`) or is due (`full_every`) — not for
+    want of a run history to start from."""
     from integrity.history import HistoryError
     from integrity.units import format_duration
 
-    if full:
-        return "--full"
     if history is None:
-        return "no run history to start from"
+        return ("--full" if full else "no run history to start from"), False
+    if full:
+        return "--full", True
     if setting.full_every is None:
-        return None
+        return None, False
     try:
         last = history.last_full_read(audit.name, result.target, name)
     except HistoryError as error:
-        return f"the run history could not be read: {error}"
+        return f"the run history could not be read: {error}", False
     if last is None:
-        return f"full_every {format_duration(setting.full_every)}: never read in full before"
+        return (f"full_every {format_duration(setting.full_every)}: never read in full "
+                f"before"), True
     if result.now - last >= setting.full_every:
         return (f"full_every {format_duration(setting.full_every)}: last read in full at "
-                f"{last.isoformat().replace('+00:00', 'Z')}")
-    return None
+                f"{last.isoformat().replace('+00:00', 'Z')}"), True
+    return None, False
 
 
 def _state_problem(audit: Audit, name: str, column: str, state, result: AuditResult,

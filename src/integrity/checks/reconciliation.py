@@ -8,15 +8,41 @@ keys (left `by: [tenantId]` meets right `by: [companyId]`); a key present on
 one side only meets 0. A key is a violation when |left − right| exceeds the
 tolerance: `tolerance: 2` (absolute), `"1%"` (of the larger side), or both
 `{absolute: 2, relative: 1%}` (the larger allowance wins).
+
+Incrementally, a *bucket* is one key of the comparison (the `by` values, and the
+UTC day of `per_day`): its answer depends on the rows in it on both sides and
+nothing else. A run re-aggregates, over **all** their rows on both sides (so a
+sum or a percentile stays exact), exactly the buckets touched since the last run:
+those holding a row (in or out of its side's filter) changed since its dataset's
+watermark minus the overlap, those holding a row within the overlap when the last
+run read either dataset (recorded with the watermark: such a row may since have
+been deleted or moved to another bucket without a trace), and those that violated
+in the last run. Every other bucket holds the same rows as then, when it did not
+violate. Both datasets must declare `incremental:` (else the check runs in full,
+saying so), and so it does when a filter bounds a time relative to `now`
+(`since: 7d`, `until: 1h`: unchanged rows enter or leave a bucket as time passes)
+or when there is no key (one bucket, which every change touches). A **hard
+delete**, or an update moving a row to another bucket, of a row older than the
+overlap leaves nothing a watermark sees: each run records how many rows of each
+dataset are older than where the next run starts, and when the next run counts
+another number it runs in full, saying so (any change to such a row does too: a
+count cannot tell it from a move). More than 10,000 buckets within the overlap
+run the next time in full. The population (buckets on either side, over the
+whole table) is not counted again: each run records how many buckets hold a row
+of either side older than where the next run starts — those rows are all still
+there, unchanged, or the run is a full one — and the next run adds the touched
+buckets that hold none.
 """
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from integrity.checks import Check, Measurement, add_columns
+from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
+                              changed_rows, changed_since, settled_problem, typed_key)
 from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -113,6 +139,12 @@ class Reconciliation(Check):
     Config = ReconciliationConfig
     config: ReconciliationConfig
 
+    def __init__(self, config, audit):
+        super().__init__(config, audit)
+        # Where the next run will start in each dataset, as the runner gives it: the
+        # population's count needs both sides' (`watermark_extras`).
+        self.ahead: dict = {}
+
     @classmethod
     def validate(cls, config, audit):
         problems = []
@@ -144,12 +176,12 @@ class Reconciliation(Check):
                         *filter_columns(side.where))
         return needed
 
-    def side_values(self, data, side: Side):
+    def side_values(self, data, side: Side, rows=None):
         import pandas as pd
 
         from integrity.checks.common import aggregate, day_of
 
-        rows = data.rows(side.dataset, side.where)
+        rows = data.rows(side.dataset, side.where) if rows is None else rows
         keys = list(side.by)
         if side.per_day:
             rows = rows.assign(_day=day_of(data.time_column(side.dataset, rows, side.per_day)))
@@ -166,8 +198,14 @@ class Reconciliation(Check):
         from integrity.checks.common import align
 
         left_name, right_name = self.names()
-        left = self.side_values(data, self.config.left)
-        right = self.side_values(data, self.config.right)
+        sides = (self.config.left, self.config.right)
+        rows = [data.rows(side.dataset, side.where) for side in sides]
+        notes, population = [], None
+        if self.increments:
+            rows, examined, population = self.touched_rows(data, rows)
+            notes.append(self.bucket_note(examined, population))
+        left = self.side_values(data, self.config.left, rows[0])
+        right = self.side_values(data, self.config.right, rows[1])
         names = self.key_names() or ["scope"]
         left_keys, right_keys = _keys(left.index, names), _keys(right.index, names)
         for name in names:
@@ -181,7 +219,11 @@ class Reconciliation(Check):
                          ignore_index=True)
         table = both.groupby(names, dropna=False, sort=False, as_index=False)[
             [left_name, right_name]].sum()
-        return self.compare(table)
+        outcome = self.compare(table)
+        if population is not None:
+            outcome.population = population
+        outcome.notes = notes
+        return outcome
 
     def compare(self, table) -> Measurement:
         """Flag the keys of a (keys…, left, right) table whose sides differ too much."""
@@ -208,28 +250,32 @@ class Reconciliation(Check):
         left_name, right_name = self.names()
         names = self.key_names() or ["scope"]
         sides = []
-        for alias, side in (("left_side", config.left), ("right_side", config.right)):
+        for index, (alias, side) in enumerate((("left_side", config.left),
+                                               ("right_side", config.right))):
             rows = db.alias(side.dataset, alias)
-            keys = [(side.dataset, column, rows.c[column]) for column in side.by]
-            if side.per_day:
-                keys.append((None, None, db.day(side.dataset, rows, side.per_day)))
-            sides.append((side, rows, keys))
-        (left, left_rows, left_keys), (right, right_rows, right_keys) = sides
-        aligned = [tuple(db.exact(e) if db.holds_text(a, b) else e for e in db.comparable(a, b))
-                   for a, b in zip(left_keys, right_keys)]
+            sides.append((side, rows, [key for key, _ in self.bucket(db, index, rows)]))
         parts = []
-        for side, rows, keys, index in ((left, left_rows, left_keys, 0),
-                                        (right, right_rows, right_keys, 1)):
-            keys = [pair[index].label(f"k{i}") for i, pair in enumerate(aligned)]
+        for index, (side, rows, keys) in enumerate(sides):
+            keys = [key.label(f"k{i}") for i, key in enumerate(keys)]
             everything = [] if keys else [("k0", sa.literal("all rows"))]
             value, zero = side.measure, sa.literal(0)
-            parts.append(db.grouped(side.dataset, rows, db.where(side.dataset, rows, side.where),
-                                    keys, [*everything, ("l", value if index == 0 else zero),
-                                           ("r", zero if index == 0 else value)]))
+            scope = db.where(side.dataset, rows, side.where)
+            # Incrementally: only the touched buckets, each with all its rows, and whether
+            # it holds a row older than the overlap (the population's arithmetic).
+            settled = []
+            if self.increments:
+                scope = sa.and_(scope, self.touched(db, index, rows))
+                settled = [("s", sa.func.max(sa.case(
+                    (changed_since(db, rows, self.increments[side.dataset]), 0), else_=1)))]
+            parts.append(db.grouped(side.dataset, rows, scope, keys,
+                                    [*everything, ("l", value if index == 0 else zero),
+                                     ("r", zero if index == 0 else value), *settled]))
         both = sa.union_all(*parts).subquery("both")
         keys = [both.c[f"k{i}"] for i in range(len(names))]
+        settled = [sa.func.max(both.c.s).label("s")] if self.increments else []
         summed = sa.select(*keys, sa.func.sum(both.c.l).label("l"),
-                           sa.func.sum(both.c.r).label("r")).group_by(*keys).subquery("summed")
+                           sa.func.sum(both.c.r).label("r"), *settled).group_by(*keys
+                                                                                ).subquery("summed")
         # Compare in the database; bring back the differing keys, the key count (the
         # population), and one row even when nothing differs, to carry that count.
         left_value = sa.func.coalesce(summed.c.l, 0)
@@ -239,14 +285,26 @@ class Reconciliation(Check):
         allowance = db.greatest(sa.literal(float(tolerance.absolute)),
                                 float(tolerance.relative) * larger)
         flagged = sa.func.abs(left_value - right_value) > allowance
-        judged = sa.select(summed, flagged.label("_flag"),
-                           sa.func.count().over().label("_keys"),
+        # The touched buckets that hold no row older than the overlap: new since the last
+        # run, they add to the buckets it counted.
+        unsettled = [sa.func.sum(sa.case((summed.c.s == 0, 1), else_=0)).over().label("_new")
+                     ] if self.increments else []
+        judged = sa.select(*[summed.c[f"k{i}"] for i in range(len(names))], summed.c.l,
+                           summed.c.r, flagged.label("_flag"),
+                           sa.func.count().over().label("_keys"), *unsettled,
                            sa.func.row_number().over().label("_row")).subquery("judged")
         statement = sa.select(*[judged.c[f"k{i}"] for i in range(len(names))], judged.c.l,
-                              judged.c.r, judged.c._flag, judged.c._keys).where(
+                              judged.c.r, judged.c._flag, judged.c._keys,
+                              *([judged.c._new] if self.increments else [])).where(
             sa.or_(judged.c._flag, judged.c._row == 1))
         table = db.frame(statement)
         population = int(table["_keys"].iloc[0]) if len(table) else 0
+        notes = []
+        if self.increments:
+            examined = population
+            population = self.settled_buckets() + (int(table.pop("_new").iloc[0] or 0)
+                                                   if len(table) else 0)
+            notes.append(self.bucket_note(examined, population))
         table = table[table.pop("_flag").astype(bool)].drop(columns="_keys")
         table.columns = [*names, left_name, right_name]
         if config.left.per_day:
@@ -256,7 +314,206 @@ class Reconciliation(Check):
         outcome = self.compare(table)
         outcome.population = population
         outcome.sql = db.sql(statement)
+        outcome.notes = notes
         return outcome
+
+    # -- incremental runs (module docstring) ------------------------------------------
+
+    def needs_every_increment(self) -> bool:
+        return True
+
+    def incremental_problem(self, dataset: str) -> str | None:
+        if not self.key_names():
+            return "it has one bucket (no `by` nor `per_day`): every change touches it"
+        for side in (self.config.left, self.config.right):
+            for condition in (*side.where, *side.measure.where):
+                if condition.op in {"since", "until"} and isinstance(condition.value,
+                                                                     timedelta):
+                    moves = "in" if condition.op == "until" else "out"
+                    return (f"its filter on {condition.column} ({condition.op}) lets "
+                            f"unchanged rows {moves} as time passes")
+        return None
+
+    def unsettled_field(self) -> str:
+        return f"buckets of {self.id}"
+
+    def bucket(self, db, index: int, relation) -> list[tuple]:
+        """SQL: the bucket of a row of side `index` (0 left, 1 right; alias `relation`) as
+        the sides are matched: per key, its expression and what a key kept as text binds
+        as ("day", "text", or the column's type)."""
+        sides = (self.config.left, self.config.right)
+        raw = []
+        for number, side in enumerate(sides):
+            rows = relation if number == index else db.relation(side.dataset)
+            keys = [(side.dataset, column, rows.c[column]) for column in side.by]
+            if side.per_day:
+                keys.append((None, None, db.day(side.dataset, rows, side.per_day)))
+            raw.append(keys)
+        found = []
+        for pair in zip(*raw):
+            text = db.holds_text(*pair)
+            expression = db.comparable(*pair)[index]
+            mine = pair[index]
+            found.append((db.exact(expression) if text else expression,
+                          "day" if mine[0] is None else "text" if text
+                          else db.columns[mine[0]].get(mine[1])))
+        return found
+
+    def recorded_keys(self) -> list[tuple]:
+        """The buckets (as text) of last run's violations and of its rows within the
+        overlap, on both sides."""
+        keys = {tuple(key) for increment in self.increments.values() for key in increment.keys}
+        for increment in self.increments.values():
+            keys |= {tuple(key) for key in
+                     increment.recorded["unsettled"][self.unsettled_field()]}
+        return sorted(keys, key=repr)
+
+    def touched(self, db, index: int, relation):
+        """SQL: whether a row of side `index` (alias `relation`) is in a touched bucket."""
+        import sqlalchemy as sa
+
+        mine = self.bucket(db, index, relation)
+        parts = []
+        for number, side in enumerate((self.config.left, self.config.right)):
+            changed = db.alias(side.dataset, f"changed_{number}_{index}")
+            theirs = self.bucket(db, number, changed)
+            parts.append(sa.exists().where(
+                changed_since(db, changed, self.increments[side.dataset]),
+                *[sa.or_(ours == other, sa.and_(ours.is_(None), other.is_(None)))
+                  for (ours, _), (other, _) in zip(mine, theirs)]))
+        complete, partial = [], []
+        for key in self.recorded_keys():
+            values = [_typed(db, kind, text) for (_, kind), text in zip(mine, key)]
+            if _NOT_A_KEY in values:
+                continue  # no row's key can be it: no bucket to see again
+            if None in values:
+                partial.append(sa.and_(*[expression.is_(None) if value is None
+                                         else expression == value
+                                         for (expression, _), value in zip(mine, values)]))
+            else:
+                complete.append(tuple(values))
+        if complete and len(mine) == 1:
+            parts.append(mine[0][0].in_([row[0] for row in complete]))
+        elif complete:
+            parts.append(sa.tuple_(*[expression for expression, _ in mine]).in_(complete))
+        return sa.or_(*parts, *partial)
+
+    def bucket_texts(self, data, index: int, rows) -> list[tuple]:
+        """pandas: the bucket of each of `rows` (of side `index`) as comparable text: a
+        number as a number whenever both sides' key columns hold numbers (as `align`)."""
+        from integrity.checks.common import day_of
+
+        sides = (self.config.left, self.config.right)
+        side, columns = sides[index], []
+        for position, column in enumerate(sides[index].by):
+            numeric = all(_numeric(data.frame(other.dataset)[other.by[position]])
+                          for other in sides)
+            columns.append([_text(value, numeric) for value in rows[column]])
+        if side.per_day:
+            days = day_of(data.time_column(side.dataset, rows, side.per_day))
+            columns.append([_text(value, False) for value in days])
+        return list(zip(*columns)) if columns else [()] * len(rows)
+
+    def touched_rows(self, data, rows: list) -> tuple[list, int, int]:
+        """pandas: each side's `rows` in a touched bucket, how many buckets they fill, and
+        the population."""
+        import pandas as pd
+
+        sides = (self.config.left, self.config.right)
+        numeric = [all(_numeric(data.frame(side.dataset)[side.by[position]]) for side in sides)
+                   for position in range(len(sides[0].by))] + [False] * bool(sides[0].per_day)
+        touched = {tuple(_recorded(text, numeric[position])
+                         for position, text in enumerate(key))
+                   for key in self.recorded_keys()}
+        for index, side in enumerate(sides):
+            whole = data.frame(side.dataset)
+            changed = whole[changed_rows(data, whole, self.increments[side.dataset]).to_numpy()]
+            touched |= set(self.bucket_texts(data, index, changed))
+        kept, present, settled = [], set(), set()
+        for index, side in enumerate(sides):
+            buckets = self.bucket_texts(data, index, rows[index])
+            inside = pd.Series([bucket in touched for bucket in buckets], index=rows[index].index,
+                               dtype=bool)
+            old = ~changed_rows(data, rows[index], self.increments[side.dataset])
+            for bucket, held, is_old in zip(buckets, inside, old):
+                if held:
+                    present.add(bucket)
+                    if is_old:
+                        settled.add(bucket)
+            kept.append(rows[index][inside.to_numpy()])
+        return kept, len(present), self.settled_buckets() + len(present - settled)
+
+    def settled_buckets(self) -> int:
+        """The buckets holding a row older than the overlap, as the last run counted them."""
+        for increment in self.increments.values():
+            if self.id in increment.recorded.get("buckets", {}):
+                return int(increment.recorded["buckets"][self.id])
+        raise KeyError(self.id)  # incremental_start_problem made this a full run
+
+    def watermark_extras(self, db, dataset: str, since) -> dict:
+        import sqlalchemy as sa
+
+        sides = (self.config.left, self.config.right)
+        if dataset not in self.config.datasets or not self.key_names():
+            return {}
+        self.ahead[dataset] = since
+        rows = db.alias(dataset, "rows")
+        settled = db.scalar(sa.select(sa.func.count()).select_from(rows)
+                            .where(sa.not_(changed_since(db, rows, since))))
+        recent = []
+        for index, side in enumerate(sides):
+            if side.dataset == dataset:
+                mine = db.alias(dataset, f"recent_{index}")
+                keys = [key.label(f"k{i}") for i, (key, _) in
+                        enumerate(self.bucket(db, index, mine))]
+                recent.append(sa.select(*keys).where(db.where(dataset, mine, side.where),
+                                                     changed_since(db, mine, since)))
+        found = db.frame(sa.union(*recent).limit(MOST_UNSETTLED + 1))
+        texts = [[_kept(value) for value in row] for row in found.itertuples(index=False,
+                                                                             name=None)]
+        extras = {"settled": int(settled), "unsettled": {
+            self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
+        if all(side.dataset in self.ahead for side in sides):
+            # Every since is known now: the buckets holding a row older than where the next
+            # run starts, on either side.
+            old = []
+            for index, side in enumerate(sides):
+                mine = db.alias(side.dataset, f"settled_{index}")
+                keys = [key.label(f"k{i}") for i, (key, _) in
+                        enumerate(self.bucket(db, index, mine))]
+                old.append(sa.select(*keys).where(
+                    db.where(side.dataset, mine, side.where),
+                    sa.not_(changed_since(db, mine, self.ahead[side.dataset]))))
+            buckets = sa.union(*old).subquery("buckets")
+            extras["buckets"] = {self.id: int(db.scalar(
+                sa.select(sa.func.count()).select_from(buckets)))}
+        return extras
+
+    def incremental_start_problem(self, db, dataset: str) -> str | None:
+        problem = settled_problem(db, self.increments[dataset], self.unsettled_field(),
+                                  "settled_rows", "rows", "buckets",
+                                  "a row deleted or moved to another bucket leaves nothing a "
+                                  "watermark sees")
+        if problem is None and not any(self.id in increment.recorded.get("buckets", {})
+                                       for increment in self.increments.values()):
+            run = self.increments[dataset].run_id
+            return f"run {run} recorded no count of the buckets older than the overlap"
+        return problem
+
+    def bucket_note(self, examined: int, population: int) -> str:
+        """What an incremental run re-aggregated, for the report."""
+        increments = [self.increments[name] for name in self.config.datasets]
+        run = increments[0].run_id
+        changed = "; ".join(f"{increment.dataset}.{increment.column} ≥ {_shown(increment)} "
+                            f"or null" for increment in increments)
+        violated = len(increments[0].keys)
+        return (f"incremental: re-aggregated {examined:,} touched "
+                f"bucket{'s' if examined != 1 else ''} of {population:,}, each over all its "
+                f"rows on both sides: those holding a row changed ({changed}) or within the "
+                f"overlap when run {run} read it, and the {violated:,} "
+                f"key{'s' if violated != 1 else ''} that violated in run {run}; counts and "
+                f"keys are the whole table's, every other bucket keeps its status of run "
+                f"{run}")
 
     def describe(self) -> str:
         config = self.config
@@ -267,3 +524,62 @@ class Reconciliation(Check):
 def _keys(index, names: list[str]):
     """The group keys of an aggregate as a frame with the check's key names."""
     return index.to_frame(index=False, name=names if index.nlevels > 1 else names[0])
+
+
+def _typed(db, kind, text: str | None):
+    """A bucket's key kept as text, as a value its expression compares with."""
+    if text is None:
+        return None
+    if kind == "day":
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            return _NOT_A_KEY
+        return text if db.dialect == "sqlite" else day  # SQLite's day is ISO text
+    if kind == "text":
+        return text
+    return typed_key(kind, text)
+
+
+def _numeric(values) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _text(value, numeric: bool) -> str | None:
+    """A key value as comparable text: numbers as `align` compares them."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+        return None
+    if numeric:
+        number = float(value)
+        return str(int(number)) if number.is_integer() else repr(number)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _recorded(text: str | None, numeric: bool) -> str | None:
+    """A key kept as text by history, as `_text` writes it."""
+    if text is None or not numeric:
+        return text
+    try:
+        return _text(float(text), True)
+    except ValueError:
+        return text
+
+
+def _kept(value) -> str | None:
+    """A bucket's key value read from the database, kept as text with the watermark."""
+    if value is None or value != value:
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):  # a day
+        return value.isoformat()
+    return str(value)
+
+
+def _shown(increment) -> str:
+    return (str(increment.since) if increment.numeric
+            else increment.since.isoformat().replace("+00:00", "Z"))

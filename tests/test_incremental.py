@@ -981,9 +981,10 @@ def test_full_on_the_command_line(tmp_path):
 # ---------------------------------------------------------------------------
 # Reconciliation: only the touched buckets are re-aggregated, each over all its rows.
 
-LEDGER = """\
-orders: {table: orders, key: id, incremental: {changed: updatedAt, overlap: 1m}}
-payments: {table: payments, key: id, incremental: {changed: updatedAt, overlap: 1m}}
+INCREMENTAL = "incremental: {changed: updatedAt, overlap: 1m, full_above: 100%}"
+LEDGER = f"""\
+orders: {{table: orders, key: id, {INCREMENTAL}}}
+payments: {{table: payments, key: id, {INCREMENTAL}}}
 """
 # Per tenant and day: the amounts of live orders against the payments; per tenant: the
 # number of orders against the number of payments, within 10%; and the median amounts.

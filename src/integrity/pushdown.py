@@ -625,6 +625,13 @@ class Tables:
         frame = pd.DataFrame.from_records(rows, columns=list(result.keys()), coerce_float=False)
         return decode_bytes(frame)
 
+    def rows(self, statement: sa.Select) -> list[tuple]:
+        """The rows of `statement` as the driver gives them (values to bind again)."""
+        try:
+            return [tuple(row) for row in self.connection.execute(statement)]
+        except sa.exc.SQLAlchemyError as error:
+            raise self.source.error(error, "pushdown query failed") from None
+
     def scalar(self, statement: sa.Select) -> Any:
         try:
             return self.connection.execute(statement).scalar_one()

@@ -322,9 +322,10 @@ def settled_problem(db: Tables, increment: Increment, field: str, alias: str, th
 MOST_BOUND = 5_000
 
 
-def bound_keys(db: Tables, statement, most: int = MOST_BOUND) -> list[tuple] | None:
+def bound_keys(db: Tables, statement) -> list[tuple] | None:
     """The distinct rows of `statement` (a key's columns, nulls left out by the caller) as
-    values to bind, or None when there are more than `most`."""
+    values to bind, or None when there are more than MOST_BOUND."""
+    most = MOST_BOUND
     found = db.rows(statement.distinct().limit(most + 1))
     return found if len(found) <= most else None
 

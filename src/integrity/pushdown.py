@@ -84,6 +84,7 @@ class Tables:
     baseline: Any = None
     _relations: dict[str, sa.FromClause] = field(default_factory=dict)
     _counts: dict[tuple, int] = field(default_factory=dict)
+    _once: dict[tuple, Any] = field(default_factory=dict)
 
     @property
     def dialect(self) -> str:
@@ -211,6 +212,13 @@ class Tables:
         if cache is not None:
             self._counts[cache] = found
         return found
+
+    def once(self, key: tuple, read) -> Any:
+        """`read()` the first time `key` is asked for in this run, its answer after: what
+        several checks read of one snapshot alike (a count, a checksum)."""
+        if key not in self._once:
+            self._once[key] = read()
+        return self._once[key]
 
     # -- times ---------------------------------------------------------------------
 
@@ -654,6 +662,13 @@ class Tables:
             raise self.source.error(error, "pushdown query failed") from None
         frame = pd.DataFrame.from_records(rows, columns=list(result.keys()), coerce_float=False)
         return decode_bytes(frame)
+
+    def rows(self, statement: sa.Select) -> list[tuple]:
+        """The rows of `statement` as the driver gives them (values to bind again)."""
+        try:
+            return [tuple(row) for row in self.connection.execute(statement)]
+        except sa.exc.SQLAlchemyError as error:
+            raise self.source.error(error, "pushdown query failed") from None
 
     def scalar(self, statement: sa.Select) -> Any:
         try:

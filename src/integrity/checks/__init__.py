@@ -240,6 +240,14 @@ class Check:
             return sa.or_(changed, relation.c[names[0]].in_([row[0] for row in rows]))
         return sa.or_(changed, sa.tuple_(*[relation.c[name] for name in names]).in_(rows))
 
+    def read_once(self, db: Tables, name: str, read: Callable[[], Any]) -> Any:
+        """`read()` once per run (`db`), kept under `name`: keys read to bind into the
+        several statements of one check."""
+        kept = self.__dict__.setdefault("_read", {})
+        if kept.get(name, (None,))[0] is not db:
+            kept[name] = (db, read())
+        return kept[name][1]
+
     def examined_rows(self, data: Frames, rows: pd.DataFrame,
                       increment: Increment | None = None) -> pd.Series:
         """pandas: which of `rows` (of the check's dataset) an incremental run examines;
@@ -292,8 +300,6 @@ def settled_problem(db: Tables, increment: Increment, field: str, alias: str, th
     MOST_UNSETTLED keys within it, or counted another number of old rows than there are
     now — one was deleted or changed since. `things` names the rows (plural), `too_many`
     what there were too many of, `why` what such a change hides."""
-    import sqlalchemy as sa
-
     dataset = increment.dataset
     recorded, run = increment.recorded or {}, f"run {increment.run_id}"
     unsettled = recorded.get("unsettled", {})
@@ -301,14 +307,58 @@ def settled_problem(db: Tables, increment: Increment, field: str, alias: str, th
         return f"{run} recorded no count of {dataset}'s {things} older than the overlap"
     if unsettled[field] is None:
         return f"more than {MOST_UNSETTLED:,} {too_many} within the overlap in {run}"
-    relation = db.alias(dataset, alias)
-    settled = db.scalar(sa.select(sa.func.count()).select_from(relation)
-                        .where(sa.not_(changed_since(db, relation, increment))))
+    settled = older_count(db, increment, alias)
     if settled != recorded["settled"]:
         return (f"{dataset} holds {settled:,} {things if settled != 1 else things[:-1]} "
                 f"older than the overlap where {run} counted {recorded['settled']:,}: one "
                 f"was deleted or changed since, and {why}")
     return None
+
+
+# Changed parents (or entities to judge again) up to this many: their keys are read first,
+# by the change column's index, and bound as a list, so every part of the rows to judge
+# again is an index lookup. A correlated subquery in an OR would have the database test
+# every row of the table; past this many keys a scan costs about the same anyway.
+MOST_BOUND = 5_000
+
+
+def bound_keys(db: Tables, statement) -> list[tuple] | None:
+    """The distinct rows of `statement` (a key's columns, nulls left out by the caller) as
+    values to bind, or None when there are more than MOST_BOUND."""
+    most = MOST_BOUND
+    found = db.rows(statement.distinct().limit(most + 1))
+    return found if len(found) <= most else None
+
+
+def bindable(db: Tables, *sides: tuple[str, str]) -> bool:
+    """Whether values read from one (dataset, column) side may be bound as they are to
+    compare with the others: all text or all integers. Otherwise `Tables.same` compares
+    them as the pandas engine aligns them, which a bound list would not."""
+    import sqlalchemy as sa
+
+    kinds = [db.columns.get(dataset, {}).get(column) for dataset, column in sides]
+    return (all(db.is_text(dataset, column) for dataset, column in sides)
+            or all(isinstance(kind, sa.Integer) for kind in kinds))
+
+
+def in_keys(columns: list, rows: list[tuple]) -> Any:
+    """SQL: `columns` (one or several) among `rows` of values."""
+    import sqlalchemy as sa
+
+    if len(columns) == 1:
+        return columns[0].in_([row[0] for row in rows])
+    return sa.tuple_(*columns).in_(rows)
+
+
+def older_count(db: Tables, increment: Increment, alias: str) -> int:
+    """The rows of the increment's dataset older than `increment.since`, counted once a
+    run however many checks keep the count."""
+    import sqlalchemy as sa
+
+    relation = db.alias(increment.dataset, alias)
+    return db.count(increment.dataset, relation,
+                    sa.not_(changed_since(db, relation, increment)),
+                    same_as=("older than", increment.column, increment.since))
 
 
 def changed_since(db: Tables, relation, increment: Increment) -> Any:

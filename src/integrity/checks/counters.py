@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
-                              changed_rows, changed_since, settled_problem,
-                              single_key_problems, typed_key)
+                              bindable, bound_keys, changed_rows, changed_since, in_keys,
+                              older_count, settled_problem, single_key_problems, typed_key)
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -112,7 +112,7 @@ class ByEntity(Check):
             return {}
         log = db.alias(dataset, "log")
         changed = changed_since(db, log, since)
-        settled = db.scalar(sa.select(sa.func.count()).select_from(log).where(sa.not_(changed)))
+        settled = older_count(db, since, "log")
         recent = db.frame(sa.select(log.c[events.entity].label("entity"))
                           .where(changed, log.c[events.entity].is_not(None)).distinct()
                           .limit(MOST_UNSETTLED + 1))["entity"]
@@ -130,8 +130,25 @@ class ByEntity(Check):
                                "an event deleted or moved to another entity leaves nothing "
                                "a watermark sees")
 
+    def changed_entities(self, db) -> list[tuple] | None:
+        """SQL: the entities of the events changed since the log's increment, to bind
+        (read by the change column's index); None when too many, or when the entity
+        column's values do not bind as they are against the key."""
+        import sqlalchemy as sa
+
+        config, events = self.config, self.config.events
+        key = self.key_of(config.dataset)[0]
+        if not bindable(db, (config.dataset, key), (events.dataset, events.entity)):
+            return None
+        log = db.alias(events.dataset, "changed_events")
+        return self.read_once(db, "changed", lambda: bound_keys(db, sa.select(
+            log.c[events.entity]).where(changed_since(db, log, self.increments[events.dataset]),
+                                        log.c[events.entity].is_not(None))))
+
     def recheck(self, db, entities):
-        """SQL: the entities (rows of alias `entities`) an incremental run judges again."""
+        """SQL: the entities (rows of alias `entities`) an incremental run judges again: an
+        OR of conditions each served by an index (the change column, the key) while the
+        entities of changed events are few enough to bind."""
         import sqlalchemy as sa
 
         config, events = self.config, self.config.events
@@ -140,11 +157,15 @@ class ByEntity(Check):
         kind = db.columns[config.dataset].get(key)
         recent = [typed_key(kind, text) for text in theirs.recorded["unsettled"][events.entity]]
         recent = [value for value in recent if value is not _NOT_A_KEY]
-        log = db.alias(events.dataset, "changed_events")
-        parts = [self.examined(db, entities, mine),
-                 sa.exists().where(changed_since(db, log, theirs), db.same(
-                     (config.dataset, key, entities.c[key]),
-                     (events.dataset, events.entity, log.c[events.entity])))]
+        parts = [self.examined(db, entities, mine)]
+        changed = self.changed_entities(db)
+        if changed is None:
+            log = db.alias(events.dataset, "changed_events")
+            parts.append(sa.exists().where(changed_since(db, log, theirs), db.same(
+                (config.dataset, key, entities.c[key]),
+                (events.dataset, events.entity, log.c[events.entity]))))
+        elif changed:
+            parts.append(in_keys([entities.c[key]], changed))
         if recent:
             parts.append(entities.c[key].in_(recent))
         return sa.or_(*parts)
@@ -170,7 +191,8 @@ class ByEntity(Check):
 
     def their_events(self, db, log) -> list:
         """SQL: in an incremental run, the condition on the event log (alias `log`) of the
-        events of the entities judged again (none in a full run)."""
+        events of the entities judged again (none in a full run): their keys bound as a
+        list, looked up by the log's entity index, while they are few enough."""
         import sqlalchemy as sa
 
         if not self.increments:
@@ -178,6 +200,11 @@ class ByEntity(Check):
         config, events = self.config, self.config.events
         key = self.key_of(config.dataset)[0]
         again = db.alias(config.dataset, "again")
+        if bindable(db, (config.dataset, key), (events.dataset, events.entity)):
+            keys = self.read_once(db, "again", lambda: bound_keys(db, sa.select(again.c[key]).where(
+                again.c[key].is_not(None), self.recheck(db, again))))
+            if keys is not None:
+                return [in_keys([log.c[events.entity]], keys)]
         return [sa.exists().where(db.same((config.dataset, key, again.c[key]),
                                           (events.dataset, events.entity,
                                            log.c[events.entity])),

@@ -39,7 +39,8 @@ from typing import Literal
 from pydantic import Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
-                              changed_rows, changed_since, settled_problem, typed_key)
+                              bindable, bound_keys, changed_rows, changed_since, in_keys,
+                              older_count, settled_problem, typed_key)
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -127,8 +128,7 @@ class ByParent(Check):
         if self.created(since) is not None:
             extras["born"] = {self.unsettled_field(): self.born(db, since)}
         else:
-            extras["settled"] = int(db.scalar(sa.select(sa.func.count()).select_from(parents)
-                                              .where(sa.not_(changed))))
+            extras["settled"] = older_count(db, since, "parents")
         return extras
 
     def created(self, increment) -> str | None:
@@ -153,8 +153,12 @@ class ByParent(Check):
             old = sa.case((recent, 0), else_=1) == 1
         statement = sa.select(sa.func.count(), db.key_checksum(
             [parents.c[name] for name in self.parent_key()])).where(old)
-        count, checksum = db.frame(statement).iloc[0]
-        return {"created": column, "count": int(count), "checksum": str(checksum)}
+
+        def read() -> dict:
+            count, checksum = db.frame(statement).iloc[0]
+            return {"created": column, "count": int(count), "checksum": str(checksum)}
+
+        return db.once(("born", parent, column, increment.since, *self.parent_key()), read)
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
         if dataset != self.config.parent:
@@ -185,26 +189,47 @@ class ByParent(Check):
                                "a parent deleted or given another key leaves nothing a "
                                "watermark sees")
 
+    def changed_parents(self, db) -> list[tuple] | None:
+        """SQL: the keys of the parents changed since their increment, to bind (read once a
+        run, by the change column's index); None when there are too many, or their values
+        do not bind as they are against the reference."""
+        import sqlalchemy as sa
+
+        config, key = self.config, self.parent_key()
+        if not all(bindable(db, (config.dataset, ref), (config.parent, own))
+                   for ref, own in zip(config.reference, key)):
+            return None
+        parents = db.alias(config.parent, "changed_parents")
+        return self.read_once(db, "changed parents", lambda: bound_keys(db, sa.select(
+            *[parents.c[own] for own in key]).where(
+                changed_since(db, parents, self.increments[config.parent]),
+                *[parents.c[own].is_not(None) for own in key])))
+
     def recheck(self, db, children):
-        """SQL: the children (rows of alias `children`) an incremental run judges again."""
+        """SQL: the children (rows of alias `children`) an incremental run judges again: an
+        OR of conditions each served by an index (the change column, the key, the
+        reference) while the changed parents are few enough to bind."""
         import sqlalchemy as sa
 
         config, key = self.config, self.parent_key()
         mine, theirs = self.increments[config.dataset], self.increments[config.parent]
-        parents = db.alias(config.parent, "changed_parents")
-        parts = [self.examined(db, children, mine),
-                 sa.exists().where(changed_since(db, parents, theirs), *[
-                     db.same((config.dataset, ref, children.c[ref]),
-                             (config.parent, own, parents.c[own]))
-                     for ref, own in zip(config.reference, key)])]
+        references = [children.c[ref] for ref in config.reference]
+        parts = [self.examined(db, children, mine)]
+        changed = self.changed_parents(db)
+        if changed is None:
+            parents = db.alias(config.parent, "changed_parents")
+            parts.append(sa.exists().where(changed_since(db, parents, theirs), *[
+                db.same((config.dataset, ref, children.c[ref]),
+                        (config.parent, own, parents.c[own]))
+                for ref, own in zip(config.reference, key)]))
+        elif changed:
+            parts.append(in_keys(references, changed))
         kinds = [db.columns[config.dataset].get(ref) for ref in config.reference]
         recent = [tuple(typed_key(kind, text) for kind, text in zip(kinds, row))
                   for row in theirs.recorded["unsettled"][self.unsettled_field()]]
         recent = [row for row in recent if _NOT_A_KEY not in row]
-        if recent and len(key) == 1:
-            parts.append(children.c[config.reference[0]].in_([row[0] for row in recent]))
-        elif recent:
-            parts.append(sa.tuple_(*[children.c[ref] for ref in config.reference]).in_(recent))
+        if recent:
+            parts.append(in_keys(references, recent))
         return sa.or_(*parts)
 
     def rechecked_rows(self, data, children):

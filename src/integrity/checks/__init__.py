@@ -319,13 +319,19 @@ def settled_problem(db: Tables, increment: Increment, field: str, alias: str, th
 # by the change column's index, and bound as a list, so every part of the rows to judge
 # again is an index lookup. A correlated subquery in an OR would have the database test
 # every row of the table; past this many keys a scan costs about the same anyway.
-MOST_BOUND = 5_000
+MOST_BOUND = 100_000
+# SQLite takes at most 32,766 values bound to one statement, and a key of several
+# columns binds each: there, and for keys of several columns, fewer.
+MOST_BOUND_VALUES = 20_000
 
 
 def bound_keys(db: Tables, statement) -> list[tuple] | None:
     """The distinct rows of `statement` (a key's columns, nulls left out by the caller) as
-    values to bind, or None when there are more than MOST_BOUND."""
-    most = MOST_BOUND
+    values to bind, or None when there are more than can be bound (`MOST_BOUND` keys; on
+    PostgreSQL a one-column key binds one array, elsewhere each value is a parameter)."""
+    width = len(statement.selected_columns)
+    most = MOST_BOUND if db.dialect == "postgresql" and width == 1 else min(
+        MOST_BOUND, MOST_BOUND_VALUES // width)
     found = db.rows(statement.distinct().limit(most + 1))
     return found if len(found) <= most else None
 
@@ -341,10 +347,17 @@ def bindable(db: Tables, *sides: tuple[str, str]) -> bool:
             or all(isinstance(kind, sa.Integer) for kind in kinds))
 
 
-def in_keys(columns: list, rows: list[tuple]) -> Any:
-    """SQL: `columns` (one or several) among `rows` of values."""
+def in_keys(db: Tables, columns: list, rows: list[tuple]) -> Any:
+    """SQL: `columns` (one or several) among `rows` of values. On PostgreSQL one column's
+    values bind as one array (`= ANY`): a statement binds at most 65,535 parameters."""
     import sqlalchemy as sa
 
+    if len(columns) == 1 and db.dialect == "postgresql" and len(rows) > 100:
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        column = columns[0]
+        values = sa.bindparam(None, [row[0] for row in rows], type_=ARRAY(column.type))
+        return column == sa.any_(values)
     if len(columns) == 1:
         return columns[0].in_([row[0] for row in rows])
     return sa.tuple_(*columns).in_(rows)

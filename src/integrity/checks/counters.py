@@ -165,7 +165,7 @@ class ByEntity(Check):
                 (config.dataset, key, entities.c[key]),
                 (events.dataset, events.entity, log.c[events.entity]))))
         elif changed:
-            parts.append(in_keys([entities.c[key]], changed))
+            parts.append(in_keys(db, [entities.c[key]], changed))
         if recent:
             parts.append(entities.c[key].in_(recent))
         return sa.or_(*parts)
@@ -204,7 +204,7 @@ class ByEntity(Check):
             keys = self.read_once(db, "again", lambda: bound_keys(db, sa.select(again.c[key]).where(
                 again.c[key].is_not(None), self.recheck(db, again))))
             if keys is not None:
-                return [in_keys([log.c[events.entity]], keys)]
+                return [in_keys(db, [log.c[events.entity]], keys)]
         return [sa.exists().where(db.same((config.dataset, key, again.c[key]),
                                           (events.dataset, events.entity,
                                            log.c[events.entity])),

@@ -223,13 +223,13 @@ class ByParent(Check):
                         (config.parent, own, parents.c[own]))
                 for ref, own in zip(config.reference, key)]))
         elif changed:
-            parts.append(in_keys(references, changed))
+            parts.append(in_keys(db, references, changed))
         kinds = [db.columns[config.dataset].get(ref) for ref in config.reference]
         recent = [tuple(typed_key(kind, text) for kind, text in zip(kinds, row))
                   for row in theirs.recorded["unsettled"][self.unsettled_field()]]
         recent = [row for row in recent if _NOT_A_KEY not in row]
         if recent:
-            parts.append(in_keys(references, recent))
+            parts.append(in_keys(db, references, recent))
         return sa.or_(*parts)
 
     def rechecked_rows(self, data, children):

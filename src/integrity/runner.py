@@ -300,8 +300,9 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 "sql": Tables(audit=audit, source=source, connection=connection, now=now,
                               columns=types, not_null=not_null, baseline=baseline),
             }
+            late: list = []  # (check, dataset, its watermark): what it adds after measuring
             full_notes, passed_over = _plan_increments(audit, checks, broken, contexts["sql"],
-                                                       history, result, full)
+                                                       history, result, full, late)
             for check in checks:
                 if check in probes:
                     continue  # answered before the session opened
@@ -310,6 +311,10 @@ def _run_audit(audit: Audit, result: AuditResult, history: History | None,
                 outcomes = _run_one(check, engine, contexts[engine], connection,
                                     broken.get(check.id), limit, paths[check.id],
                                     _mask(audit, check))
+                for watched, name, mark in late:
+                    if watched is check and all(outcome.status != "error"
+                                                for outcome in outcomes):
+                        _merge_extras(mark, check.watermark_after(name))
                 drift = []
                 if check.id in passed_over and len(outcomes) == 1 \
                         and outcomes[0].status != "error":
@@ -362,7 +367,8 @@ class PassedOver:
 
 
 def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], db,
-                     history: History | None, result: AuditResult, full: bool
+                     history: History | None, result: AuditResult, full: bool,
+                     late: list | None = None
                      ) -> tuple[dict[str, str], dict[str, PassedOver]]:
     """For each `incremental:` dataset the checks read: read its watermark (the largest
     value of its change column, in this run's snapshot) into `result.watermarks`, and give
@@ -422,12 +428,12 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
             extras: dict = {}
             for check in users:
                 try:
-                    for field, value in check.watermark_extras(db, name, ahead).items():
-                        extras[field] = ({**extras[field], **value} if isinstance(value, dict)
-                                         and isinstance(extras.get(field), dict) else value)
+                    _merge_extras(extras, check.watermark_extras(db, name, ahead))
                 except (SourceError, IntegrityError) as error:
                     broken[check.id] = f"datasets.{name}.incremental: {error}"
             mark = {**mark, **extras}
+            if late is not None:
+                late += [(check, name, mark) for check in users if check.id not in broken]
         users = [check for check in users if check.id not in broken]
         reason, scheduled = _full_reason(audit, name, setting, history, result, full)
         for check in users:
@@ -507,6 +513,14 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
     return notes, passed_over
 
 
+def _merge_extras(extras: dict, more: dict) -> None:
+    """Add what one check records with a watermark to what others did (a field that is a
+    dict, such as `unsettled`, is merged key by key)."""
+    for field, value in more.items():
+        extras[field] = ({**extras[field], **value} if isinstance(value, dict)
+                         and isinstance(extras.get(field), dict) else value)
+
+
 def _reconcile(check: Check, start: PassedOver, full: CheckResult, engine: str, context,
                connection, limit: int, deadline: float | None, mask: set[str],
                history: History | None, result: AuditResult) -> list[CheckResult]:
@@ -520,11 +534,14 @@ def _reconcile(check: Check, start: PassedOver, full: CheckResult, engine: str, 
         full.notes.append(f"{start.trigger}: the incremental state was not compared with "
                           f"the full run: the run is out of time")
         return []
+    kept = dict(vars(check))  # what the full measurement left (for the watermark): kept
     check.increment, check.increments = start.increment, dict(start.increments)
     try:
         # Its own sample limit: every key is compared, the sample only shows them.
         shadow = _run_one(check, engine, context, connection, None, limit, full.path, mask)
     finally:
+        vars(check).clear()
+        vars(check).update(kept)
         check.increment, check.increments = None, {}
     if len(shadow) != 1 or shadow[0].status == "error":
         why = shadow[0].error if len(shadow) == 1 else f"it gave {len(shadow)} results"

@@ -213,6 +213,12 @@ class Check:
         (this watermark minus the overlap). None by default."""
         return {}
 
+    def watermark_after(self, dataset: str) -> dict:
+        """What this check, once measured in this run's snapshot, records with `dataset`'s
+        watermark for its next incremental run (a count its measurement made anyway).
+        None by default."""
+        return {}
+
     def incremental_start_problem(self, db: Tables, dataset: str) -> str | None:
         """Why, seen in this run's snapshot, this check cannot start from
         `self.increments[dataset]` (None: it can)."""
@@ -333,7 +339,28 @@ def bound_keys(db: Tables, statement) -> list[tuple] | None:
     most = MOST_BOUND if db.dialect == "postgresql" and width == 1 else min(
         MOST_BOUND, MOST_BOUND_VALUES // width)
     found = db.rows(statement.distinct().limit(most + 1))
-    return found if len(found) <= most else None
+    if len(found) > most or (len(found) > MOST_BOUND_VALUES // width
+                             and _array_of([row[0] for row in found]) is None):
+        return None
+    return found
+
+
+def _array_of(values: list) -> Any:
+    """The type of a PostgreSQL array binding `values` (keys as the driver read them), or
+    None when they are of no one kind it binds as is."""
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+    kinds = {type(value) for value in values if value is not None}
+    if kinds == {str}:
+        return ARRAY(sa.Text())
+    if kinds == {int}:
+        return ARRAY(sa.BigInteger())
+    if kinds == {uuid.UUID}:
+        return ARRAY(UUID(as_uuid=True))
+    return None
 
 
 def bindable(db: Tables, *sides: tuple[str, str]) -> bool:
@@ -352,12 +379,10 @@ def in_keys(db: Tables, columns: list, rows: list[tuple]) -> Any:
     values bind as one array (`= ANY`): a statement binds at most 65,535 parameters."""
     import sqlalchemy as sa
 
-    if len(columns) == 1 and db.dialect == "postgresql" and len(rows) > 100:
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        column = columns[0]
-        values = sa.bindparam(None, [row[0] for row in rows], type_=ARRAY(column.type))
-        return column == sa.any_(values)
+    values = [row[0] for row in rows]
+    kind = _array_of(values) if len(columns) == 1 and db.dialect == "postgresql" else None
+    if kind is not None:
+        return columns[0] == sa.any_(sa.bindparam(None, values, type_=kind))
     if len(columns) == 1:
         return columns[0].in_([row[0] for row in rows])
     return sa.tuple_(*columns).in_(rows)

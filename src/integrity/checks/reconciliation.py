@@ -42,7 +42,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
-                              changed_rows, changed_since, settled_problem, typed_key)
+                              changed_rows, changed_since, older_count, settled_problem,
+                              typed_key)
 from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -204,6 +205,11 @@ class Reconciliation(Check):
         if self.increments:
             rows, examined, population = self.touched_rows(data, rows)
             notes.append(self.bucket_note(examined, population))
+        elif self.counts_buckets():
+            self.next_buckets = len(set().union(*[
+                {bucket for bucket, old in zip(self.bucket_texts(data, index, rows[index]),
+                                               self.old_rows(data, index, rows[index])) if old}
+                for index in range(2)]))
         left = self.side_values(data, self.config.left, rows[0])
         right = self.side_values(data, self.config.right, rows[1])
         names = self.key_names() or ["scope"]
@@ -249,6 +255,7 @@ class Reconciliation(Check):
         config = self.config
         left_name, right_name = self.names()
         names = self.key_names() or ["scope"]
+        counting = self.counts_buckets()
         sides = []
         for index, (alias, side) in enumerate((("left_side", config.left),
                                                ("right_side", config.right))):
@@ -267,12 +274,17 @@ class Reconciliation(Check):
                 scope = sa.and_(scope, self.touched(db, index, rows))
                 settled = [("s", sa.func.max(sa.case(
                     (changed_since(db, rows, self.increments[side.dataset]), 0), else_=1)))]
+            if counting:  # and whether it will hold one older than where the next run starts
+                settled.append(("n", sa.func.max(sa.case(
+                    (changed_since(db, rows, self.ahead[side.dataset]), 0), else_=1))))
             parts.append(db.grouped(side.dataset, rows, scope, keys,
                                     [*everything, ("l", value if index == 0 else zero),
                                      ("r", zero if index == 0 else value), *settled]))
         both = sa.union_all(*parts).subquery("both")
         keys = [both.c[f"k{i}"] for i in range(len(names))]
         settled = [sa.func.max(both.c.s).label("s")] if self.increments else []
+        if counting:
+            settled.append(sa.func.max(both.c.n).label("n"))
         summed = sa.select(*keys, sa.func.sum(both.c.l).label("l"),
                            sa.func.sum(both.c.r).label("r"), *settled).group_by(*keys
                                                                                 ).subquery("summed")
@@ -289,16 +301,26 @@ class Reconciliation(Check):
         # run, they add to the buckets it counted.
         unsettled = [sa.func.sum(sa.case((summed.c.s == 0, 1), else_=0)).over().label("_new")
                      ] if self.increments else []
+        # The buckets the next run will count as holding an old row: those that do now,
+        # and the touched ones that will and did not (counting on the last run's count).
+        if counting:
+            entering = summed.c.n == 1 if not self.increments else sa.and_(summed.c.n == 1,
+                                                                           summed.c.s == 0)
+            unsettled.append(sa.func.sum(sa.case((entering, 1), else_=0)).over().label("_next"))
         judged = sa.select(*[summed.c[f"k{i}"] for i in range(len(names))], summed.c.l,
                            summed.c.r, flagged.label("_flag"),
                            sa.func.count().over().label("_keys"), *unsettled,
                            sa.func.row_number().over().label("_row")).subquery("judged")
         statement = sa.select(*[judged.c[f"k{i}"] for i in range(len(names))], judged.c.l,
                               judged.c.r, judged.c._flag, judged.c._keys,
-                              *([judged.c._new] if self.increments else [])).where(
+                              *([judged.c._new] if self.increments else []),
+                              *([judged.c._next] if counting else [])).where(
             sa.or_(judged.c._flag, judged.c._row == 1))
         table = db.frame(statement)
         population = int(table["_keys"].iloc[0]) if len(table) else 0
+        if counting:
+            entered = int(table.pop("_next").iloc[0] or 0) if len(table) else 0
+            self.next_buckets = entered + (self.settled_buckets() if self.increments else 0)
         notes = []
         if self.increments:
             examined = population
@@ -429,19 +451,42 @@ class Reconciliation(Check):
             whole = data.frame(side.dataset)
             changed = whole[changed_rows(data, whole, self.increments[side.dataset]).to_numpy()]
             touched |= set(self.bucket_texts(data, index, changed))
-        kept, present, settled = [], set(), set()
+        kept, present, settled, ahead = [], set(), set(), set()
         for index, side in enumerate(sides):
             buckets = self.bucket_texts(data, index, rows[index])
             inside = pd.Series([bucket in touched for bucket in buckets], index=rows[index].index,
                                dtype=bool)
             old = ~changed_rows(data, rows[index], self.increments[side.dataset])
-            for bucket, held, is_old in zip(buckets, inside, old):
+            older = self.old_rows(data, index, rows[index]) if self.counts_buckets() \
+                else [False] * len(buckets)
+            for bucket, held, is_old, will_be in zip(buckets, inside, old, older):
                 if held:
                     present.add(bucket)
                     if is_old:
                         settled.add(bucket)
+                    if will_be:
+                        ahead.add(bucket)
             kept.append(rows[index][inside.to_numpy()])
+        if self.counts_buckets():
+            self.next_buckets = self.settled_buckets() + len((present - settled) & ahead)
         return kept, len(present), self.settled_buckets() + len(present - settled)
+
+    def counts_buckets(self) -> bool:
+        """Whether this run records, for the next, how many buckets hold a row older than
+        where it will start: every dataset's next start is known (`watermark_extras`)."""
+        return bool(self.key_names()) and all(side.dataset in self.ahead
+                                              for side in (self.config.left, self.config.right))
+
+    def old_rows(self, data, index: int, rows) -> list[bool]:
+        """pandas: which of `rows` (of side `index`) are older than where the next run
+        starts."""
+        side = (self.config.left, self.config.right)[index]
+        return list(~changed_rows(data, rows, self.ahead[side.dataset]))
+
+    def watermark_after(self, dataset: str) -> dict:
+        if getattr(self, "next_buckets", None) is None or dataset not in self.config.datasets:
+            return {}
+        return {"buckets": {self.id: int(self.next_buckets)}}
 
     def settled_buckets(self) -> int:
         """The buckets holding a row older than the overlap, as the last run counted them."""
@@ -457,9 +502,7 @@ class Reconciliation(Check):
         if dataset not in self.config.datasets or not self.key_names():
             return {}
         self.ahead[dataset] = since
-        rows = db.alias(dataset, "rows")
-        settled = db.scalar(sa.select(sa.func.count()).select_from(rows)
-                            .where(sa.not_(changed_since(db, rows, since))))
+        settled = older_count(db, since, "rows")
         recent = []
         for index, side in enumerate(sides):
             if side.dataset == dataset:
@@ -473,20 +516,6 @@ class Reconciliation(Check):
                                                                              name=None)]
         extras = {"settled": int(settled), "unsettled": {
             self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
-        if all(side.dataset in self.ahead for side in sides):
-            # Every since is known now: the buckets holding a row older than where the next
-            # run starts, on either side.
-            old = []
-            for index, side in enumerate(sides):
-                mine = db.alias(side.dataset, f"settled_{index}")
-                keys = [key.label(f"k{i}") for i, (key, _) in
-                        enumerate(self.bucket(db, index, mine))]
-                old.append(sa.select(*keys).where(
-                    db.where(side.dataset, mine, side.where),
-                    sa.not_(changed_since(db, mine, self.ahead[side.dataset]))))
-            buckets = sa.union(*old).subquery("buckets")
-            extras["buckets"] = {self.id: int(db.scalar(
-                sa.select(sa.func.count()).select_from(buckets)))}
         return extras
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:

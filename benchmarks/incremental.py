@@ -56,6 +56,7 @@ INCREMENTAL = ["tenants", "users", "quotes", "sends", "leads", "conversations", 
 # Parents, whose rows' creation time tells an insert from an update (`created:`).
 PARENTS = {"tenants", "users", "leads", "conversations"}
 SECTION = "## Incremental runs"
+WAYS = ("incremental", "auto", "full")
 WINDOWED = {"sms_delivery_rate", "sms_template_fallback_rate", "sms_opt_out_rate",
             "sms_daily_limit_rate", "messages_arriving", "job_heartbeats",
             "quote_channel_distribution"}
@@ -277,17 +278,19 @@ def apply_day(url: str, share: float) -> dict[str, int]:
     return written
 
 
-def audit_file(folder: Path) -> Path:
+def audit_file(folder: Path, rules_only: bool) -> Path:
     """audits/reference.yml with `incremental: {changed: updatedAt}` on the datasets an
-    incremental rule reads."""
+    incremental rule reads; `rules_only`: with `full_above: 100%` — the incremental rules'
+    own cost at every churn, past the crossover too, where the default runs in full."""
     text = (ROOT / "audits" / "reference.yml").read_text()
     for name in INCREMENTAL:
-        created = ", created: createdAt" if name in PARENTS else ""
+        extra = (", created: createdAt" if name in PARENTS else "") + (
+            ", full_above: 100%" if rules_only else "")
         text, found = re.subn(rf"(?m)^(  {name}:\s*\{{.*)\}}$",
-                              rf"\1, incremental: {{changed: updatedAt{created}}}}}", text)
+                              rf"\1, incremental: {{changed: updatedAt{extra}}}}}", text)
         assert found == 1, name
     text = text.replace("../expectations/", f"{ROOT}/expectations/")
-    path = folder / "reference-incremental.yml"
+    path = folder / f"reference-{'rules' if rules_only else 'auto'}.yml"
     path.write_text(text)
     return path
 
@@ -360,32 +363,35 @@ def main() -> None:
     folder = ROOT / "reports" / "bench-incremental"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    audit = audit_file(folder)
+    audits = {"incremental": audit_file(folder, True), "auto": audit_file(folder, False)}
+    audits["full"] = audits["auto"]
     lines = []
     for churn in args.churn:
         print(f"scale {args.scale:g}, {churn:g} % churn", file=sys.stderr, flush=True)
         url = copy_database(template, f"integrity_bench_churn_sf{args.scale:g}")
         try:
-            yesterday = folder / "yesterday.sqlite"
-            yesterday.unlink(missing_ok=True)
-            run_measured(integrity(audit, yesterday, folder / "yesterday", NOW),
-                         {"REFERENCE_DATABASE_URL": url})
+            yesterday = {}  # per audit file: a run history starts from its own
+            for way in ("incremental", "auto"):
+                yesterday[way] = folder / f"yesterday-{way}.sqlite"
+                yesterday[way].unlink(missing_ok=True)
+                run_measured(integrity(audits[way], yesterday[way], folder / "yesterday", NOW),
+                             {"REFERENCE_DATABASE_URL": url})
             began = time.perf_counter()
             written = apply_day(url, churn / 100)
             print(f"  the day's changes: {sum(written.values()):,} rows in "
                   f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-            figures: dict[str, list] = {"incremental": [], "full": [], "limit": []}
+            figures: dict[str, list] = {way: [] for way in (*WAYS, "limit")}
             for _ in range(args.runs):
-                for way in ("incremental", "full"):
+                for way in WAYS:
                     # The full run starts from no history: given yesterday's, it would
                     # also measure every check from its incremental start, to compare.
                     history = folder / f"{way}.sqlite"
                     history.unlink(missing_ok=True)
-                    if way == "incremental":
-                        shutil.copy(yesterday, history)
+                    if way != "full":
+                        shutil.copy(yesterday[way], history)
                     out = folder / way
                     wall, cpu, peak, _ = run_measured(
-                        integrity(audit, history, out, TONIGHT),
+                        integrity(audits[way], history, out, TONIGHT),
                         {"REFERENCE_DATABASE_URL": url})
                     figures[way].append((wall, cpu, peak))
                 wall, cpu, peak, stdout = run_measured(
@@ -399,14 +405,17 @@ def main() -> None:
                     if check not in WINDOWED and found.get(check) != count:
                         raise AssertionError(f"{check}: full run {found.get(check)}, "
                                              f"hand-written SQL {count}")
-                compare(last_run(folder / "incremental.sqlite"), last_run(folder / "full.sqlite"))
+                for way in ("incremental", "auto"):
+                    compare(last_run(folder / f"{way}.sqlite"), last_run(folder / "full.sqlite"))
             in_full, examined, population = how_each_ran(folder / "incremental")
+            auto_full = [check.split(" (")[0] for check in how_each_ran(folder / "auto")[0]]
             medians = {way: [statistics.median(run[i] for run in runs) for i in range(3)]
                        for way, runs in figures.items()}
             lines.append((churn, sum(written.values()), medians, in_full, examined,
-                          population))
-            inc, full, limit = (medians[w][0] for w in ("incremental", "full", "limit"))
-            print(f"  incremental {inc:.2f} s, full {full:.2f} s, limit {limit:.2f} s; "
+                          population, auto_full))
+            inc, auto, full, limit = (medians[w][0] for w in (*WAYS, "limit"))
+            print(f"  incremental {inc:.2f} s, auto {auto:.2f} s, full {full:.2f} s, limit "
+                  f"{limit:.2f} s; auto ran in full: {', '.join(auto_full)}; "
                   f"in full: {', '.join(in_full) or 'none'}", file=sys.stderr, flush=True)
         finally:
             drop_database(url)
@@ -422,23 +431,32 @@ def render(args, rows: int, lines: list) -> str:
            f"{' '.join(f'{c:g}' for c in args.churn)} --runs {args.runs}` on "
            f"{datetime.now():%Y-%m-%d}: scale factor {args.scale:g} ({rows:,} rows), "
            f"PostgreSQL on the same machine, the reference audit with `incremental: "
-           f"{{changed: updatedAt}}` on {len(INCREMENTAL)} datasets (SQL engine; without the "
+           f"{{changed: updatedAt, full_above: 100%}}` on {len(INCREMENTAL)} datasets (and "
+           f"`created: createdAt` on the {len(PARENTS)} parents; SQL engine; without the "
            f"GX suites and the E.164 check, as above). After yesterday's full run, a day of "
            f"changes (the share of each table: half inserts, half updates of old rows, a "
-           f"hundredth hard deletes, violations injected and fixed), then tonight's run three "
-           f"ways on the same snapshot. Incremental and full found the same statuses, counts, "
+           f"hundredth hard deletes, violations injected and fixed), then tonight's run four "
+           f"ways on the same snapshot: incremental (every check that has a rule uses it), "
+           f"auto (the default `full_above`, 5 %: a dataset with more changed rows runs in "
+           f"full), full (no history to start from) and hand-written SQL. Incremental, auto "
+           f"and full found the same statuses, counts, "
            f"populations and violating keys for every check (checked by the script). Median "
            f"of {args.runs} run(s), each a fresh process (imports included).", "",
-           "| churn | rows changed | incremental (s) | full (s) | hand-written SQL (s) | "
-           "incremental ÷ full | incremental ÷ hand-written | peak RSS incr. / full (MB) | "
-           "rows examined | checks run in full |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for churn, written, medians, in_full, examined, population in lines:
-        inc, full, limit = (medians[w] for w in ("incremental", "full", "limit"))
-        out.append(f"| {churn:g} % | {written:,} | {inc[0]:.2f} | {full[0]:.2f} | "
-                   f"{limit[0]:.2f} | {inc[0] / full[0]:.2f} | {inc[0] / limit[0]:.2f} | "
-                   f"{inc[2]:.0f} / {full[2]:.0f} | {examined:,} of {population:,} | "
-                   f"{'; '.join(in_full) or 'none'} |")
+           "| churn | rows changed | incremental (s) | auto (s) | full (s) | "
+           "hand-written SQL (s) | incremental ÷ full | incremental ÷ hand-written | "
+           "peak RSS incr. / full (MB) | rows examined, summed over checks |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for churn, written, medians, _, examined, population, _ in lines:
+        inc, auto, full, limit = (medians[w] for w in (*WAYS, "limit"))
+        out.append(f"| {churn:g} % | {written:,} | {inc[0]:.2f} | {auto[0]:.2f} | "
+                   f"{full[0]:.2f} | {limit[0]:.2f} | {inc[0] / full[0]:.2f} | "
+                   f"{inc[0] / limit[0]:.2f} | {inc[2]:.0f} / {full[2]:.0f} | "
+                   f"{examined:,} of {population:,} |")
+    out += ["", "Checks that ran in full all the same, and why:", ""]
+    for churn, _, _, in_full, _, _, auto_full in lines:
+        out.append(f"- {churn:g} %: {'; '.join(in_full) or 'none'}. With the default "
+                   f"`full_above` (auto), also in full: "
+                   f"{', '.join(sorted(set(auto_full) - {c.split(' (')[0] for c in in_full})) or 'none'}.")
     return "\n".join(out) + "\n"
 
 

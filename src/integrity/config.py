@@ -319,12 +319,13 @@ class IncrementalConfig(Model):
             "that committed late (a time written before the last run's snapshot but "
             "committed after it): a duration for a time column (`10m`), a number of ids "
             "for a number column. Default `10m` with `changed`, 0 with `appended`."))
-    full_above: Annotated[float, BeforeValidator(parse_fraction)] = Field(0.1, description=(
+    full_above: Annotated[float, BeforeValidator(parse_fraction)] = Field(0.05, description=(
         "Run the dataset's checks in full when more than this share of its rows changed "
         "since the last run (`25%` or 0.25): past it, looking the changed rows up one by "
-        "one costs more than reading the table once. Default `10%`, about where the "
-        "churn benchmark's incremental run stops being cheaper (benchmarks/RESULTS.md, "
-        "\"Incremental runs\"); `100%` never chooses a full run for this reason."))
+        "one costs more than reading the table once. Default `5%`, with a margin below "
+        "where the churn benchmark's incremental run stops being cheaper, about 9% "
+        "(benchmarks/RESULTS.md, \"Incremental runs\"); `100%` never chooses a full run "
+        "for this reason."))
     full_every: Duration | None = Field(None, description=(
         "Run the dataset's checks in full when the last full run is at least this old on "
         "the run's clock (`--now`), e.g. `7d`: what a watermark cannot see — a row "

@@ -44,7 +44,7 @@ PHONE = "lead_duplicate_phone"
 INTEGRITY_SKIP = ["--skip", "expectation_suite", "--skip", PHONE]
 # GX counts every row of a duplicate group; integrity and the others count the surplus rows.
 GX_COUNTS_GROUP_ROWS = {"lead_duplicate_email"}
-KEPT_SECTIONS = ("## Large logs",)
+KEPT_SECTIONS = ("## Large logs", "## Incremental runs")
 
 
 @dataclass

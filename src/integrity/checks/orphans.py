@@ -25,7 +25,8 @@ number it runs in full, saying so (any change to such a parent does too — a
 soft delete included — since a count cannot tell it from a delete). With
 `created:` on the parent dataset (a column set once, at insert), the run records
 instead the count and a key checksum (`Tables.key_checksum`) of the parents
-inserted before where the next run starts: an update leaves both unchanged — the
+inserted before where the next run starts (or last changed before it: a creation
+time may be later than a change time): an update leaves both unchanged — the
 updated parent is a changed one, its children are judged again — and only a
 delete or a new key runs the check in full. More than
 10,000 parents within the overlap run the next time in full. The population is
@@ -139,8 +140,9 @@ class ByParent(Check):
 
     def born(self, db, increment) -> dict:
         """How many parents were inserted before `increment.since` (by `created`, or with
-        none), and a checksum of their keys: an update leaves both as they were, a delete
-        or a new key does not."""
+        none) or last changed before it, and a checksum of their keys: an update leaves
+        both as they were, a delete or a new key does not. Every other parent was changed
+        since, and the last run recorded its key (`unsettled`)."""
         import sqlalchemy as sa
 
         parent, column = self.config.parent, self.created(increment)
@@ -151,6 +153,10 @@ class ByParent(Check):
         else:  # a text time, or none: counted as old
             recent = db.time_at_least(parent, parents, column, increment.since)
             old = sa.case((recent, 0), else_=1) == 1
+        # A parent created since but last changed before (a creation time later than its
+        # change time: an import keeping the source's stamps) is not within the overlap
+        # either: it is counted too, or its delete would leave nothing to see.
+        old = sa.or_(old, sa.not_(changed_since(db, parents, increment)))
         statement = sa.select(sa.func.count(), db.key_checksum(
             [parents.c[name] for name in self.parent_key()])).where(old)
 

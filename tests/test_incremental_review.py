@@ -12,8 +12,9 @@ from datetime import timedelta
 import pytest
 
 from conftest import DATABASES, database_url
-from test_incremental import (CLOCK, COMPANIES_CREATED, DATASETS, PARENT_CHECKS, Chain, Mutator, answer, create,
-                              naive)
+from test_incremental import (CLOCK, COMPANIES_CREATED, DATASETS, LEDGER,
+                              PARENT_CHECKS, Chain, Ledger, Mutator, answer, create,
+                              create_ledger, naive)
 
 
 def assert_same_answers(incremental, full) -> None:
@@ -70,3 +71,43 @@ def test_a_deleted_parent_created_after_its_last_update_is_seen(kind, servers, t
     for chain in (full, *chains):
         chain.dispose()
     mutator.dispose()
+
+
+# ---------------------------------------------------------------------------
+# Reconciliation — the newest row deleted: the next watermark is older than the last.
+
+COUNTED = """\
+- {id: counted, kind: reconciliation, tolerance: 10%,
+   left: {dataset: orders, by: [tenantId]}, right: {dataset: payments, by: [payer]}}
+"""
+
+
+@pytest.mark.parametrize("engine", ["pandas", "sql"])
+def test_a_reconciliation_counts_its_population_after_the_watermark_goes_back(
+        tmp_path, engine):
+    """Order 2, the newest, is hard-deleted: the orders' next watermark (order 1's time)
+    is older than the last, and order 1 — older than the last run's start — is not older
+    than the next one's. The buckets the last run counted as holding an old row are not
+    all such buckets any more: the population must still be the full run's."""
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create_ledger(url)
+    books = Ledger(url)
+    orders = [books.row("orders", "t3", 0, 5, naive(CLOCK - timedelta(minutes=10))),
+              books.row("orders", "t2", 0, 5, naive(CLOCK))]
+    payments = [books.row("payments", "t1", 0, 5, naive(CLOCK - timedelta(days=2)))]
+    create_ledger(url, orders, payments)
+    checks = COUNTED
+    full = Chain(url, tmp_path, "sql", True, LEDGER, checks)
+    mine = Chain(url, tmp_path, engine, False, LEDGER, checks)
+    assert_same_answers(mine.run(CLOCK), full.run(CLOCK))
+    with books.engine.begin() as connection:
+        connection.execute(books.tables["orders"].delete().where(
+            books.tables["orders"].c.id == orders[1]["id"]))
+    for hours in (1, 2, 3):
+        now = CLOCK + timedelta(hours=hours)
+        truth = full.run(now)
+        assert truth.check("counted").population == 2
+        assert_same_answers(mine.run(now), truth)
+    for chain in (full, mine):
+        chain.dispose()
+    books.dispose()

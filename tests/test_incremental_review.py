@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import DATABASES, database_url
 from test_incremental import (CLOCK, COMPANIES_CREATED, DATASETS, LEDGER,
@@ -111,3 +112,70 @@ def test_a_reconciliation_counts_its_population_after_the_watermark_goes_back(
     for chain in (full, mine):
         chain.dispose()
     books.dispose()
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL binds changed keys as one array: of the column's own type, not text.
+
+KEYED_DATASETS = """\
+accounts: {table: accounts, key: id, incremental: {changed: updatedAt, created: createdAt,
+                                                   overlap: 1m, full_above: 100%}}
+notes: {table: notes, key: id, incremental: {changed: updatedAt, overlap: 1m,
+                                             full_above: 100%}}
+"""
+KEYED_CHECKS = """\
+- {id: has_account, kind: orphans, dataset: notes, reference: accountId, parent: accounts,
+   parent_where: {deletedAt: null}}
+"""
+
+
+@pytest.mark.parametrize("key_type, keys", [
+    ("uuid", ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
+              "00000000-0000-4000-8000-000000000003"]),
+    # blank-padded: a value read back as 'BETA    ', which as text is not 'BETA'
+    ("char(8)", ["ACME", "BETA", "GONE"]),
+])
+def test_postgresql_parent_keys_bind_as_the_reference_column_compares_them(
+        key_type, keys, servers, tmp_path):
+    """Account 1 was changed within the overlap when the first run read the accounts (its
+    key is recorded), account 2 is soft-deleted after it (a changed parent): the notes
+    referencing either are judged again, by their keys bound to the notes' own column."""
+    url = servers.database("postgresql")
+    engine = sa.create_engine(url)
+    old, recent = naive(CLOCK - timedelta(days=2)), naive(CLOCK - timedelta(hours=1))
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE TABLE accounts (id {key_type} PRIMARY KEY, '
+                                   f'"deletedAt" timestamp, "updatedAt" timestamp, '
+                                   f'"createdAt" timestamp)'))
+        connection.execute(sa.text(f'CREATE TABLE notes (id integer PRIMARY KEY, '
+                                   f'"accountId" {key_type}, "updatedAt" timestamp)'))
+        connection.execute(sa.text(f'INSERT INTO accounts (id, "updatedAt", "createdAt") '
+                                   f'VALUES (CAST(:id AS {key_type}), :at, :at)'),
+                           [{"id": keys[0], "at": recent}, {"id": keys[1], "at": old}])
+        # note 4, the notes' watermark, makes notes 1 to 3 old
+        connection.execute(sa.text(f'INSERT INTO notes VALUES (:id, CAST(:account AS '
+                                   f'{key_type}), :at)'),
+                           [{"id": n + 1, "account": key, "at": old}
+                            for n, key in enumerate(keys)]
+                           + [{"id": 4, "account": keys[1], "at": recent}])
+    full = Chain(url, tmp_path, "sql", True, KEYED_DATASETS, KEYED_CHECKS)
+    chains = [Chain(url, tmp_path, kind, False, KEYED_DATASETS, KEYED_CHECKS)
+              for kind in ("pandas", "sql")]
+    truth = full.run(CLOCK)
+    assert truth.check("has_account").violation_keys == [(3,)]
+    for chain in chains:
+        assert_same_answers(chain.run(CLOCK), truth)
+    later = CLOCK + timedelta(hours=1)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'UPDATE accounts SET "deletedAt" = :at, "updatedAt" = :at '
+                                   f'WHERE id = CAST(:id AS {key_type})'),
+                           {"at": naive(later), "id": keys[1]})
+    truth = full.run(later)
+    assert truth.check("has_account").violation_keys == [(2,), (3,), (4,)]
+    for chain in chains:
+        mine = chain.run(later)
+        assert_same_answers(mine, truth)
+        assert mine.check("has_account").notes[-1].startswith("incremental: examined")
+    for chain in (full, *chains):
+        chain.dispose()
+    engine.dispose()

@@ -382,7 +382,19 @@ def in_keys(db: Tables, columns: list, rows: list[tuple]) -> Any:
     values = [row[0] for row in rows]
     kind = _array_of(values) if len(columns) == 1 and db.dialect == "postgresql" else None
     if kind is not None:
-        return columns[0] == sa.any_(sa.bindparam(None, values, type_=kind))
+        array = sa.bindparam(None, values, type_=kind)
+        own = db.reflected(columns[0])
+        if isinstance(kind.item_type, sa.Text) and own is not None and not (
+                isinstance(own, (sa.String, sa.Text))
+                and not isinstance(own, (sa.CHAR, sa.Enum))):
+            # Text keys compared with a column of another type (uuid, an enum, blank-padded
+            # char(n)): as values of its type, as a list of values would bind — a uuid or
+            # an enum has no = text, and char(n) as text drops the padding the keys were
+            # read with.
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            array = sa.cast(array, ARRAY(own))
+        return columns[0] == sa.any_(array)
     if len(columns) == 1:
         return columns[0].in_([row[0] for row in rows])
     return sa.tuple_(*columns).in_(rows)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import DATABASES, database_url
-from test_incremental import (CLOCK, COMPANIES_CREATED, DATASETS, LEDGER,
+from test_incremental import (CHECKS, CLOCK, COMPANIES_CREATED, DATASETS, LEDGER,
                               PARENT_CHECKS, Chain, Ledger, Mutator, answer, create,
                               create_ledger, naive)
 
@@ -179,3 +179,37 @@ def test_postgresql_parent_keys_bind_as_the_reference_column_compares_them(
     for chain in (full, *chains):
         chain.dispose()
     engine.dispose()
+
+
+# ---------------------------------------------------------------------------
+# full_above: the planner's estimate of a table it last saw empty.
+
+
+def test_full_above_counts_a_table_the_planner_last_saw_empty(servers, tmp_path):
+    """ANALYZE ran while the table was empty: PostgreSQL estimates 0 rows until it runs
+    again. Two changed rows of 21 are not all of them."""
+    url = servers.database("postgresql")
+    create(url, [])
+    mutator = Mutator(url)
+    with mutator.engine.begin() as connection:
+        connection.execute(sa.text("ANALYZE items"))
+    rows = mutator.seed([{"tenantId": "t1", "otherTenant": "t1", "email": None,
+                          "status": "SENT", "sent": "fine"}] * 21, CLOCK - timedelta(days=1))
+    rows[-1]["updatedAt"] = naive(CLOCK - timedelta(hours=1))
+    with mutator.engine.begin() as connection:
+        connection.execute(mutator.table.insert(), rows)
+        estimate = connection.execute(sa.text(
+            "SELECT reltuples FROM pg_class WHERE oid = 'items'::regclass")).scalar()
+    assert estimate == 0
+    datasets = ("items: {table: items, key: id, incremental: {changed: updatedAt, "
+                "overlap: 1m, full_above: 20%}}")
+    chain = Chain(url, tmp_path, "sql", False, datasets, CHECKS)
+    chain.run(CLOCK)
+    later = CLOCK + timedelta(days=1)
+    with mutator.engine.begin() as connection:
+        connection.execute(mutator.table.update().where(mutator.table.c.id == 1).values(
+            email="x@x.com", updatedAt=naive(later)))
+    notes = chain.run(later).check("sent_valid").notes
+    assert notes[-1].startswith("incremental: examined 2 changed rows of 21"), notes
+    chain.dispose()
+    mutator.dispose()

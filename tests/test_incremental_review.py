@@ -213,3 +213,56 @@ def test_full_above_counts_a_table_the_planner_last_saw_empty(servers, tmp_path)
     assert notes[-1].startswith("incremental: examined 2 changed rows of 21"), notes
     chain.dispose()
     mutator.dispose()
+
+
+# ---------------------------------------------------------------------------
+# Bound keys: SQLite's own default limit of values bound to one statement.
+
+
+@pytest.fixture
+def sqlite_default_limit():
+    """Each SQLite connection opened with the limit SQLite is built with by default
+    (32,766 values bound to a statement; some distributions raise it)."""
+    import sqlite3
+
+    def limit(connection, _record):
+        if isinstance(connection, sqlite3.Connection):
+            connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+
+    sa.event.listen(sa.engine.Engine, "connect", limit)
+    yield
+    sa.event.remove(sa.engine.Engine, "connect", limit)
+
+
+def test_changed_parents_within_the_overlap_and_last_runs_keys_fit_one_sqlite_statement(
+        tmp_path, sqlite_default_limit):
+    """10,000 parents within the overlap of the first run, 10,000 more changed since (20,000
+    changed parents, the most bound), and 3,000 children that violated: bound each once,
+    they are fewer than SQLite binds."""
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    old, recent = naive(CLOCK - timedelta(days=2)), naive(CLOCK - timedelta(hours=1))
+    companies = [{"id": n, "tenantId": "t1", "deletedAt": None, "createdAt": old,
+                  "updatedAt": recent if n > 20_000 else old} for n in range(1, 30_001)]
+    items = [{"id": n, "tenantId": "t1", "otherTenant": "t1", "email": None,
+              "status": "SENT", "sentAt": None, "createdAt": old, "deletedAt": None,
+              "updatedAt": old, "sendCount": None, "companyId": 99_999 if n > 1 else 1}
+             for n in range(1, 3_002)]
+    create(url, items, companies=companies)
+    datasets, checks = f"{DATASETS}\n{COMPANIES_CREATED}", PARENT_CHECKS
+    full = Chain(url, tmp_path, "sql", True, datasets, checks)
+    mine = Chain(url, tmp_path, "sql", False, datasets, checks)
+    assert_same_answers(mine.run(CLOCK), full.run(CLOCK))
+    later = CLOCK + timedelta(hours=1)
+    engine = sa.create_engine(url)
+    table = sa.Table("companies", sa.MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        connection.execute(table.update().where(table.c.id <= 10_000).values(
+            tenantId="t2", updatedAt=naive(later)))
+    engine.dispose()
+    truth = full.run(later)
+    assert truth.check("company_tenant").violation_keys == [(1,)]
+    result = mine.run(later)
+    assert_same_answers(result, truth)
+    assert all(c.notes[-1].startswith("incremental: examined") for c in result.checks)
+    for chain in (full, mine):
+        chain.dispose()

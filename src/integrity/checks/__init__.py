@@ -331,6 +331,18 @@ MOST_BOUND = 100_000
 MOST_BOUND_VALUES = 20_000
 
 
+# Values bound to one statement off PostgreSQL, every list of keys together: SQLite binds
+# at most 32,766 by default (the filters bind a few more).
+MOST_BOUND_STATEMENT = 30_000
+
+
+def too_many_bound(db: Tables, *lists: tuple[int, int]) -> bool:
+    """Whether lists of keys, each (how many keys, values per key), bind more values than
+    one statement takes off PostgreSQL (where a list of one column binds as one array)."""
+    return db.dialect != "postgresql" and sum(
+        count * width for count, width in lists) > MOST_BOUND_STATEMENT
+
+
 def bound_keys(db: Tables, statement) -> list[tuple] | None:
     """The distinct rows of `statement` (a key's columns, nulls left out by the caller) as
     values to bind, or None when there are more than can be bound (`MOST_BOUND` keys; on

@@ -41,7 +41,7 @@ from pydantic import Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
                               bindable, bound_keys, changed_rows, changed_since, in_keys,
-                              older_count, settled_problem, typed_key)
+                              older_count, settled_problem, too_many_bound, typed_key)
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -221,7 +221,17 @@ class ByParent(Check):
         mine, theirs = self.increments[config.dataset], self.increments[config.parent]
         references = [children.c[ref] for ref in config.reference]
         parts = [self.examined(db, children, mine)]
+        kinds = [db.columns[config.dataset].get(ref) for ref in config.reference]
+        recent = [tuple(typed_key(kind, text) for kind, text in zip(kinds, row))
+                  for row in theirs.recorded["unsettled"][self.unsettled_field()]]
+        recent = [row for row in recent if _NOT_A_KEY not in row]
         changed = self.changed_parents(db)
+        if changed:  # a parent within the overlap then, and changed since: bound once
+            bound = set(changed)
+            recent = [row for row in recent if row not in bound]
+            if too_many_bound(db, (len(mine.keys), len(self.key_of(config.dataset))),
+                              (len(changed) + len(recent), len(key))):
+                changed = None
         if changed is None:
             parents = db.alias(config.parent, "changed_parents")
             parts.append(sa.exists().where(changed_since(db, parents, theirs), *[
@@ -230,10 +240,6 @@ class ByParent(Check):
                 for ref, own in zip(config.reference, key)]))
         elif changed:
             parts.append(in_keys(db, references, changed))
-        kinds = [db.columns[config.dataset].get(ref) for ref in config.reference]
-        recent = [tuple(typed_key(kind, text) for kind, text in zip(kinds, row))
-                  for row in theirs.recorded["unsettled"][self.unsettled_field()]]
-        recent = [row for row in recent if _NOT_A_KEY not in row]
         if recent:
             parts.append(in_keys(db, references, recent))
         return sa.or_(*parts)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from conftest import DATABASES, database_url
 from test_incremental import (CHECKS, CLOCK, COMPANIES_CREATED, DATASETS, LEDGER,
                               PARENT_CHECKS, Chain, Ledger, Mutator, answer, create,
-                              create_ledger, naive)
+                              TIME, create_ledger, naive)
 
 
 def assert_same_answers(incremental, full) -> None:
@@ -266,3 +266,63 @@ def test_changed_parents_within_the_overlap_and_last_runs_keys_fit_one_sqlite_st
     assert all(c.notes[-1].startswith("incremental: examined") for c in result.checks)
     for chain in (full, mine):
         chain.dispose()
+
+
+# ---------------------------------------------------------------------------
+# The key checksum: an empty key and no key are not the same key.
+
+CODES = """\
+accounts: {table: accounts, key: id, incremental: {changed: updatedAt, created: createdAt,
+                                                   overlap: 1m, full_above: 100%}}
+notes: {table: notes, key: id, incremental: {changed: updatedAt, overlap: 1m,
+                                             full_above: 100%}}
+"""
+CODE_CHECKS = """\
+- {id: has_account, kind: orphans, dataset: notes, reference: accountCode,
+   parent: accounts, parent_key: code}
+"""
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_a_parent_key_emptied_to_null_runs_in_full(kind, servers, tmp_path):
+    """Account 1's code goes from '' to null (a clean-up of empty strings): the note
+    referencing '' dangles. The parents' key checksum must tell the two apart."""
+    url = database_url(kind, servers, tmp_path)
+    metadata = sa.MetaData()
+    accounts = sa.Table("accounts", metadata,
+                        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                        sa.Column("code", sa.String(8)), sa.Column("createdAt", TIME),
+                        sa.Column("updatedAt", TIME))
+    notes = sa.Table("notes", metadata,
+                     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+                     sa.Column("accountCode", sa.String(8)), sa.Column("updatedAt", TIME))
+    old, recent = naive(CLOCK - timedelta(days=2)), naive(CLOCK - timedelta(hours=1))
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        metadata.drop_all(connection)
+        metadata.create_all(connection)
+        connection.execute(accounts.insert(), [
+            {"id": 1, "code": "", "createdAt": old, "updatedAt": old},
+            {"id": 2, "code": "b", "createdAt": old, "updatedAt": old},
+            {"id": 3, "code": "c", "createdAt": recent, "updatedAt": recent}])
+        connection.execute(notes.insert(), [{"id": 1, "accountCode": "", "updatedAt": old},
+                                            {"id": 2, "accountCode": "b", "updatedAt": old},
+                                            {"id": 3, "accountCode": "b", "updatedAt": recent}])
+    full = Chain(url, tmp_path, "sql", True, CODES, CODE_CHECKS)
+    chains = [Chain(url, tmp_path, engine_, False, CODES, CODE_CHECKS)
+              for engine_ in ("pandas", "sql")]
+    truth = full.run(CLOCK)
+    assert truth.check("has_account").violation_keys == []
+    for chain in chains:
+        assert_same_answers(chain.run(CLOCK), truth)
+    later = CLOCK + timedelta(hours=1)
+    with engine.begin() as connection:
+        connection.execute(accounts.update().where(accounts.c.id == 1).values(
+            code=None, updatedAt=naive(later)))
+    truth = full.run(later)
+    assert truth.check("has_account").violation_keys == [(1,)]
+    for chain in chains:
+        assert_same_answers(chain.run(later), truth)
+    for chain in (full, *chains):
+        chain.dispose()
+    engine.dispose()

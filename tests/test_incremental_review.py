@@ -326,3 +326,44 @@ def test_a_parent_key_emptied_to_null_runs_in_full(kind, servers, tmp_path):
     for chain in (full, *chains):
         chain.dispose()
     engine.dispose()
+
+
+# ---------------------------------------------------------------------------
+# `created:` — why a run is a full one, when a parent was backfilled.
+
+
+def test_a_parent_inserted_with_an_earlier_creation_time_is_not_called_a_delete(tmp_path):
+    """Company 8 is inserted with a createdAt older than the overlap (a backfill): the
+    parents inserted before it are one more, and the run says so — not that one was
+    deleted."""
+    url = f"sqlite:///{tmp_path / 'data.sqlite'}"
+    create(url, [])
+    mutator = Mutator(url)
+    old = CLOCK - timedelta(days=2)
+    rows = mutator.seed([{"tenantId": "t1", "otherTenant": "t1", "email": None,
+                          "status": "SENT", "sent": "fine", "companyId": company}
+                         for company in (1, 8)], old)
+    rows.append({**rows[0], "id": 3, "updatedAt": naive(CLOCK - timedelta(hours=1))})
+    companies = mutator.seed_companies(["t1"] * 2, old)
+    companies.append({**companies[0], "id": 7, "updatedAt": naive(CLOCK - timedelta(days=1)),
+                      "createdAt": naive(CLOCK - timedelta(days=1))})
+    create(url, rows, companies=companies)
+    datasets, checks = f"{DATASETS}\n{COMPANIES_CREATED}", PARENT_CHECKS
+    full = Chain(url, tmp_path, "sql", True, datasets, checks)
+    mine = Chain(url, tmp_path, "sql", False, datasets, checks)
+    assert_same_answers(mine.run(CLOCK), full.run(CLOCK))
+    later = CLOCK + timedelta(hours=1)
+    with mutator.engine.begin() as connection:
+        connection.execute(mutator.companies.insert().values(
+            id=8, tenantId="t1", createdAt=naive(old), updatedAt=naive(later)))
+    truth = full.run(later)
+    result = mine.run(later)
+    assert_same_answers(result, truth)
+    assert result.check("has_company").notes == [
+        "ran in full (companies): companies holds 3 rows with createdAt before the overlap "
+        "where run 1 counted 2: one was inserted since with an earlier createdAt, and a "
+        "count cannot tell whether another was deleted or given another key, which leaves "
+        "nothing a watermark sees"]
+    for chain in (full, mine):
+        chain.dispose()
+    mutator.dispose()

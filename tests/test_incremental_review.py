@@ -134,6 +134,7 @@ KEYED_CHECKS = """\
               "00000000-0000-4000-8000-000000000003"]),
     # blank-padded: a value read back as 'BETA    ', which as text is not 'BETA'
     ("char(8)", ["ACME", "BETA", "GONE"]),
+    ("code", ["ACME", "BETA", "GONE"]),  # an enum: CREATE TYPE code AS ENUM (...)
 ])
 def test_postgresql_parent_keys_bind_as_the_reference_column_compares_them(
         key_type, keys, servers, tmp_path):
@@ -144,6 +145,8 @@ def test_postgresql_parent_keys_bind_as_the_reference_column_compares_them(
     engine = sa.create_engine(url)
     old, recent = naive(CLOCK - timedelta(days=2)), naive(CLOCK - timedelta(hours=1))
     with engine.begin() as connection:
+        if key_type == "code":
+            connection.execute(sa.text("CREATE TYPE code AS ENUM ('ACME', 'BETA', 'GONE')"))
         connection.execute(sa.text(f'CREATE TABLE accounts (id {key_type} PRIMARY KEY, '
                                    f'"deletedAt" timestamp, "updatedAt" timestamp, '
                                    f'"createdAt" timestamp)'))

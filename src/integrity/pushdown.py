@@ -381,7 +381,11 @@ class Tables:
         of rows does not). Compared only with itself, on the same database."""
         if self.dialect == "sqlite":
             return sa.func.integrity_key_checksum(*columns)
-        text = sa.func.concat_ws(sa.literal("\x1f"), *columns)
+        # Each value marked, a null otherwise: concat_ws leaves nulls out, so '' and null
+        # (a key emptied to null) would hash alike.
+        text = sa.func.concat_ws(sa.literal("\x1f"), *[
+            sa.case((column.is_(None), sa.literal("\x1e")),
+                    else_=sa.func.concat(sa.literal("\x1d"), column)) for column in columns])
         if self.dialect == "postgresql":
             return sa.func.coalesce(sa.func.sum(sa.func.hashtextextended(text, 0)), 0)
         hashed = sa.cast(sa.func.conv(sa.func.substring(sa.func.md5(text), 1, 15), 16, 10),

@@ -654,7 +654,12 @@ def _churn_problem(db, name: str, setting, since, run_id: int, shares: dict) -> 
         changed = db.scalar(sa.select(sa.func.count()).select_from(rows).where(changed_since(
             db, rows, Increment(dataset=name, column=setting.column, since=since, keys=[],
                                 run_id=run_id))))
-        shares[name, since] = (int(changed), db.table_rows(name) if changed else 0)
+        total = db.table_rows(name) if changed else 0
+        if total < changed:
+            # An estimate below the rows changed is stale (a table analyzed while empty,
+            # or before a bulk load): the table's rows are counted instead.
+            total = db.scalar(sa.select(sa.func.count()).select_from(db.alias(name, "rows")))
+        shares[name, since] = (int(changed), int(total))
     changed, total = shares[name, since]
     if not changed or changed <= setting.full_above * max(total, changed):
         return None

@@ -49,7 +49,8 @@ def install_sqlite_functions(dbapi_connection) -> None:
 
 class _KeyChecksum:
     """integrity_key_checksum(column, ...): the sum, modulo 2**64, of a 64-bit hash of each
-    row's values (text) — as text: what the other databases' sums of hashes are for."""
+    row's values (text, each marked, a null otherwise: '' is not null) — as text: what the
+    other databases' sums of hashes are for."""
 
     def __init__(self):
         self.total = 0
@@ -57,7 +58,7 @@ class _KeyChecksum:
     def step(self, *values) -> None:
         import hashlib
 
-        text = "\x1f".join("" if value is None else str(value) for value in values)
+        text = "\x1f".join("\x1e" if value is None else f"\x1d{value}" for value in values)
         digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
         self.total = (self.total + int.from_bytes(digest, "big")) % 2 ** 64
 

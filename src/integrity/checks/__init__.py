@@ -331,6 +331,18 @@ MOST_BOUND = 100_000
 MOST_BOUND_VALUES = 20_000
 
 
+# Values bound to one statement off PostgreSQL, every list of keys together: SQLite binds
+# at most 32,766 by default (the filters bind a few more).
+MOST_BOUND_STATEMENT = 30_000
+
+
+def too_many_bound(db: Tables, *lists: tuple[int, int]) -> bool:
+    """Whether lists of keys, each (how many keys, values per key), bind more values than
+    one statement takes off PostgreSQL (where a list of one column binds as one array)."""
+    return db.dialect != "postgresql" and sum(
+        count * width for count, width in lists) > MOST_BOUND_STATEMENT
+
+
 def bound_keys(db: Tables, statement) -> list[tuple] | None:
     """The distinct rows of `statement` (a key's columns, nulls left out by the caller) as
     values to bind, or None when there are more than can be bound (`MOST_BOUND` keys; on
@@ -382,7 +394,19 @@ def in_keys(db: Tables, columns: list, rows: list[tuple]) -> Any:
     values = [row[0] for row in rows]
     kind = _array_of(values) if len(columns) == 1 and db.dialect == "postgresql" else None
     if kind is not None:
-        return columns[0] == sa.any_(sa.bindparam(None, values, type_=kind))
+        array = sa.bindparam(None, values, type_=kind)
+        own = db.reflected(columns[0])
+        if isinstance(kind.item_type, sa.Text) and own is not None and not (
+                isinstance(own, (sa.String, sa.Text))
+                and not isinstance(own, (sa.CHAR, sa.Enum))):
+            # Text keys compared with a column of another type (uuid, an enum, blank-padded
+            # char(n)): as values of its type, as a list of values would bind — a uuid or
+            # an enum has no = text, and char(n) as text drops the padding the keys were
+            # read with.
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            array = sa.cast(array, ARRAY(own))
+        return columns[0] == sa.any_(array)
     if len(columns) == 1:
         return columns[0].in_([row[0] for row in rows])
     return sa.tuple_(*columns).in_(rows)

@@ -39,7 +39,8 @@ from pydantic import Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
                               bindable, bound_keys, changed_rows, changed_since, in_keys,
-                              older_count, settled_problem, single_key_problems, typed_key)
+                              older_count, settled_problem, single_key_problems,
+                              too_many_bound, typed_key)
 from integrity.config import CheckConfig, Duration, Model, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -159,6 +160,11 @@ class ByEntity(Check):
         recent = [value for value in recent if value is not _NOT_A_KEY]
         parts = [self.examined(db, entities, mine)]
         changed = self.changed_entities(db)
+        if changed:  # an entity with events within the overlap then, and changed since
+            bound = {row[0] for row in changed}
+            recent = [value for value in recent if value not in bound]
+            if too_many_bound(db, (len(mine.keys), 1), (len(changed) + len(recent), 1)):
+                changed = None
         if changed is None:
             log = db.alias(events.dataset, "changed_events")
             parts.append(sa.exists().where(changed_since(db, log, theirs), db.same(

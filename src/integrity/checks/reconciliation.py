@@ -321,6 +321,8 @@ class Reconciliation(Check):
         if counting:
             entered = int(table.pop("_next").iloc[0] or 0) if len(table) else 0
             self.next_buckets = entered + (self.settled_buckets() if self.increments else 0)
+            if self.went_back():
+                self.next_buckets = None
         notes = []
         if self.increments:
             examined = population
@@ -468,7 +470,8 @@ class Reconciliation(Check):
                         ahead.add(bucket)
             kept.append(rows[index][inside.to_numpy()])
         if self.counts_buckets():
-            self.next_buckets = self.settled_buckets() + len((present - settled) & ahead)
+            self.next_buckets = None if self.went_back() else (
+                self.settled_buckets() + len((present - settled) & ahead))
         return kept, len(present), self.settled_buckets() + len(present - settled)
 
     def counts_buckets(self) -> bool:
@@ -476,6 +479,15 @@ class Reconciliation(Check):
         where it will start: every dataset's next start is known (`watermark_extras`)."""
         return bool(self.key_names()) and all(side.dataset in self.ahead
                                               for side in (self.config.left, self.config.right))
+
+    def went_back(self) -> bool:
+        """Whether the next run starts before this one in a dataset (its newest row was
+        deleted, or its change time set back): a bucket counted as holding a row older
+        than this run's start may hold none older than the next one's, so an incremental
+        run cannot count the next run's buckets from the last run's. It records none, and
+        the next run is a full one."""
+        return any(self.ahead[name].since < increment.since
+                   for name, increment in self.increments.items() if name in self.ahead)
 
     def old_rows(self, data, index: int, rows) -> list[bool]:
         """pandas: which of `rows` (of side `index`) are older than where the next run

@@ -377,8 +377,8 @@ class Tables:
 
     def key_checksum(self, columns: list[sa.ColumnElement]) -> sa.ColumnElement:
         """An aggregate that changes when a row's values leave the rows summed: the sum of
-        a 64-bit hash of each row's values (a key deleted, or changed, shows; the order
-        of rows does not). Compared only with itself, on the same database."""
+        a hash of each row's values, 64 bits (60 on MariaDB): a key deleted, or changed,
+        shows; the order of rows does not. Compared only with itself, on one database."""
         if self.dialect == "sqlite":
             return sa.func.integrity_key_checksum(*columns)
         # Each value marked, a null otherwise: concat_ws leaves nulls out, so '' and null

@@ -323,7 +323,7 @@ class IncrementalConfig(Model):
         "Run the dataset's checks in full when more than this share of its rows changed "
         "since the last run (`25%` or 0.25): past it, looking the changed rows up one by "
         "one costs more than reading the table once. Default `5%`, with a margin below "
-        "where the churn benchmark's incremental run stops being cheaper, about 9% "
+        "where the churn benchmark's incremental run stops being cheaper, about 10% "
         "(benchmarks/RESULTS.md, \"Incremental runs\"); `100%` never chooses a full run "
         "for this reason."))
     full_every: Duration | None = Field(None, description=(

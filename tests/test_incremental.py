@@ -40,7 +40,7 @@ CLOCK = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
 COLUMNS = ("id", "tenantId", "otherTenant", "email", "status", "sentAt", "createdAt",
            "deletedAt", "updatedAt")
-# Tables of a few rows: most runs change more than the default full_above (10%) of them.
+# Tables of a few rows: most runs change more than the default full_above (5%) of them.
 DATASETS = ("items: {table: items, key: id, incremental: {changed: updatedAt, overlap: 1m, "
             "full_above: 100%}}")
 CHECKS = """\

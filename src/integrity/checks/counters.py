@@ -216,6 +216,22 @@ class ByEntity(Check):
                                            log.c[events.entity])),
                                   self.recheck(db, again))]
 
+    def judged_again(self, db, entities, statement) -> tuple:
+        """SQL: `statement` (over alias `entities`) narrowed to the entities an incremental
+        run judges again; the population, counted over the whole table; and the note
+        saying what was examined."""
+        import sqlalchemy as sa
+
+        config = self.config
+        scope = db.where(config.dataset, entities, config.where)
+        population = db.count(config.dataset, entities, scope, same_as=config.where)
+        if not self.increments:
+            return statement, population, []
+        rechecked = self.recheck(db, entities)
+        examined = db.count(config.dataset, entities, sa.and_(scope, rechecked))
+        return (statement.where(rechecked), population,
+                [self.entity_note(examined, population)])
+
     def entity_note(self, examined: int, population: int) -> str:
         config, events = self.config, self.config.events
         mine, theirs = self.increments[config.dataset], self.increments[events.dataset]
@@ -415,14 +431,8 @@ class CounterVsEvents(ByEntity):
             .select_from(entities.outerjoin(per_entity, joined))
             .where(db.where(config.dataset, entities, config.where), flagged)
             .order_by(*[entities.c[column] for column in self.key_of(config.dataset)]))
+        statement, population, incremental = self.judged_again(db, entities, statement)
         scope = db.where(config.dataset, entities, config.where)
-        population = db.count(config.dataset, entities, scope, same_as=config.where)
-        incremental = []
-        if self.increments:
-            rechecked = self.recheck(db, entities)
-            statement = statement.where(rechecked)
-            incremental.append(self.entity_note(
-                db.count(config.dataset, entities, sa.and_(scope, rechecked)), population))
         violations = db.frame(statement)
         # Null counters that matter (events exist) are violations already; the others are
         # worth a note, counted where the column allows nulls at all.

@@ -163,14 +163,7 @@ class TimestampPreserved(ByEntity):
                    stored > axis.plus(spans.c.first, tolerance),
                    stored <= axis.plus(spans.c.last, tolerance))
             .order_by(entities.c[key]))
-        scope = db.where(config.dataset, entities, config.where)
-        population = db.count(config.dataset, entities, scope, same_as=config.where)
-        notes = []
-        if self.increments:
-            rechecked = self.recheck(db, entities)
-            statement = statement.where(rechecked)
-            notes.append(self.entity_note(
-                db.count(config.dataset, entities, sa.and_(scope, rechecked)), population))
+        statement, population, notes = self.judged_again(db, entities, statement)
         violations = db.frame(statement)
         violations["burst_first"] = db.to_times(violations["burst_first"])
         violations["burst_last"] = db.to_times(violations["burst_last"])

@@ -274,12 +274,7 @@ def test_changed_parents_within_the_overlap_and_last_runs_keys_fit_one_sqlite_st
 # ---------------------------------------------------------------------------
 # The key checksum: an empty key and no key are not the same key.
 
-CODES = """\
-accounts: {table: accounts, key: id, incremental: {changed: updatedAt, created: createdAt,
-                                                   overlap: 1m, full_above: 100%}}
-notes: {table: notes, key: id, incremental: {changed: updatedAt, overlap: 1m,
-                                             full_above: 100%}}
-"""
+CODES = KEYED_DATASETS
 CODE_CHECKS = """\
 - {id: has_account, kind: orphans, dataset: notes, reference: accountCode,
    parent: accounts, parent_key: code}

@@ -246,14 +246,6 @@ class Check:
             return sa.or_(changed, relation.c[names[0]].in_([row[0] for row in rows]))
         return sa.or_(changed, sa.tuple_(*[relation.c[name] for name in names]).in_(rows))
 
-    def read_once(self, db: Tables, name: str, read: Callable[[], Any]) -> Any:
-        """`read()` once per run (`db`), kept under `name`: keys read to bind into the
-        several statements of one check."""
-        kept = self.__dict__.setdefault("_read", {})
-        if kept.get(name, (None,))[0] is not db:
-            kept[name] = (db, read())
-        return kept[name][1]
-
     def examined_rows(self, data: Frames, rows: pd.DataFrame,
                       increment: Increment | None = None) -> pd.Series:
         """pandas: which of `rows` (of the check's dataset) an incremental run examines;

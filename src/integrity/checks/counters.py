@@ -142,7 +142,7 @@ class ByEntity(Check):
         if not bindable(db, (config.dataset, key), (events.dataset, events.entity)):
             return None
         log = db.alias(events.dataset, "changed_events")
-        return self.read_once(db, "changed", lambda: bound_keys(db, sa.select(
+        return db.once((self.id, "changed"), lambda: bound_keys(db, sa.select(
             log.c[events.entity]).where(changed_since(db, log, self.increments[events.dataset]),
                                         log.c[events.entity].is_not(None))))
 
@@ -207,8 +207,8 @@ class ByEntity(Check):
         key = self.key_of(config.dataset)[0]
         again = db.alias(config.dataset, "again")
         if bindable(db, (config.dataset, key), (events.dataset, events.entity)):
-            keys = self.read_once(db, "again", lambda: bound_keys(db, sa.select(again.c[key]).where(
-                again.c[key].is_not(None), self.recheck(db, again))))
+            keys = db.once((self.id, "again"), lambda: bound_keys(db, sa.select(
+                again.c[key]).where(again.c[key].is_not(None), self.recheck(db, again))))
             if keys is not None:
                 return [in_keys(db, [log.c[events.entity]], keys)]
         return [sa.exists().where(db.same((config.dataset, key, again.c[key]),

@@ -214,7 +214,7 @@ class ByParent(Check):
                    for ref, own in zip(config.reference, key)):
             return None
         parents = db.alias(config.parent, "changed_parents")
-        return self.read_once(db, "changed parents", lambda: bound_keys(db, sa.select(
+        return db.once((self.id, "changed parents"), lambda: bound_keys(db, sa.select(
             *[parents.c[own] for own in key]).where(
                 changed_since(db, parents, self.increments[config.parent]),
                 *[parents.c[own].is_not(None) for own in key])))

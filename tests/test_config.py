@@ -95,6 +95,15 @@ def test_all_errors_are_reported_together():
         "parent, parent_key, parent_where, required)"]
 
 
+@pytest.mark.parametrize("checks, message", [
+    ("[]", "a.yml:6:1: checks: list should have at least 1 item after validation, not 0"),
+    ("5", "a.yml:6:1: checks: input should be a valid list")])
+def test_a_checks_list_that_is_empty_or_no_list_is_said_so(checks, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_audit(HEAD.replace("checks:\n", f"checks: {checks}\n"), file="a.yml")
+    assert str(caught.value).splitlines() == [message]
+
+
 def test_missing_required_setting():
     assert errors("- {kind: orphans, dataset: sends, parent: quotes}") == [
         "a.yml:7:5: checks[0].reference: required setting is missing"]

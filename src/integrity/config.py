@@ -815,8 +815,9 @@ def parse(text: str, kinds: Mapping[str, Family], *, file: str = "<audit>",
         audit = None
         for problem in exc.errors():
             path = _in_file(data, problem["loc"])
-            if path[:1] == ("checks",) or any(path[:len(u)] == u for u in unset):
-                continue  # the checks are validated one by one below
+            if (path[:1] == ("checks",) and len(path) > 1) or any(
+                    path[:len(u)] == u for u in unset):
+                continue  # the checks are validated one by one below (not the list itself)
             error(path, _message(problem, AuditConfig, problem["loc"]))
     if audit is None:
         _validate_checks(_partial(data), data.get("checks", []) if isinstance(

@@ -801,8 +801,15 @@ def _run_one(check: Check, engine: str, context, connection, problem: str | None
     # A probe has no connection at all.
     savepoint = None if connection is None or connection.dialect.name == "sqlite" else \
         connection.begin_nested()
+    # An incremental check finds what it examines by index: plan for that, in its savepoint.
+    lookups = engine == "sql" and savepoint is not None and bool(
+        check.increment or check.increments)
     try:
+        if lookups:
+            context.index_lookups(True)
         measurement = measure(context)
+        if lookups:
+            context.index_lookups(False)
         if savepoint is not None:
             savepoint.commit()
     except IntegrityError as error:

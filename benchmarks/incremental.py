@@ -1,6 +1,7 @@
 """Incremental runs: what a nightly run costs after a day of changes, against a full run.
 
     python benchmarks/incremental.py [--scale 10] [--churn 0.1 1 10] [--runs 1]
+                                     [--deletes both|yes|no]
 
 The reference data at a scale factor (benchmarks/data.py), given what a
 production schema has and the reference one lacks: an indexed "updatedAt" on
@@ -15,7 +16,11 @@ level, on a fresh copy of that database:
    tenants' quota counters follow their outbound messages), and a hundredth
    of it hard deletes (messages, leads) — with violations injected among them
    (counters, dates, double clicks, duplicate e-mails, orphans, cross-tenant
-   rows, leads without their webhook) and old duplicates fixed;
+   rows, leads without their webhook) and old duplicates fixed. By default
+   each churn level runs twice, with the day's hard deletes and without:
+   a delete leaves nothing a watermark sees, so every check it could change
+   (counters, reconciliations and orphans of the tables it deletes from) runs
+   in full that night, which sets the floor of an incremental run;
 3. tonight's run, three ways on the same snapshot: incremental (from
    yesterday's history), full (from none), and the hand-written SQL floor
    (benchmarks/limit.py).
@@ -253,8 +258,9 @@ DELETE FROM "Lead" WHERE id IN (SELECT id FROM "Lead"
 """
 
 
-def apply_day(url: str, share: float) -> dict[str, int]:
-    """The day's changes; the rows each statement wrote."""
+def apply_day(url: str, share: float, deletes: bool = True) -> dict[str, int]:
+    """The day's changes (without its hard deletes unless `deletes`); the rows each
+    statement wrote."""
     start = NOW.replace("T", " ").replace("Z", "")
     engine = sa.create_engine(url)
     written: dict[str, int] = {}
@@ -262,7 +268,7 @@ def apply_day(url: str, share: float) -> dict[str, int]:
         for statement in DAY.format(start=start).split(";\n"):
             code = "\n".join(line for line in statement.splitlines()
                              if not line.startswith("--")).strip()
-            if not code:
+            if not code or (code.startswith("DELETE") and not deletes):
                 continue
             result = connection.execute(sa.text(code.replace(":share", f"{share!r}")))
             verb = code.split()[0].upper()
@@ -354,6 +360,8 @@ def main() -> None:
     parser.add_argument("--churn", type=float, nargs="+", default=[0.1, 1, 10],
                         help="Percent of each table changed in the day.")
     parser.add_argument("--runs", type=int, default=1, help="Runs of each way (the median).")
+    parser.add_argument("--deletes", choices=["both", "yes", "no"], default="both",
+                        help="The day with its hard deletes, without, or both (default).")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     parser.add_argument("--no-write", action="store_true", help="Print the table only.")
     args = parser.parse_args()
@@ -366,111 +374,130 @@ def main() -> None:
     audits = {"incremental": audit_file(folder, True), "auto": audit_file(folder, False)}
     audits["full"] = audits["auto"]
     lines = []
+    variants = {"both": (True, False), "yes": (True,), "no": (False,)}[args.deletes]
     for churn in args.churn:
-        print(f"scale {args.scale:g}, {churn:g} % churn", file=sys.stderr, flush=True)
-        url = copy_database(template, f"integrity_bench_churn_sf{args.scale:g}")
-        try:
-            yesterday = {}  # per audit file: a run history starts from its own
-            for way in ("incremental", "auto"):
-                yesterday[way] = folder / f"yesterday-{way}.sqlite"
-                yesterday[way].unlink(missing_ok=True)
-                run_measured(integrity(audits[way], yesterday[way], folder / "yesterday", NOW),
-                             {"REFERENCE_DATABASE_URL": url})
-            began = time.perf_counter()
-            written = apply_day(url, churn / 100)
-            print(f"  the day's changes: {sum(written.values()):,} rows in "
-                  f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-            figures: dict[str, list] = {way: [] for way in (*WAYS, "limit")}
-            for _ in range(args.runs):
-                for way in WAYS:
-                    # The full run starts from no history: given yesterday's, it would
-                    # also measure every check from its incremental start, to compare.
-                    history = folder / f"{way}.sqlite"
-                    history.unlink(missing_ok=True)
-                    if way != "full":
-                        shutil.copy(yesterday[way], history)
-                    out = folder / way
-                    wall, cpu, peak, _ = run_measured(
-                        integrity(audits[way], history, out, TONIGHT),
-                        {"REFERENCE_DATABASE_URL": url})
-                    figures[way].append((wall, cpu, peak))
-                wall, cpu, peak, stdout = run_measured(
-                    [PYTHON, "benchmarks/limit.py", url, TONIGHT, "lead_duplicate_phone"])
-                figures["limit"].append((wall, cpu, peak))
-                floor = json.loads(stdout.strip().splitlines()[-1])["violations"]
-                found = integrity_counts(folder / "full")
-                for check, count in floor.items():
-                    # A window with no data tonight is a finding of integrity's (no data)
-                    # the hand-written threshold query does not make.
-                    if check not in WINDOWED and found.get(check) != count:
-                        raise AssertionError(f"{check}: full run {found.get(check)}, "
-                                             f"hand-written SQL {count}")
-                for way in ("incremental", "auto"):
-                    compare(last_run(folder / f"{way}.sqlite"), last_run(folder / "full.sqlite"))
-            in_full, examined, population = how_each_ran(folder / "incremental")
-            auto_full = [check.split(" (")[0] for check in how_each_ran(folder / "auto")[0]]
-            medians = {way: [statistics.median(run[i] for run in runs) for i in range(3)]
-                       for way, runs in figures.items()}
-            lines.append((churn, sum(written.values()), medians, in_full, examined,
-                          population, auto_full))
-            inc, auto, full, limit = (medians[w][0] for w in (*WAYS, "limit"))
-            print(f"  incremental {inc:.2f} s, auto {auto:.2f} s, full {full:.2f} s, limit "
-                  f"{limit:.2f} s; auto ran in full: {', '.join(auto_full)}; "
-                  f"in full: {', '.join(in_full) or 'none'}", file=sys.stderr, flush=True)
-        finally:
-            drop_database(url)
+        for deletes in variants:
+            lines.append(night(args, template, folder, audits, churn, deletes))
     table = render(args, rows, lines)
     print(table)
     if not args.no_write:
         write_section(Path(args.output), table)
 
 
+def night(args, template: str, folder: Path, audits: dict, churn: float,
+          deletes: bool) -> tuple:
+    """Yesterday's runs, a day of `churn` % (with or without its hard deletes), and
+    tonight's run each way on a fresh copy of `template`: the line of the table."""
+    print(f"scale {args.scale:g}, {churn:g} % churn, "
+          f"{'with' if deletes else 'without'} hard deletes", file=sys.stderr, flush=True)
+    url = copy_database(template, f"integrity_bench_churn_sf{args.scale:g}")
+    try:
+        yesterday = {}  # per audit file: a run history starts from its own
+        for way in ("incremental", "auto"):
+            yesterday[way] = folder / f"yesterday-{way}.sqlite"
+            yesterday[way].unlink(missing_ok=True)
+            run_measured(integrity(audits[way], yesterday[way], folder / "yesterday", NOW),
+                         {"REFERENCE_DATABASE_URL": url})
+        began = time.perf_counter()
+        written = apply_day(url, churn / 100, deletes)
+        print(f"  the day's changes: {sum(written.values()):,} rows in "
+              f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+        figures: dict[str, list] = {way: [] for way in (*WAYS, "limit")}
+        for _ in range(args.runs):
+            for way in WAYS:
+                # The full run starts from no history: given yesterday's, it would
+                # also measure every check from its incremental start, to compare.
+                history = folder / f"{way}.sqlite"
+                history.unlink(missing_ok=True)
+                if way != "full":
+                    shutil.copy(yesterday[way], history)
+                out = folder / way
+                wall, cpu, peak, _ = run_measured(
+                    integrity(audits[way], history, out, TONIGHT),
+                    {"REFERENCE_DATABASE_URL": url})
+                figures[way].append((wall, cpu, peak))
+            wall, cpu, peak, stdout = run_measured(
+                [PYTHON, "benchmarks/limit.py", url, TONIGHT, "lead_duplicate_phone"])
+            figures["limit"].append((wall, cpu, peak))
+            floor = json.loads(stdout.strip().splitlines()[-1])["violations"]
+            found = integrity_counts(folder / "full")
+            for check, count in floor.items():
+                # A window with no data tonight is a finding of integrity's (no data)
+                # the hand-written threshold query does not make.
+                if check not in WINDOWED and found.get(check) != count:
+                    raise AssertionError(f"{check}: full run {found.get(check)}, "
+                                         f"hand-written SQL {count}")
+            for way in ("incremental", "auto"):
+                compare(last_run(folder / f"{way}.sqlite"), last_run(folder / "full.sqlite"))
+        in_full, examined, population = how_each_ran(folder / "incremental")
+        auto_full = [check.split(" (")[0] for check in how_each_ran(folder / "auto")[0]]
+        medians = {way: [statistics.median(run[i] for run in runs) for i in range(3)]
+                   for way, runs in figures.items()}
+        line = (churn, deletes, sum(written.values()), medians, in_full, examined,
+                population, auto_full)
+        inc, auto, full, limit = (medians[w][0] for w in (*WAYS, "limit"))
+        print(f"  incremental {inc:.2f} s, auto {auto:.2f} s, full {full:.2f} s, limit "
+              f"{limit:.2f} s; auto ran in full: {', '.join(auto_full)}; "
+              f"in full: {', '.join(in_full) or 'none'}", file=sys.stderr, flush=True)
+    finally:
+        drop_database(url)
+    return line
+
+
 def render(args, rows: int, lines: list) -> str:
+    deletes = {"both": "with and without its hard deletes", "yes": "with its hard deletes",
+               "no": "without its hard deletes"}[args.deletes]
     out = [SECTION, "",
            f"Produced by `python benchmarks/incremental.py --scale {args.scale:g} --churn "
-           f"{' '.join(f'{c:g}' for c in args.churn)} --runs {args.runs}` on "
-           f"{datetime.now():%Y-%m-%d}: scale factor {args.scale:g} ({rows:,} rows), "
-           f"PostgreSQL on the same machine, the reference audit with `incremental: "
-           f"{{changed: updatedAt, full_above: 100%}}` on {len(INCREMENTAL)} datasets (and "
-           f"`created: createdAt` on the {len(PARENTS)} parents; SQL engine; without the "
-           f"GX suites and the E.164 check, as above). After yesterday's full run, a day of "
-           f"changes (the share of each table: half inserts, half updates of old rows, a "
-           f"hundredth hard deletes, violations injected and fixed), then tonight's run four "
-           f"ways on the same snapshot: incremental (every check that has a rule uses it), "
-           f"auto (the default `full_above`, 5 %: a dataset with more changed rows runs in "
-           f"full), full (no history to start from) and hand-written SQL. Incremental, auto "
-           f"and full found the same statuses, counts, "
-           f"populations and violating keys for every check (checked by the script). Median "
-           f"of {args.runs} run(s), each a fresh process (imports included).", "",
-           "| churn | rows changed | incremental (s) | auto (s) | full (s) | "
+           f"{' '.join(f'{c:g}' for c in args.churn)} --runs {args.runs} --deletes "
+           f"{args.deletes}` on {datetime.now():%Y-%m-%d}: scale factor {args.scale:g} "
+           f"({rows:,} rows), PostgreSQL on the same machine, the reference audit with "
+           f"`incremental: {{changed: updatedAt, full_above: 100%}}` on {len(INCREMENTAL)} "
+           f"datasets (and `created: createdAt` on the {len(PARENTS)} parents; SQL engine; "
+           f"without the GX suites and the E.164 check, as above). After yesterday's full "
+           f"run, a day of changes (the share of each table: half inserts, half updates of "
+           f"old rows, a hundredth hard deletes of messages and leads — {deletes} — with "
+           f"violations injected and fixed), then tonight's run four ways on the same "
+           f"snapshot: incremental (every check that has a rule uses it), auto (the default "
+           f"`full_above`, 5 %: a dataset with more changed rows runs in full), full (no "
+           f"history to start from) and hand-written SQL. Incremental, auto and full found "
+           f"the same statuses, counts, populations and violating keys for every check "
+           f"(checked by the script). Median of {args.runs} run(s), each a fresh process "
+           f"(imports included).", "",
+           "| churn | hard deletes | rows changed | incremental (s) | auto (s) | full (s) | "
            "hand-written SQL (s) | incremental ÷ full | incremental ÷ hand-written | "
            "peak RSS incr. / full (MB) | rows examined, summed over checks |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for churn, written, medians, _, examined, population, _ in lines:
+           "|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for churn, deleting, written, medians, _, examined, population, _ in lines:
         inc, auto, full, limit = (medians[w] for w in (*WAYS, "limit"))
-        out.append(f"| {churn:g} % | {written:,} | {inc[0]:.2f} | {auto[0]:.2f} | "
-                   f"{full[0]:.2f} | {limit[0]:.2f} | {inc[0] / full[0]:.2f} | "
-                   f"{inc[0] / limit[0]:.2f} | {inc[2]:.0f} / {full[2]:.0f} | "
-                   f"{examined:,} of {population:,} |")
-    day = next((line for line in lines if line[0] == 1), None)
-    if day is not None:  # the targets are set for a day of 1 % churn
-        inc, auto, full, limit = (day[2][w] for w in (*WAYS, "limit"))
+        out.append(f"| {churn:g} % | {'yes' if deleting else 'no'} | {written:,} | "
+                   f"{inc[0]:.2f} | {auto[0]:.2f} | {full[0]:.2f} | {limit[0]:.2f} | "
+                   f"{inc[0] / full[0]:.2f} | {inc[0] / limit[0]:.2f} | "
+                   f"{inc[2]:.0f} / {full[2]:.0f} | {examined:,} of {population:,} |")
+    days = [line for line in lines if line[0] == 1]  # the targets are set for 1 % churn
+    if days:
+        out += ["", "| target (1 % churn) | measured | met |", "|---|---|:-:|"]
+    for _, deleting, _, medians, *_ in days:
+        inc, auto, full, limit = (medians[w] for w in (*WAYS, "limit"))
         best = min(inc[0], auto[0])
-        out += ["", "| target (1 % churn) | measured | met |", "|---|---|:-:|",
-                f"| incremental ≤ 0.1× the full SQL-engine run | {best / full[0]:.2f}× "
-                f"({best:.2f} s vs {full[0]:.2f} s) | {'yes' if best <= 0.1 * full[0] else 'no'} |",
-                f"| incremental ≤ 0.1× the hand-written SQL | {best / limit[0]:.2f}× "
-                f"({best:.2f} s vs {limit[0]:.2f} s) | "
+        day = "with hard deletes" if deleting else "without hard deletes"
+        out += [f"| incremental ≤ 0.1× the full SQL-engine run, {day} | "
+                f"{best / full[0]:.2f}× ({best:.2f} s vs {full[0]:.2f} s) | "
+                f"{'yes' if best <= 0.1 * full[0] else 'no'} |",
+                f"| incremental ≤ 0.1× the hand-written SQL, {day} | "
+                f"{best / limit[0]:.2f}× ({best:.2f} s vs {limit[0]:.2f} s) | "
                 f"{'yes' if best <= 0.1 * limit[0] else 'no'} |",
-                "| the same violations as the full run | every status, count, population "
-                "and key (checked) | yes |",
-                f"| peak RSS flat | {inc[2]:.0f} MB incremental, {full[2]:.0f} MB full | "
-                f"{'yes' if inc[2] <= 1.3 * full[2] else 'no'} |"]
+                f"| peak RSS flat, {day} | {inc[2]:.0f} MB incremental, {full[2]:.0f} MB "
+                f"full | {'yes' if inc[2] <= 1.3 * full[2] else 'no'} |"]
+    if days:
+        out.append("| the same violations as the full run | every status, count, population "
+                   "and key (checked) | yes |")
     out += ["", "Checks that ran in full all the same, and why:", ""]
-    for churn, _, _, in_full, _, _, auto_full in lines:
-        out.append(f"- {churn:g} %: {'; '.join(in_full) or 'none'}. With the default "
-                   f"`full_above` (auto), also in full: "
-                   f"{', '.join(sorted(set(auto_full) - {c.split(' (')[0] for c in in_full})) or 'none'}.")
+    for churn, deleting, _, _, in_full, _, _, auto_full in lines:
+        also = sorted(set(auto_full) - {c.split(" (")[0] for c in in_full})
+        out.append(f"- {churn:g} %, {'with' if deleting else 'without'} hard deletes: "
+                   f"{'; '.join(in_full) or 'none'}. With the default `full_above` (auto), "
+                   f"also in full: {', '.join(also) or 'none'}.")
     return "\n".join(out) + "\n"
 
 

@@ -309,10 +309,11 @@ class IncrementalConfig(Model):
         "are never updated. Give `changed` or `appended`."))
     created: str | None = Field(None, description=(
         "With `changed`: a column set once, when the row is inserted, e.g. `createdAt`. "
-        "The checks against this dataset as a parent (orphans, cross_tenant) then stay "
-        "incremental when an old row is updated — only an old row deleted or given another "
-        "key runs them in full. Default: not set (any change to a row older than the "
-        "overlap runs them in full)."))
+        "The checks against this dataset as a parent (orphans, cross_tenant) and the "
+        "reconciliations reading it then stay incremental when an old row is updated — "
+        "only an old row deleted, given another key or moved to another bucket (or out of "
+        "a reconciliation side's filter) runs them in full. Default: not set (any change "
+        "to a row older than the overlap runs them in full)."))
     overlap: Annotated[float | timedelta, BeforeValidator(parse_overlap)] | None = Field(
         None, description=(
             "How far back of the last watermark rows are examined again, for transactions "

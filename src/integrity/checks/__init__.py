@@ -415,6 +415,96 @@ def older_count(db: Tables, increment: Increment, alias: str) -> int:
         same_as=("changed since", increment.column, increment.since))
 
 
+def created_column(audit: Audit, increment: Increment) -> str | None:
+    """The increment's dataset's `created` column, when its rows' insert can be told from
+    their changes (with a time change column)."""
+    setting = audit.datasets[increment.dataset].incremental
+    return setting.created if setting and not increment.numeric else None
+
+
+def inserted_and_changed(db: Tables, relation, increment: Increment, created: str) -> Any:
+    """SQL: the rows of `relation` inserted (by `created`) and changed since
+    `increment.since` — the few not *born* before it. A born row was inserted before (or
+    has no creation time) or last changed before: an update leaves it born, and only a
+    delete or an insert dated in the past changes which rows are."""
+    import sqlalchemy as sa
+
+    dataset = increment.dataset
+    if db.typed_time(dataset, created):
+        recent = relation.c[created] >= db.time_literal(dataset, created, increment.since)
+    else:  # a text time, or none: born
+        recent = db.time_at_least(dataset, relation, created, increment.since)
+        recent = sa.case((recent, 1), else_=0) == 1
+    return sa.and_(recent, changed_since(db, relation, increment))
+
+
+def born_rows(data: Frames, rows: pd.DataFrame, increment: Increment,
+              created: str) -> pd.Series:
+    """pandas: which of `rows` were born before `increment.since` (`inserted_and_changed`
+    says which were not)."""
+    import pandas as pd
+
+    times = data.time_column(increment.dataset, rows, created)
+    recent = (times >= pd.Timestamp(increment.since)).fillna(False).astype(bool)
+    return ~(recent & changed_rows(data, rows, increment))
+
+
+def born(db: Tables, increment: Increment, created: str, alias: str,
+         values: Callable[[Any], list], what: tuple) -> dict:
+    """How many rows of the increment's dataset were born before `increment.since`
+    (`inserted_and_changed`), and a checksum of their `values(relation)` (a parent's key,
+    a reconciliation's bucket): an update keeps both, a delete or a changed value does
+    not. The whole table's count and checksum, read once a run, less those of the few rows
+    inserted and changed since; `what` names the values, for the memo."""
+    import sqlalchemy as sa
+
+    dataset = increment.dataset
+    relation = db.alias(dataset, alias)
+    summed = [sa.func.count(), db.key_checksum(values(relation))]
+
+    def read() -> dict:
+        whole = db.once(("checksum", dataset, *what), lambda: db.rows(sa.select(*summed))[0])
+        part = db.rows(sa.select(*summed).where(
+            inserted_and_changed(db, relation, increment, created)))[0]
+        checksum = int(whole[1] or 0) - int(part[1] or 0)  # a SQLite sum of none: null
+        if db.dialect == "sqlite":  # its checksum is a sum modulo 2**64
+            checksum %= 2 ** 64
+        return {"created": created, "count": int(whole[0]) - int(part[0]),
+                "checksum": str(checksum)}
+
+    return db.once(("born", dataset, created, increment.since, *what), read)
+
+
+def born_problem(increment: Increment, created: str, field: str, things: str, changed: str,
+                 now: Callable[[], dict]) -> str | None:
+    """Why a rule that keeps count of the rows born before the overlap (`born`) must run in
+    full: the last run recorded no count, had more than MOST_UNSETTLED keys within the
+    overlap, or one row more or less was born since, or holds other values. `things` names
+    such values ("other keys"), `changed` the change that gives them ("given another key");
+    `now()` counts in this run."""
+    dataset, run = increment.dataset, f"run {increment.run_id}"
+    recorded = increment.recorded or {}
+    before = recorded.get("born", {}).get(field)
+    unsettled = recorded.get("unsettled", {})
+    if before is None or before.get("created") != created or field not in unsettled:
+        return f"{run} recorded no count of {dataset}'s rows inserted before the overlap"
+    if unsettled[field] is None:
+        return f"more than {MOST_UNSETTLED:,} {dataset} rows were within the overlap in {run}"
+    counted = now()
+    if counted["count"] > before["count"]:
+        # More, not fewer: an insert with an earlier creation time (a backfill), which a
+        # count cannot tell from one alongside a delete.
+        return (f"{dataset} holds {counted['count']:,} rows with {created} before the "
+                f"overlap where {run} counted {before['count']:,}: one was inserted since "
+                f"with an earlier {created}, and a count cannot tell whether another was "
+                f"deleted or {changed}, which leaves nothing a watermark sees")
+    if (counted["count"], counted["checksum"]) != (before["count"], before["checksum"]):
+        return (f"{dataset} holds {counted['count']:,} rows with {created} before the "
+                f"overlap where {run} counted {before['count']:,}, or {things}: one was "
+                f"deleted or {changed} since, which leaves nothing a watermark sees")
+    return None
+
+
 def changed_since(db: Tables, relation, increment: Increment) -> Any:
     """SQL: the rows of `relation` whose change column is at least `increment.since`, or
     null (the keys of `increment` aside)."""

@@ -40,8 +40,9 @@ from typing import Literal
 from pydantic import Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
-                              bindable, bound_keys, changed_rows, changed_since, in_keys,
-                              older_count, settled_problem, too_many_bound, typed_key)
+                              bindable, born, born_problem, bound_keys, changed_rows,
+                              changed_since, created_column, in_keys, older_count,
+                              settled_problem, too_many_bound, typed_key)
 from integrity.config import CheckConfig, Columns, Where
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -133,45 +134,17 @@ class ByParent(Check):
         return extras
 
     def created(self, increment) -> str | None:
-        """The parent dataset's `created` column, when its rows' creation can be told from
-        their changes (with a time change column)."""
-        setting = self.audit.datasets[self.config.parent].incremental
-        return setting.created if setting and not increment.numeric else None
+        return created_column(self.audit, increment) if increment.dataset == \
+            self.config.parent else None
 
     def born(self, db, increment) -> dict:
-        """How many parents were inserted before `increment.since` (by `created`, or with
-        none) or last changed before it, and a checksum of their keys: an update leaves
-        both as they were, a delete or a new key does not. Every other parent was changed
-        since, and the last run recorded its key (`unsettled`)."""
-        import sqlalchemy as sa
-
-        parent, column = self.config.parent, self.created(increment)
-        parents = db.alias(parent, "born_parents")
-        if db.typed_time(parent, column):
-            recent = parents.c[column] >= db.time_literal(parent, column, increment.since)
-        else:  # a text time, or none: counted as old
-            recent = db.time_at_least(parent, parents, column, increment.since)
-            recent = sa.case((recent, 1), else_=0) == 1
-        # A parent created since but last changed before (a creation time later than its
-        # change time: an import keeping the source's stamps) is not within the overlap
-        # either: it is counted too, or its delete would leave nothing to see. So the
-        # parents left out are those created and changed since — a few, by the change
-        # column's index — and the rest is the whole table less them, its count and
-        # checksum read once a run (a sum of hashes less a sum of hashes).
-        left_out = sa.and_(recent, changed_since(db, parents, increment))
-        key = [parents.c[name] for name in self.parent_key()]
-
-        def read() -> dict:
-            whole = db.once(("checksum", parent, *self.parent_key()), lambda: db.rows(
-                sa.select(sa.func.count(), db.key_checksum(key)))[0])
-            part = db.rows(sa.select(sa.func.count(), db.key_checksum(key)).where(left_out))[0]
-            checksum = int(whole[1] or 0) - int(part[1] or 0)  # a SQLite sum of none: null
-            if db.dialect == "sqlite":  # its checksum is a sum modulo 2**64
-                checksum %= 2 ** 64
-            return {"created": column, "count": int(whole[0]) - int(part[0]),
-                    "checksum": str(checksum)}
-
-        return db.once(("born", parent, column, increment.since, *self.parent_key()), read)
+        """How many parents were born before `increment.since` (inserted before, or last
+        changed before), and a checksum of their keys: an update leaves both as they
+        were, a delete or a new key does not. Every other parent was changed since, and
+        the last run recorded its key (`unsettled`)."""
+        key = self.parent_key()
+        return born(db, increment, self.created(increment), "born_parents",
+                    lambda parents: [parents.c[name] for name in key], tuple(key))
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
         if dataset != self.config.parent:
@@ -182,29 +155,8 @@ class ByParent(Check):
             # Only a delete or a new key of an old parent hides: its children would keep
             # the status they had. An update keeps the count and the checksum, and makes
             # the parent changed (its children are judged again).
-            run, recorded = f"run {increment.run_id}", increment.recorded or {}
-            before = recorded.get("born", {}).get(field)
-            unsettled = recorded.get("unsettled", {})
-            if before is None or before.get("created") != column or field not in unsettled:
-                return f"{run} recorded no count of {dataset}'s rows inserted before the overlap"
-            if unsettled[field] is None:
-                return (f"more than {MOST_UNSETTLED:,} {dataset} rows were within the overlap "
-                        f"in {run}")
-            now = self.born(db, increment)
-            if now["count"] > before["count"]:
-                # More, not fewer: an insert with an earlier creation time (a backfill),
-                # which a count cannot tell from one alongside a delete.
-                return (f"{dataset} holds {now['count']:,} rows with {column} before the "
-                        f"overlap where {run} counted {before['count']:,}: one was inserted "
-                        f"since with an earlier {column}, and a count cannot tell whether "
-                        f"another was deleted or given another key, which leaves nothing a "
-                        f"watermark sees")
-            if (now["count"], now["checksum"]) != (before["count"], before["checksum"]):
-                return (f"{dataset} holds {now['count']:,} rows with {column} before the "
-                        f"overlap where {run} counted {before['count']:,}, or other keys: one "
-                        f"was deleted or given another key since, which leaves nothing a "
-                        f"watermark sees")
-            return None
+            return born_problem(increment, column, field, "other keys", "given another key",
+                                lambda: self.born(db, increment))
         return settled_problem(db, increment, field, "parents",
                                "rows", f"{dataset} rows were",
                                "a parent deleted or given another key leaves nothing a "

@@ -26,8 +26,14 @@ delete**, or an update moving a row to another bucket, of a row older than the
 overlap leaves nothing a watermark sees: each run records how many rows of each
 dataset are older than where the next run starts, and when the next run counts
 another number it runs in full, saying so (any change to such a row does too: a
-count cannot tell it from a move). More than 10,000 buckets within the overlap
-run the next time in full. The population (buckets on either side, over the
+count cannot tell it from a move). With `created:` on a dataset (a column set
+once, at insert) a row is *old* when it was born before where the run starts —
+inserted before, or last changed before — and each run records instead the count
+and a checksum (`Tables.key_checksum`) of the old rows' buckets and whether each
+side's filter takes them: an old row updated within its bucket leaves both as they
+were, and touches its bucket; only a delete, a move to another bucket or out of the
+side's filter (a soft delete) runs the check in full. More than 10,000 buckets
+within the overlap run the next time in full. The population (buckets on either side, over the
 whole table) is not counted again: each run records how many buckets hold a row
 of either side older than where the next run starts — those rows are all still
 there, unchanged, or the run is a full one — and the next run adds the touched
@@ -42,8 +48,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field
 
 from integrity.checks import (MOST_UNSETTLED, _NOT_A_KEY, Check, Measurement, add_columns,
-                              changed_rows, changed_since, older_count, settled_problem,
-                              typed_key)
+                              born, born_problem, born_rows, changed_rows, changed_since,
+                              created_column, inserted_and_changed, older_count,
+                              settled_problem, typed_key)
 from integrity.config import AggregateField, CheckConfig, Model, Where, parse_aggregate
 from integrity.filters import columns as filter_columns
 from integrity.filters import describe as describe_filter
@@ -273,10 +280,10 @@ class Reconciliation(Check):
             if self.increments:
                 scope = sa.and_(scope, self.touched(db, index, rows))
                 settled = [("s", sa.func.max(sa.case(
-                    (changed_since(db, rows, self.increments[side.dataset]), 0), else_=1)))]
+                    (self.not_old(db, rows, self.increments[side.dataset]), 0), else_=1)))]
             if counting:  # and whether it will hold one older than where the next run starts
                 settled.append(("n", sa.func.max(sa.case(
-                    (changed_since(db, rows, self.ahead[side.dataset]), 0), else_=1))))
+                    (self.not_old(db, rows, self.ahead[side.dataset]), 0), else_=1))))
             parts.append(db.grouped(side.dataset, rows, scope, keys,
                                     [*everything, ("l", value if index == 0 else zero),
                                      ("r", zero if index == 0 else value), *settled]))
@@ -318,16 +325,20 @@ class Reconciliation(Check):
             sa.or_(judged.c._flag, judged.c._row == 1))
         table = db.frame(statement)
         population = int(table["_keys"].iloc[0]) if len(table) else 0
+
+        def first(column: str) -> int:  # a count carried by every row; none: no bucket
+            values = table.pop(column)
+            return int(values.iloc[0] or 0) if len(values) else 0
+
         if counting:
-            entered = int(table.pop("_next").iloc[0] or 0) if len(table) else 0
+            entered = first("_next")
             self.next_buckets = entered + (self.settled_buckets() if self.increments else 0)
             if self.went_back():
                 self.next_buckets = None
         notes = []
         if self.increments:
             examined = population
-            population = self.settled_buckets() + (int(table.pop("_new").iloc[0] or 0)
-                                                   if len(table) else 0)
+            population = self.settled_buckets() + first("_new")
             notes.append(self.bucket_note(examined, population))
         table = table[table.pop("_flag").astype(bool)].drop(columns="_keys")
         table.columns = [*names, left_name, right_name]
@@ -458,7 +469,7 @@ class Reconciliation(Check):
             buckets = self.bucket_texts(data, index, rows[index])
             inside = pd.Series([bucket in touched for bucket in buckets], index=rows[index].index,
                                dtype=bool)
-            old = ~changed_rows(data, rows[index], self.increments[side.dataset])
+            old = self.old(data, rows[index], self.increments[side.dataset])
             older = self.old_rows(data, index, rows[index]) if self.counts_buckets() \
                 else [False] * len(buckets)
             for bucket, held, is_old, will_be in zip(buckets, inside, old, older):
@@ -493,7 +504,46 @@ class Reconciliation(Check):
         """pandas: which of `rows` (of side `index`) are older than where the next run
         starts."""
         side = (self.config.left, self.config.right)[index]
-        return list(~changed_rows(data, rows, self.ahead[side.dataset]))
+        return list(self.old(data, rows, self.ahead[side.dataset]))
+
+    def created(self, increment) -> str | None:
+        return created_column(self.audit, increment)
+
+    def not_old(self, db, relation, increment):
+        """SQL: the rows of `relation` not older than `increment.since` — changed since,
+        or with `created:`, inserted and changed since (an updated row stays old: it
+        stays in its bucket, or the checksum of the buckets shows it moved)."""
+        created = self.created(increment)
+        if created is None:
+            return changed_since(db, relation, increment)
+        return inserted_and_changed(db, relation, increment, created)
+
+    def old(self, data, rows, increment):
+        """pandas: which of `rows` are older than `increment.since` (`not_old`)."""
+        created = self.created(increment)
+        if created is None:
+            return ~changed_rows(data, rows, increment)
+        return born_rows(data, rows, increment, created)
+
+    def born(self, db, increment) -> dict:
+        """How many rows of the increment's dataset were born before its start, and a
+        checksum of their buckets and whether each side's filter takes them (on each side
+        that reads the dataset): a born row soft-deleted out of its side leaves a bucket
+        the last run counted, as surely as a delete."""
+        import sqlalchemy as sa
+
+        dataset = increment.dataset
+        sides = [(index, side) for index, side in enumerate((self.config.left,
+                                                             self.config.right))
+                 if side.dataset == dataset]
+
+        def values(rows) -> list:
+            return [value for index, side in sides for value in (
+                sa.case((db.where(dataset, rows, side.where), 1), else_=0),
+                *[expression for expression, _ in self.bucket(db, index, rows)])]
+
+        return born(db, increment, self.created(increment), "born_rows", values,
+                    ("buckets of", self.id))
 
     def watermark_after(self, dataset: str) -> dict:
         if getattr(self, "next_buckets", None) is None or dataset not in self.config.datasets:
@@ -514,7 +564,6 @@ class Reconciliation(Check):
         if dataset not in self.config.datasets or not self.key_names():
             return {}
         self.ahead[dataset] = since
-        settled = older_count(db, since, "rows")
         recent = []
         for index, side in enumerate(sides):
             if side.dataset == dataset:
@@ -526,15 +575,28 @@ class Reconciliation(Check):
         found = db.frame(sa.union(*recent).limit(MOST_UNSETTLED + 1))
         texts = [[_kept(value) for value in row] for row in found.itertuples(index=False,
                                                                              name=None)]
-        extras = {"settled": int(settled), "unsettled": {
+        extras: dict = {"unsettled": {
             self.unsettled_field(): texts if len(texts) <= MOST_UNSETTLED else None}}
+        if self.created(since) is not None:
+            extras["born"] = {self.unsettled_field(): self.born(db, since)}
+        else:
+            extras["settled"] = int(older_count(db, since, "rows"))
         return extras
 
     def incremental_start_problem(self, db, dataset: str) -> str | None:
-        problem = settled_problem(db, self.increments[dataset], self.unsettled_field(),
-                                  "settled_rows", "rows", "buckets",
-                                  "a row deleted or moved to another bucket leaves nothing a "
-                                  "watermark sees")
+        increment = self.increments[dataset]
+        created = self.created(increment)
+        if created is not None:
+            # Only a delete, or an update moving an old row to another bucket, hides: an
+            # update within its bucket keeps the count and the checksum, and touches it.
+            problem = born_problem(increment, created, self.unsettled_field(),
+                                   "rows in other buckets", "moved to another bucket",
+                                   lambda: self.born(db, increment))
+        else:
+            problem = settled_problem(db, increment, self.unsettled_field(),
+                                      "settled_rows", "rows", "buckets",
+                                      "a row deleted or moved to another bucket leaves "
+                                      "nothing a watermark sees")
         if problem is None and not any(self.id in increment.recorded.get("buckets", {})
                                        for increment in self.increments.values()):
             run = self.increments[dataset].run_id

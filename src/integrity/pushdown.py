@@ -226,7 +226,7 @@ class Tables:
         """How many rows `dataset` holds, counted once a run: a population over the whole
         table, and the rows older than a watermark (the total less the changed rows, which
         the change column's index finds) share it."""
-        return self.once(("rows", dataset), lambda: int(self.scalar(
+        return self.once(("table rows", dataset), lambda: int(self.scalar(
             sa.select(sa.func.count()).select_from(self.relation(dataset)))))
 
     def every_row(self, dataset: str, condition: sa.ColumnElement) -> bool:
@@ -250,23 +250,30 @@ class Tables:
 
     def index_lookups(self, on: bool) -> None:
         """PostgreSQL: price a page read out of order as one read in sequence (`on`), or
-        as the session had it, for the statements of an incremental check. They find the
-        rows to examine by index — a range of the change column, bound keys — and the
-        default price (4, set for spinning disks) has the planner scan a table of millions
-        instead for a few thousand rows scattered over its pages: 0.96 s against 0.11 s
-        for one count at scale 10 (benchmarks/incremental.py). Local to the check's
-        savepoint, which a failing statement rolls back with it."""
+        as the session had it again, for the statements of an incremental check. They
+        find the rows to examine by index — a range of the change column, bound keys —
+        and the default price (4, set for spinning disks) has the planner scan a table of
+        millions instead for a few thousand rows scattered over its pages: 0.96 s against
+        0.11 s for one count at scale 10 (benchmarks/incremental.py). Never raised above
+        the session's own, and local to the check's savepoint, which a failing statement
+        rolls back with it."""
         if self.dialect != "postgresql":
             return
-        if not on:
-            self.connection.exec_driver_sql("SET LOCAL random_page_cost TO DEFAULT")
-        elif self.once(("random_page_cost",), lambda: float(self.scalar(sa.text(
-                "SELECT current_setting('random_page_cost')")))) > INDEX_LOOKUP_COST:
-            self.connection.exec_driver_sql(f"SET LOCAL random_page_cost = {INDEX_LOOKUP_COST}")
+        # The session's price, as text (None on a server without the setting).
+        session = self.once(("random page cost",), lambda: self.scalar(sa.text(
+            "SELECT current_setting('random_page_cost', true)")))
+        try:
+            lower = session is not None and float(session) > INDEX_LOOKUP_COST
+        except ValueError:
+            lower = False
+        if lower:
+            price = INDEX_LOOKUP_COST if on else float(session)
+            self.connection.exec_driver_sql(f"SET LOCAL random_page_cost = {price}")
 
     def once(self, key: tuple, read) -> Any:
         """`read()` the first time `key` is asked for in this run, its answer after: what
-        several checks read of one snapshot alike (a count, a checksum)."""
+        several checks read of one snapshot alike (a count, a checksum). A check's own
+        keys start with its id; the run's, with words a check id cannot hold (spaced)."""
         if key not in self._once:
             self._once[key] = read()
         return self._once[key]

@@ -408,7 +408,7 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                 broken[check.id] = message
             continue
         try:
-            mark = _watermark(db, name, setting.column)
+            mark = _apart(db, lambda: _watermark(db, name, setting.column))
         except (SourceError, IntegrityError) as error:
             for check in users:
                 broken[check.id] = f"datasets.{name}.incremental: {error}"
@@ -428,7 +428,8 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
             extras: dict = {}
             for check in users:
                 try:
-                    _merge_extras(extras, check.watermark_extras(db, name, ahead))
+                    _merge_extras(extras, _apart(db, lambda: check.watermark_extras(
+                        db, name, ahead)))
                 except (SourceError, IntegrityError) as error:
                     broken[check.id] = f"datasets.{name}.incremental: {error}"
             mark = {**mark, **extras}
@@ -451,8 +452,8 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                 why = _state_problem(audit, name, setting.column, state, result, numeric)
             if why is None and not scheduled:
                 try:
-                    why = _churn_problem(db, name, setting, _since(
-                        state.watermark, overlap, numeric), state.run_id, shares)
+                    why = _apart(db, lambda: _churn_problem(db, name, setting, _since(
+                        state.watermark, overlap, numeric), state.run_id, shares))
                 except (SourceError, IntegrityError) as error:
                     broken[check.id] = f"datasets.{name}.incremental: {error}"
                     continue
@@ -485,7 +486,7 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
                 break
         for name in check.increments if why is None else ():
             try:
-                problem = check.incremental_start_problem(db, name)
+                problem = _apart(db, lambda: check.incremental_start_problem(db, name))
             except (SourceError, IntegrityError) as error:
                 if check.id in forced:  # the full run needs none of it
                     why = notes[check.id]
@@ -511,6 +512,21 @@ def _plan_increments(audit: Audit, checks: list[Check], broken: dict[str, str], 
         result.watermarks.append(Watermark(name, column, mark, read_in_full=not any(
             name in check.increments for check in users)))
     return notes, passed_over
+
+
+def _apart(db, read):
+    """`read()` in a savepoint of its own (off SQLite), as a check's measurement is: a
+    statement that fails there must not abort the snapshot every other check reads."""
+    if db.dialect == "sqlite":
+        return read()
+    savepoint = db.connection.begin_nested()
+    try:
+        value = read()
+    except BaseException:
+        _rollback(savepoint)
+        raise
+    savepoint.commit()
+    return value
 
 
 def _merge_extras(extras: dict, more: dict) -> None:

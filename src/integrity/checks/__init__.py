@@ -463,7 +463,8 @@ def born(db: Tables, increment: Increment, created: str, alias: str,
     summed = [sa.func.count(), db.key_checksum(values(relation))]
 
     def read() -> dict:
-        whole = db.once(("checksum", dataset, *what), lambda: db.rows(sa.select(*summed))[0])
+        whole = db.once(("key checksum", dataset, *what),
+                        lambda: db.rows(sa.select(*summed))[0])
         part = db.rows(sa.select(*summed).where(
             inserted_and_changed(db, relation, increment, created)))[0]
         checksum = int(whole[1] or 0) - int(part[1] or 0)  # a SQLite sum of none: null
@@ -472,7 +473,7 @@ def born(db: Tables, increment: Increment, created: str, alias: str,
         return {"created": created, "count": int(whole[0]) - int(part[0]),
                 "checksum": str(checksum)}
 
-    return db.once(("born", dataset, created, increment.since, *what), read)
+    return db.once(("rows born", dataset, created, increment.since, *what), read)
 
 
 def born_problem(increment: Increment, created: str, field: str, things: str, changed: str,

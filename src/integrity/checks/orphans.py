@@ -116,8 +116,8 @@ class ByParent(Check):
     def watermark_extras(self, db, dataset: str, since) -> dict:
         import sqlalchemy as sa
 
-        if dataset != self.config.parent:
-            return {}
+        if dataset != self.config.parent or self.incremental_problem(dataset):
+            return {}  # no incremental run will start from it
         key = self.parent_key()
         parents = db.alias(dataset, "parents")
         changed = changed_since(db, parents, since)

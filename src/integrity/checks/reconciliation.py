@@ -278,7 +278,11 @@ class Reconciliation(Check):
             # it holds a row older than the overlap (the population's arithmetic).
             settled = []
             if self.increments:
-                scope = sa.and_(scope, self.touched(db, index, rows))
+                # Asked only of the rows the filter takes, as the full run buckets only
+                # them (the database may test conditions in any order, and a text day it
+                # cannot read would stop the check).
+                scope = sa.and_(scope, sa.case((scope, self.touched(db, index, rows)),
+                                               else_=sa.false()))
                 settled = [("s", sa.func.max(sa.case(
                     (self.not_old(db, rows, self.increments[side.dataset]), 0), else_=1)))]
             if counting:  # and whether it will hold one older than where the next run starts
@@ -408,14 +412,27 @@ class Reconciliation(Check):
         import sqlalchemy as sa
 
         mine = self.bucket(db, index, relation)
-        parts = []
+        expressions = [expression for expression, _ in mine]
+        # The buckets of the rows changed on either side (found by the change columns'
+        # indexes), as one uncorrelated subquery the database hashes once: a correlated
+        # EXISTS would be run again for every row of the table. A bucket with a null part
+        # (which `=` never matches, and the full run groups null with null) is matched
+        # by the correlated form, tried only for a row whose own bucket has a null part.
+        changed_buckets, with_nulls = [], []
         for number, side in enumerate((self.config.left, self.config.right)):
             changed = db.alias(side.dataset, f"changed_{number}_{index}")
             theirs = self.bucket(db, number, changed)
-            parts.append(sa.exists().where(
-                changed_since(db, changed, self.increments[side.dataset]),
-                *[sa.or_(ours == other, sa.and_(ours.is_(None), other.is_(None)))
-                  for (ours, _), (other, _) in zip(mine, theirs)]))
+            since = changed_since(db, changed, self.increments[side.dataset])
+            changed_buckets.append(sa.select(*[other.label(f"k{position}") for position,
+                                               (other, _) in enumerate(theirs)]).where(since))
+            with_nulls.append(sa.exists().where(
+                since, *[sa.or_(ours == other, sa.and_(ours.is_(None), other.is_(None)))
+                         for ours, (other, _) in zip(expressions, theirs)]))
+        found = sa.union(*changed_buckets).subquery(f"changed_buckets_{index}")
+        parts = [expressions[0].in_(sa.select(found.c.k0)) if len(expressions) == 1 else
+                 sa.tuple_(*expressions).in_(sa.select(*found.c)),
+                 sa.and_(sa.or_(*[expression.is_(None) for expression in expressions]),
+                         sa.or_(*with_nulls))]
         complete, partial = [], []
         for key in self.recorded_keys():
             values = [_typed(db, kind, text) for (_, kind), text in zip(mine, key)]
@@ -527,9 +544,9 @@ class Reconciliation(Check):
 
     def born(self, db, increment) -> dict:
         """How many rows of the increment's dataset were born before its start, and a
-        checksum of their buckets and whether each side's filter takes them (on each side
-        that reads the dataset): a born row soft-deleted out of its side leaves a bucket
-        the last run counted, as surely as a delete."""
+        checksum of whether each side's filter takes them and of their buckets there (on
+        each side that reads the dataset): a born row soft-deleted out of its side leaves
+        a bucket the last run counted, as surely as a delete."""
         import sqlalchemy as sa
 
         dataset = increment.dataset
@@ -538,9 +555,15 @@ class Reconciliation(Check):
                  if side.dataset == dataset]
 
         def values(rows) -> list:
-            return [value for index, side in sides for value in (
-                sa.case((db.where(dataset, rows, side.where), 1), else_=0),
-                *[expression for expression, _ in self.bucket(db, index, rows)])]
+            # A row the side's filter leaves out has no bucket there: its day is not even
+            # computed (a text time PostgreSQL cannot read must not stop the run).
+            found = []
+            for index, side in sides:
+                taken = db.where(dataset, rows, side.where)
+                found += [sa.case((taken, 1), else_=0),
+                          *[sa.case((taken, expression), else_=sa.null())
+                            for expression, _ in self.bucket(db, index, rows)]]
+            return found
 
         return born(db, increment, self.created(increment), "born_rows", values,
                     ("buckets of", self.id))
@@ -561,8 +584,8 @@ class Reconciliation(Check):
         import sqlalchemy as sa
 
         sides = (self.config.left, self.config.right)
-        if dataset not in self.config.datasets or not self.key_names():
-            return {}
+        if dataset not in self.config.datasets or self.incremental_problem(dataset):
+            return {}  # no incremental run will start from it
         self.ahead[dataset] = since
         recent = []
         for index, side in enumerate(sides):

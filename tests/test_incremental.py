@@ -1318,6 +1318,34 @@ def test_with_created_an_old_row_updated_in_its_bucket_keeps_a_reconciliation_in
     books.dispose()
 
 
+def test_a_reconciliation_with_many_buckets_of_several_parts_to_see_again_runs_in_full(
+        tmp_path, monkeypatch):
+    """More buckets of several parts to see again than MOST_LISTED_BUCKETS: the check runs
+    in full, saying why, with the full run's answer; a check of one-part buckets does not."""
+    import integrity.checks.reconciliation as reconciliation
+
+    monkeypatch.setattr(reconciliation, "MOST_LISTED_BUCKETS", 0)
+    url, books = ledger(tmp_path)
+    checks = PAID + """\
+- {id: counted, kind: reconciliation, tolerance: 10%,
+   left: {dataset: orders, by: [tenantId]}, right: {dataset: payments, by: [payer]}}
+"""
+    full = Chain(url, tmp_path, "sql", True, LEDGER, checks)
+    mine = Chain(url, tmp_path, "sql", False, LEDGER, checks)
+    for now in (CLOCK, CLOCK + timedelta(hours=1)):
+        truth, result = full.run(now), mine.run(now)
+        assert [answer(check) for check in result.checks] == [
+            answer(check) for check in truth.checks]
+    assert result.check("paid").notes == [
+        "ran in full (orders): 2 buckets of run 1 to see again (its violations and rows "
+        "within the overlap), more than 0: a list of keys of several parts is tested one "
+        "key at a time on every row, which costs more than a full run"]
+    assert result.check("counted").notes[0].startswith("incremental: re-aggregated")
+    for chain in (full, mine):
+        chain.dispose()
+    books.dispose()
+
+
 @pytest.mark.parametrize("checks, note", [
     ("""\
 - {id: paid, kind: reconciliation, left: {dataset: orders, measure: sum(amount)},
